@@ -1,0 +1,293 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/client/callopt"
+	"github.com/cloudwego/kitex/pkg/kerrors"
+	"github.com/cloudwego/kitex/server"
+
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
+)
+
+// testHandler echoes; a message "block" waits until release is closed or
+// the server side gives up.
+type testHandler struct {
+	blocked chan struct{} // receives one value per blocked call
+	release chan struct{}
+}
+
+func newTestHandler() *testHandler {
+	return &testHandler{blocked: make(chan struct{}, 16), release: make(chan struct{})}
+}
+
+func (h *testHandler) Echo(ctx context.Context, req *api.Request) (*api.Response, error) {
+	if req.Message == "block" {
+		h.blocked <- struct{}{}
+		<-h.release
+	}
+	return &api.Response{Message: req.Message}, nil
+}
+
+// fixture is one running server and a client connected to it.
+type fixture struct {
+	kind    transport.Kind
+	addr    string
+	handler *testHandler
+	svr     server.Server
+	cli     echo.Client
+	stopped chan error
+}
+
+// transportCase makes the server and client options of one transport.
+type transportCase struct {
+	kind   transport.Kind
+	server func(t *testing.T) transport.ServerConfig
+	client func(t *testing.T) transport.ClientConfig
+}
+
+func cases() []transportCase {
+	plain := func(k transport.Kind) transportCase {
+		return transportCase{
+			kind:   k,
+			server: func(*testing.T) transport.ServerConfig { return transport.ServerConfig{Kind: k, Addr: "127.0.0.1:0"} },
+			client: func(*testing.T) transport.ClientConfig { return transport.ClientConfig{Kind: k} },
+		}
+	}
+	return append([]transportCase{plain(transport.Netpoll), plain(transport.GoNet), plain(transport.WebSocket)}, extraCases()...)
+}
+
+// extraCases is where transports with their own set-up (the tunnel) join the table.
+var extraCases = func() []transportCase { return nil }
+
+func startFixture(t *testing.T, tc transportCase, extra ...client.Option) *fixture {
+	t.Helper()
+	scfg := tc.server(t)
+	scfg.ExitWaitTime = time.Second
+	sopts, addr, err := transport.ServerOptions(scfg)
+	if err != nil {
+		t.Fatalf("ServerOptions(%s): %v", tc.kind, err)
+	}
+	h := newTestHandler()
+	// Kitex's default exit signal leaves a goroutine per server waiting for SIGTERM.
+	sopts = append(sopts, server.WithExitSignal(func() <-chan error { return make(chan error) }))
+	svr := echo.NewServer(h, sopts...)
+	f := &fixture{kind: tc.kind, addr: addr.String(), handler: h, svr: svr, stopped: make(chan error, 1)}
+	go func() { f.stopped <- svr.Run() }()
+	t.Cleanup(func() { f.stop(t) })
+
+	ct, err := transport.NewClient(tc.client(t))
+	if err != nil {
+		t.Fatalf("NewClient(%s): %v", tc.kind, err)
+	}
+	t.Cleanup(func() { _ = ct.Close() })
+	opts := append(ct.Options(),
+		client.WithHostPorts(f.addr),
+		client.WithRPCTimeout(10*time.Second),
+		client.WithConnectTimeout(2*time.Second),
+	)
+	f.cli, err = echo.NewClient("echo", append(opts, extra...)...)
+	if err != nil {
+		t.Fatalf("NewClient: %v", err)
+	}
+	waitServing(t, f)
+	return f
+}
+
+// waitServing calls until the server answers: Run starts the server asynchronously.
+func waitServing(t *testing.T, f *fixture) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_, err := f.cli.Echo(ctx, &api.Request{Message: "ping"})
+		cancel()
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s server at %s never answered: %v", f.kind, f.addr, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func (f *fixture) stop(t *testing.T) {
+	select {
+	case <-f.handler.release:
+	default:
+		close(f.handler.release)
+	}
+	if err := f.svr.Stop(); err != nil && !strings.Contains(err.Error(), "deadline") {
+		t.Errorf("stop %s server: %v", f.kind, err)
+	}
+	select {
+	case <-f.stopped:
+	case <-time.After(10 * time.Second):
+		t.Errorf("%s server did not return from Run after Stop", f.kind)
+	}
+}
+
+func TestConformance(t *testing.T) {
+	for _, tc := range cases() {
+		t.Run(string(tc.kind), func(t *testing.T) {
+			t.Run("RoundTrip", func(t *testing.T) { testRoundTrip(t, tc) })
+			t.Run("MessageSizes", func(t *testing.T) { testMessageSizes(t, tc) })
+			t.Run("Concurrent64", func(t *testing.T) { testConcurrent(t, tc) })
+			t.Run("Deadline", func(t *testing.T) { testDeadline(t, tc) })
+			t.Run("ServerClosedMidCall", func(t *testing.T) { testServerClosedMidCall(t, tc) })
+			t.Run("GarbageThenServe", func(t *testing.T) { testGarbage(t, tc) })
+		})
+	}
+}
+
+func testRoundTrip(t *testing.T, tc transportCase) {
+	f := startFixture(t, tc)
+	resp, err := f.cli.Echo(context.Background(), &api.Request{Message: "hello " + string(tc.kind)})
+	if err != nil {
+		t.Fatalf("Echo: %v", err)
+	}
+	if want := "hello " + string(tc.kind); resp.Message != want {
+		t.Fatalf("Echo returned %q, want %q", resp.Message, want)
+	}
+}
+
+func testMessageSizes(t *testing.T, tc transportCase) {
+	f := startFixture(t, tc)
+	for _, size := range []int{0, 1, 1024, 16 << 10, 1 << 20} {
+		msg := strings.Repeat("x", size)
+		resp, err := f.cli.Echo(context.Background(), &api.Request{Message: msg})
+		if err != nil {
+			t.Fatalf("Echo of %d bytes: %v", size, err)
+		}
+		if resp.Message != msg {
+			t.Fatalf("Echo of %d bytes returned %d bytes", size, len(resp.Message))
+		}
+	}
+}
+
+func testConcurrent(t *testing.T, tc transportCase) {
+	f := startFixture(t, tc)
+	const callers, calls = 64, 20
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for i := 0; i < callers; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			for j := 0; j < calls; j++ {
+				msg := fmt.Sprintf("caller %d call %d", i, j)
+				resp, err := f.cli.Echo(context.Background(), &api.Request{Message: msg})
+				if err != nil {
+					errs <- err
+					return
+				}
+				if resp.Message != msg {
+					errs <- fmt.Errorf("got %q, want %q", resp.Message, msg)
+					return
+				}
+			}
+		}(i)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func testDeadline(t *testing.T, tc transportCase) {
+	f := startFixture(t, tc)
+	start := time.Now()
+	_, err := f.cli.Echo(context.Background(), &api.Request{Message: "block"}, callopt.WithRPCTimeout(200*time.Millisecond))
+	if !errors.Is(err, kerrors.ErrRPCTimeout) {
+		t.Fatalf("blocked call returned %v, want ErrRPCTimeout", err)
+	}
+	// The handler blocks until the test ends; 10 s is the client's default.
+	if elapsed := time.Since(start); elapsed > 5*time.Second {
+		t.Fatalf("call with a 200ms timeout returned after %v", elapsed)
+	}
+	// The connection of the timed-out call is discarded; the next call works.
+	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "after"}); err != nil {
+		t.Fatalf("call after a timeout: %v", err)
+	}
+}
+
+func testServerClosedMidCall(t *testing.T, tc transportCase) {
+	f := startFixture(t, tc)
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.cli.Echo(context.Background(), &api.Request{Message: "block"}, callopt.WithRPCTimeout(60*time.Second))
+		done <- err
+	}()
+	select {
+	case <-f.handler.blocked:
+	case <-time.After(10 * time.Second):
+		t.Fatal("call never reached the handler")
+	}
+	go func() { _ = f.svr.Stop() }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("call in flight while the server stopped returned no error")
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("call in flight while the server stopped hung")
+	}
+}
+
+func testGarbage(t *testing.T, tc transportCase) {
+	f := startFixture(t, tc)
+	garbage := []byte("\x00\x00\x00\x10this is not thrift at all\r\n\r\n")
+	for i := 0; i < 3; i++ {
+		sendGarbage(t, tc.kind, f.addr, garbage)
+	}
+	resp, err := f.cli.Echo(context.Background(), &api.Request{Message: "still serving"})
+	if err != nil || resp.Message != "still serving" {
+		t.Fatalf("after garbage: %v, %v", resp, err)
+	}
+}
+
+// sendGarbage writes garbage on a new connection and waits until the server
+// closes it (or a bounded time passes).
+func sendGarbage(t *testing.T, kind transport.Kind, addr string, garbage []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	var c net.Conn
+	var err error
+	if kind == transport.WebSocket {
+		c, err = websocket.Dial(ctx, addr, websocket.DialerConfig{})
+	} else {
+		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+	}
+	if err != nil {
+		t.Fatalf("dial %s: %v", addr, err)
+	}
+	defer c.Close()
+	if _, err := c.Write(garbage); err != nil {
+		t.Fatalf("write garbage: %v", err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 512)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				t.Fatalf("server kept a connection that sent garbage open")
+			}
+			return
+		}
+	}
+}

@@ -1,0 +1,93 @@
+// Package connadapt lets any stream-oriented net.Conn carry Kitex RPC on
+// Kitex's gonet transport.
+//
+// Kitex's gonet transport reads and writes through bufiox buffers that it
+// finds by type-asserting the connection, and its long-connection pool finds
+// its own connections again by their remote address. A connection from a
+// WebSocket library or a multiplexed stream satisfies neither out of the box:
+// calls fail, or every call dials a new connection. Conn fixes both, and
+// Dialer turns any dial function into a Kitex remote.Dialer that returns such
+// connections.
+package connadapt
+
+import (
+	"net"
+	"sync/atomic"
+
+	"github.com/cloudwego/gopkg/bufiox"
+)
+
+// Conn wraps a net.Conn for Kitex's gonet transport. It provides the bufiox
+// reader and writer that gonet type-asserts, reports the remote address the
+// caller chose (so that Kitex's connection pool can find the connection again),
+// and is safe to close more than once.
+type Conn struct {
+	net.Conn
+	r      *bufiox.DefaultReader
+	w      *bufiox.DefaultWriter
+	remote net.Addr
+	closed atomic.Bool
+}
+
+// New wraps c. If remote is nil, RemoteAddr reports c's own remote address,
+// or an address of network "unknown" when c reports none (some libraries
+// return nil, which would make Kitex panic).
+func New(c net.Conn, remote net.Addr) *Conn {
+	return &Conn{
+		Conn:   c,
+		r:      bufiox.NewDefaultReader(c),
+		w:      bufiox.NewDefaultWriter(c),
+		remote: remote,
+	}
+}
+
+// Reader returns the buffered reader Kitex's gonet transport decodes from.
+func (c *Conn) Reader() *bufiox.DefaultReader { return c.r }
+
+// Writer returns the buffered writer Kitex's gonet transport encodes into.
+func (c *Conn) Writer() *bufiox.DefaultWriter { return c.w }
+
+// Read reads through the buffered reader, so that bytes Kitex peeked are not lost.
+func (c *Conn) Read(b []byte) (int, error) { return c.r.Read(b) }
+
+// RemoteAddr returns the address given to New, else the wrapped connection's.
+// It never returns nil.
+func (c *Conn) RemoteAddr() net.Addr {
+	if c.remote != nil {
+		return c.remote
+	}
+	if a := c.Conn.RemoteAddr(); a != nil {
+		return a
+	}
+	return Addr{Net: "unknown", Address: "unknown"}
+}
+
+// IsActive reports whether the connection has not been closed. Kitex's pool
+// asks it before reusing a connection.
+func (c *Conn) IsActive() bool { return !c.closed.Load() }
+
+// Close closes the wrapped connection once; later calls return net.ErrClosed.
+func (c *Conn) Close() error {
+	if !c.closed.CompareAndSwap(false, true) {
+		return net.ErrClosed
+	}
+	_ = c.r.Release(nil)
+	return c.Conn.Close()
+}
+
+// Unwrap returns the wrapped connection.
+func (c *Conn) Unwrap() net.Conn { return c.Conn }
+
+// Addr is a net.Addr made of a network name and an address string.
+type Addr struct {
+	Net     string
+	Address string
+}
+
+// Network returns the network name.
+func (a Addr) Network() string { return a.Net }
+
+// String returns the address.
+func (a Addr) String() string { return a.Address }
+
+var _ net.Addr = Addr{}

@@ -1,0 +1,174 @@
+package transport
+
+import (
+	"context"
+	"net"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/kitex/pkg/remote"
+	"github.com/cloudwego/netpoll"
+)
+
+// drainListener closes, ExitWaitTime after the listener is closed, every
+// connection it accepted that is still open. Kitex's gonet server stops
+// accepting and waits for its connections to end, but never closes one
+// itself; without this a client's pooled connection would keep a stopped
+// server's goroutines alive until the client gave up on it.
+type drainListener struct {
+	net.Listener
+	grace time.Duration
+
+	mu     sync.Mutex
+	conns  map[*drainConn]struct{}
+	closed bool
+}
+
+func newDrainListener(ln net.Listener, grace time.Duration) *drainListener {
+	return &drainListener{Listener: ln, grace: grace, conns: make(map[*drainConn]struct{})}
+}
+
+func (l *drainListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	dc := &drainConn{Conn: c, l: l}
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		_ = c.Close()
+		return nil, net.ErrClosed
+	}
+	l.conns[dc] = struct{}{}
+	l.mu.Unlock()
+	return dc, nil
+}
+
+func (l *drainListener) Close() error {
+	err := l.Listener.Close()
+	l.mu.Lock()
+	first := !l.closed
+	l.closed = true
+	l.mu.Unlock()
+	if first {
+		time.AfterFunc(l.grace, l.closeAll)
+	}
+	return err
+}
+
+func (l *drainListener) closeAll() {
+	l.mu.Lock()
+	conns := make([]*drainConn, 0, len(l.conns))
+	for c := range l.conns {
+		conns = append(conns, c)
+	}
+	l.mu.Unlock()
+	for _, c := range conns {
+		_ = c.Close()
+	}
+}
+
+type drainConn struct {
+	net.Conn
+	l    *drainListener
+	once sync.Once
+}
+
+func (c *drainConn) Close() error {
+	err := net.ErrClosed
+	c.once.Do(func() {
+		c.l.mu.Lock()
+		delete(c.l.conns, c)
+		c.l.mu.Unlock()
+		err = c.Conn.Close()
+	})
+	return err
+}
+
+// netpollDrain does for netpoll what drainListener does for gonet. netpoll
+// accepts on the listener's file descriptor itself, so connections are
+// tracked through Kitex's inbound handler chain, and the listener (which
+// netpoll uses as is, because it has Fd) only tells when the server stops.
+type netpollDrain struct {
+	grace time.Duration
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	once  sync.Once
+}
+
+func (d *netpollDrain) OnActive(ctx context.Context, conn net.Conn) (context.Context, error) {
+	d.mu.Lock()
+	d.conns[conn] = struct{}{}
+	d.mu.Unlock()
+	return ctx, nil
+}
+
+func (d *netpollDrain) OnInactive(ctx context.Context, conn net.Conn) context.Context {
+	d.mu.Lock()
+	delete(d.conns, conn)
+	d.mu.Unlock()
+	return ctx
+}
+
+func (d *netpollDrain) OnRead(ctx context.Context, _ net.Conn) (context.Context, error) {
+	return ctx, nil
+}
+
+func (d *netpollDrain) OnMessage(ctx context.Context, _, _ remote.Message) (context.Context, error) {
+	return ctx, nil
+}
+
+func (d *netpollDrain) stopped() {
+	d.once.Do(func() {
+		time.AfterFunc(d.grace, func() {
+			d.mu.Lock()
+			conns := make([]net.Conn, 0, len(d.conns))
+			for c := range d.conns {
+				conns = append(conns, c)
+			}
+			d.mu.Unlock()
+			for _, c := range conns {
+				shutdownBusy(c)
+				_ = c.Close()
+			}
+		})
+	})
+}
+
+type netpollListener struct {
+	netpoll.Listener
+	d *netpollDrain
+}
+
+func (l netpollListener) Close() error {
+	l.d.stopped()
+	return l.Listener.Close()
+}
+
+// netpollDrained returns the listener and inbound handler that close a
+// netpoll server's remaining connections grace after it stops.
+func netpollDrained(ln net.Listener, grace time.Duration) (net.Listener, remote.InboundHandler, error) {
+	nl, err := netpoll.ConvertListener(ln)
+	if err != nil {
+		return nil, nil, err
+	}
+	d := &netpollDrain{grace: grace, conns: make(map[net.Conn]struct{})}
+	return netpollListener{Listener: nl, d: d}, d, nil
+}
+
+// shutdownBusy shuts the socket of a netpoll connection down in both
+// directions. netpoll defers closing a connection whose request is still
+// being handled until the handler returns; shutdown(2) tells the client at
+// once, so that its call fails instead of waiting for its timeout.
+func shutdownBusy(c net.Conn) {
+	nc, ok := c.(interface {
+		IsActive() bool
+		Fd() int
+	})
+	if !ok || !nc.IsActive() {
+		return // already closing: its descriptor may be gone
+	}
+	_ = syscall.Shutdown(nc.Fd(), syscall.SHUT_RDWR)
+}

@@ -1,0 +1,240 @@
+// Package transport chooses what carries a Kitex service's RPCs: netpoll
+// (Kitex's default), gonet (the Go standard library), WebSocket, or a yamux
+// reverse tunnel. A service picks a Kind, passes the options from
+// ServerOptions or NewClient to Kitex, and its handlers, middleware, load
+// balancing, retries and timeouts stay the same on every transport.
+//
+// Every transport speaks standard Thrift: Framed (or TTHeader) binary on TCP,
+// and the same bytes inside binary WebSocket messages.
+package transport
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strings"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/connpool"
+	"github.com/cloudwego/kitex/pkg/remote"
+	kpool "github.com/cloudwego/kitex/pkg/remote/connpool"
+	"github.com/cloudwego/kitex/pkg/remote/trans/gonet"
+	ktransport "github.com/cloudwego/kitex/transport"
+	"github.com/cloudwego/kitex/server"
+
+	"github.com/anyconn/kitex-anyconn/transport/connadapt"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
+)
+
+// Kind names a transport.
+type Kind string
+
+// The transports this package knows.
+const (
+	// Netpoll is Kitex's default network library (epoll based).
+	Netpoll Kind = "netpoll"
+	// GoNet is the Go standard library's TCP through Kitex's gonet transport.
+	GoNet Kind = "gonet"
+	// WebSocket carries Kitex over WebSocket connections (package websocket).
+	WebSocket Kind = "websocket"
+	// Yamux carries Kitex over streams of a yamux session that the server
+	// dialed out (a reverse tunnel): the server side serves on the tunnel's
+	// listener and the client side dials through the tunnel.
+	Yamux Kind = "yamux"
+)
+
+// ErrUnknownKind is returned by ParseKind for a name that is not a Kind.
+var ErrUnknownKind = errors.New("unknown transport")
+
+// ErrNeedsTunnel is returned when a Yamux server or client is configured
+// without the tunnel listener or dialer that it runs on.
+var ErrNeedsTunnel = errors.New("the yamux transport needs a tunnel listener (server) or dialer (client)")
+
+// Kinds returns every Kind, in a stable order.
+func Kinds() []Kind { return []Kind{Netpoll, GoNet, WebSocket, Yamux} }
+
+// ParseKind returns the Kind named s. Surrounding space and case are ignored.
+func ParseKind(s string) (Kind, error) {
+	k := Kind(strings.ToLower(strings.TrimSpace(s)))
+	for _, known := range Kinds() {
+		if k == known {
+			return k, nil
+		}
+	}
+	return "", fmt.Errorf("%w %q: allowed values are %s", ErrUnknownKind, s, kindList())
+}
+
+func kindList() string {
+	names := make([]string, 0, len(Kinds()))
+	for _, k := range Kinds() {
+		names = append(names, string(k))
+	}
+	return strings.Join(names, ", ")
+}
+
+// String returns the transport's name.
+func (k Kind) String() string { return string(k) }
+
+// ServerConfig says how a Kitex server receives connections.
+type ServerConfig struct {
+	// Kind is the transport.
+	Kind Kind
+	// Addr is the TCP address to listen on (for example ":8888" or
+	// "127.0.0.1:0"). Ignored when Listener is set.
+	Addr string
+	// Listener, if set, is served instead of listening on Addr: any
+	// net.Listener whose connections carry Kitex's byte stream. Yamux
+	// requires it (the tunnel agent's listener). With WebSocket it is the
+	// TCP listener that the WebSocket HTTP server runs on.
+	Listener net.Listener
+	// WebSocket configures the WebSocket listener.
+	WebSocket websocket.ListenerConfig
+	// ExitWaitTime is how long a stopping server lets calls in flight
+	// finish before it closes the connections that remain;
+	// DefaultExitWaitTime if zero.
+	ExitWaitTime time.Duration
+}
+
+// DefaultExitWaitTime is ServerConfig.ExitWaitTime when it is zero (Kitex's
+// own default).
+const DefaultExitWaitTime = 5 * time.Second
+
+// ServerOptions returns the Kitex server options for cfg and the address the
+// server is bound to. It listens at once, so a busy port is reported here;
+// the listener belongs to the Kitex server from then on and is closed when
+// the server stops (close it yourself if you never run the server).
+func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
+	ln := cfg.Listener
+	if cfg.Kind == Yamux && ln == nil {
+		return nil, nil, ErrNeedsTunnel
+	}
+	if _, err := ParseKind(string(cfg.Kind)); err != nil {
+		return nil, nil, err
+	}
+	if ln == nil {
+		var err error
+		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
+			return nil, nil, fmt.Errorf("transport %s: listen %s: %w", cfg.Kind, cfg.Addr, err)
+		}
+	}
+	if cfg.Kind == WebSocket {
+		ln = websocket.NewListener(ln, cfg.WebSocket)
+	}
+	exitWait := cfg.ExitWaitTime
+	if exitWait <= 0 {
+		exitWait = DefaultExitWaitTime
+	}
+	var opts []server.Option
+	if cfg.Kind == Netpoll {
+		nl, drain, err := netpollDrained(ln, exitWait)
+		if err != nil {
+			_ = ln.Close()
+			return nil, nil, fmt.Errorf("transport %s: %w", cfg.Kind, err)
+		}
+		ln = nl
+		opts = append(opts, server.WithBoundHandler(drain))
+	} else {
+		ln = newDrainListener(ln, exitWait)
+	}
+	opts = append(opts,
+		server.WithListener(ln),
+		server.WithServiceAddr(ln.Addr()),
+		server.WithExitWaitTime(exitWait),
+	)
+	if cfg.Kind != Netpoll {
+		opts = append(opts,
+			server.WithTransServerFactory(gonet.NewTransServerFactory()),
+			server.WithTransHandlerFactory(gonet.NewSvrTransHandlerFactory()),
+		)
+	}
+	return opts, ln.Addr(), nil
+}
+
+// DefaultMaxIdlePerAddress is the connection pool size per server address
+// when ClientConfig.MaxIdlePerAddress is zero. Kitex's own default (10)
+// makes more concurrent callers than that close and redial connections.
+const DefaultMaxIdlePerAddress = 64
+
+// ClientConfig says how a Kitex client reaches servers.
+type ClientConfig struct {
+	// Kind is the transport.
+	Kind Kind
+	// Dialer, if set, replaces the transport's dialer (gonet, websocket and
+	// yamux only). Yamux requires it: the tunnel's dialer.
+	Dialer remote.Dialer
+	// WebSocket configures the WebSocket dialer.
+	WebSocket websocket.DialerConfig
+	// MaxIdlePerAddress is how many idle connections are kept per server
+	// address; size it to the expected concurrent calls per server.
+	// DefaultMaxIdlePerAddress if zero.
+	MaxIdlePerAddress int
+	// MaxIdleTimeout closes connections idle for longer; 30 s if zero.
+	MaxIdleTimeout time.Duration
+}
+
+// Client holds the Kitex client options of one transport and the connection
+// pool behind them. Build one Kitex client from its Options and Close it
+// when that client is no longer used.
+type Client struct {
+	opts []client.Option
+	pool *kpool.LongPool
+}
+
+// NewClient returns the Kitex client options for cfg. Calls use Thrift
+// Framed, the wire any Thrift client and server understands.
+func NewClient(cfg ClientConfig) (*Client, error) {
+	if _, err := ParseKind(string(cfg.Kind)); err != nil {
+		return nil, err
+	}
+	dialer := cfg.Dialer
+	switch cfg.Kind {
+	case Yamux:
+		if dialer == nil {
+			return nil, ErrNeedsTunnel
+		}
+	case WebSocket:
+		if dialer == nil {
+			dialer = websocket.NewDialer(cfg.WebSocket)
+		}
+	case GoNet:
+		if dialer == nil {
+			var d net.Dialer
+			dialer = connadapt.Dialer{Dial: d.DialContext}
+		}
+	case Netpoll:
+		if dialer != nil {
+			return nil, fmt.Errorf("transport %s: a custom dialer needs gonet, websocket or yamux", cfg.Kind)
+		}
+	}
+	idle := connpool.IdleConfig{
+		MaxIdlePerAddress: cfg.MaxIdlePerAddress,
+		MaxIdleGlobal:     1 << 20,
+		MaxIdleTimeout:    cfg.MaxIdleTimeout,
+	}
+	if idle.MaxIdlePerAddress <= 0 {
+		idle.MaxIdlePerAddress = DefaultMaxIdlePerAddress
+	}
+	if idle.MaxIdleTimeout <= 0 {
+		idle.MaxIdleTimeout = 30 * time.Second
+	}
+	pool := kpool.NewLongPool("kitex-anyconn", idle)
+	opts := []client.Option{
+		client.WithTransportProtocol(ktransport.Framed),
+		client.WithConnPool(pool),
+	}
+	if cfg.Kind != Netpoll {
+		opts = append(opts,
+			client.WithDialer(dialer),
+			client.WithTransHandlerFactory(gonet.NewCliTransHandlerFactory()),
+		)
+	}
+	return &Client{opts: opts, pool: pool}, nil
+}
+
+// Options returns the options to pass to the Kitex client constructor.
+func (c *Client) Options() []client.Option { return append([]client.Option(nil), c.opts...) }
+
+// Close closes every pooled connection. Later calls through a client built
+// from Options fail.
+func (c *Client) Close() error { return c.pool.Close() }

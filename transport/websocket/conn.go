@@ -1,0 +1,120 @@
+package websocket
+
+import (
+	"encoding/binary"
+	"net"
+	"sync"
+	"time"
+
+	xws "golang.org/x/net/websocket"
+)
+
+// maxCoalesce is the largest length-prefixed frame that Conn gathers into one
+// WebSocket message. Larger frames, and writes that do not start with a
+// plausible length prefix, go out as they are written.
+const maxCoalesce = 64 << 20
+
+// keepPending is the largest gather buffer kept between messages; a larger
+// one is dropped after use so that an idle connection holds little memory.
+const keepPending = 64 << 10
+
+// Conn is a WebSocket connection seen as a byte stream: binary messages in,
+// binary messages out. Reads return the payload of consecutive messages as
+// one stream.
+//
+// Writes are gathered per Thrift frame: when a write starts with a 4-byte
+// big-endian length (Thrift Framed and TTHeader both do), Conn holds the
+// bytes until the whole frame is written and sends it as one binary message.
+// Kitex writes a large reply in several chunks; without this a browser or
+// script client would receive one reply as several messages.
+type Conn struct {
+	ws     *xws.Conn
+	local  net.Addr
+	remote net.Addr
+
+	wmu     sync.Mutex
+	pending []byte
+	need    int
+
+	closeOnce sync.Once
+	closeErr  error
+	done      chan struct{}
+}
+
+var _ net.Conn = (*Conn)(nil)
+
+func newConn(ws *xws.Conn, local, remote net.Addr) *Conn {
+	ws.PayloadType = xws.BinaryFrame
+	return &Conn{ws: ws, local: local, remote: remote, done: make(chan struct{})}
+}
+
+// Read reads message payload bytes. It returns io.EOF after the peer closed
+// the WebSocket.
+func (c *Conn) Read(p []byte) (int, error) { return c.ws.Read(p) }
+
+// Write writes p; see the type's documentation for how writes become messages.
+func (c *Conn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if len(c.pending) == 0 {
+		need, ok := frameSize(p)
+		if !ok || len(p) >= need {
+			return c.ws.Write(p)
+		}
+		c.pending = append(c.pending, p...)
+		c.need = need
+		return len(p), nil
+	}
+	c.pending = append(c.pending, p...)
+	if len(c.pending) < c.need {
+		return len(p), nil
+	}
+	_, err := c.ws.Write(c.pending)
+	if cap(c.pending) > keepPending {
+		c.pending = nil
+	} else {
+		c.pending = c.pending[:0]
+	}
+	if err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// frameSize returns the size of the length-prefixed frame that p starts, if
+// p plausibly starts one.
+func frameSize(p []byte) (int, bool) {
+	if len(p) < 4 {
+		return 0, false
+	}
+	n := binary.BigEndian.Uint32(p)
+	if n > maxCoalesce {
+		return 0, false
+	}
+	return int(n) + 4, true
+}
+
+// Close sends a WebSocket close frame and closes the connection. It is safe
+// to call more than once.
+func (c *Conn) Close() error {
+	c.closeOnce.Do(func() {
+		c.closeErr = c.ws.Close()
+		close(c.done)
+	})
+	return c.closeErr
+}
+
+// LocalAddr returns the local TCP address.
+func (c *Conn) LocalAddr() net.Addr { return c.local }
+
+// RemoteAddr returns the peer's TCP address (never the Origin, never nil).
+func (c *Conn) RemoteAddr() net.Addr { return c.remote }
+
+// SetDeadline sets the read and write deadlines of the underlying connection.
+func (c *Conn) SetDeadline(t time.Time) error { return c.ws.SetDeadline(t) }
+
+// SetReadDeadline sets the read deadline of the underlying connection.
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+
+// SetWriteDeadline sets the write deadline of the underlying connection.
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }

@@ -1,0 +1,253 @@
+// Package websocket carries Kitex RPC over WebSocket (RFC 6455) using
+// golang.org/x/net/websocket, for networks where only HTTP(S) passes.
+//
+// On the server, a Listener runs an HTTP server that upgrades requests on one
+// path and hands each WebSocket connection to Kitex through
+// server.WithListener. On the client, NewDialer returns a dialer for
+// client.WithDialer. The wire is standard: binary messages whose payload is
+// the Thrift byte stream (Framed or TTHeader), one message per Kitex frame,
+// so any WebSocket client that sends framed binary Thrift can call a Kitex
+// server behind a Listener.
+package websocket
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"sync"
+	"time"
+
+	xws "golang.org/x/net/websocket"
+
+	"github.com/anyconn/kitex-anyconn/transport/connadapt"
+)
+
+// DefaultPath is the HTTP path WebSocket upgrades are served on when
+// ListenerConfig.Path is empty.
+const DefaultPath = "/kitex"
+
+// DefaultHandshakeTimeout bounds how long a client may take to send its
+// upgrade request.
+const DefaultHandshakeTimeout = 10 * time.Second
+
+// ErrOriginNotAllowed is reported to ListenerConfig.OnReject when a request's
+// Origin header names an origin that is not allowed.
+var ErrOriginNotAllowed = errors.New("websocket: origin not allowed")
+
+// ListenerConfig configures a Listener. The zero value is usable.
+type ListenerConfig struct {
+	// Path is the HTTP path that accepts WebSocket upgrades; DefaultPath if empty.
+	Path string
+	// AllowedOrigins lists the browser origins (for example
+	// "https://app.example.com") allowed to connect, compared without regard
+	// to case. "*" allows every origin. Requests without an Origin header
+	// (non-browser clients) and same-origin requests (Origin host equal to
+	// the request's Host) are always allowed; any other Origin gets 403.
+	AllowedOrigins []string
+	// TLSConfig, when set, makes the listener serve wss:// (TLS) instead of ws://.
+	TLSConfig *tls.Config
+	// HandshakeTimeout bounds the reading of the upgrade request;
+	// DefaultHandshakeTimeout if zero.
+	HandshakeTimeout time.Duration
+	// OnReject, if set, is called once for every request that is refused
+	// (wrong path, not an upgrade, origin not allowed), with the HTTP status
+	// sent. It must not block.
+	OnReject func(r *http.Request, status int, reason error)
+	// ErrorLog receives the HTTP server's own errors (such as failed TLS
+	// handshakes); they are discarded if nil.
+	ErrorLog *log.Logger
+}
+
+// Listener is a net.Listener whose connections are WebSocket connections
+// upgraded by its own HTTP server. Accept blocks while no client connects,
+// never returns a transient error, and returns net.ErrClosed after Close,
+// which is what Kitex's gonet server expects of a listener.
+type Listener struct {
+	ln      net.Listener
+	srv     *http.Server
+	cfg     ListenerConfig
+	conns   chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+	served  chan struct{}
+	serveErr error
+}
+
+var _ net.Listener = (*Listener)(nil)
+
+// Listen listens on the TCP address addr and serves WebSocket upgrades on it.
+func Listen(addr string, cfg ListenerConfig) (*Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("websocket: listen %s: %w", addr, err)
+	}
+	return NewListener(ln, cfg), nil
+}
+
+// NewListener serves WebSocket upgrades on ln. The Listener owns ln and
+// closes it on Close.
+func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
+	if cfg.Path == "" {
+		cfg.Path = DefaultPath
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	l := &Listener{
+		ln:     ln,
+		cfg:    cfg,
+		conns:  make(chan net.Conn),
+		done:   make(chan struct{}),
+		served: make(chan struct{}),
+	}
+	errLog := cfg.ErrorLog
+	if errLog == nil {
+		errLog = log.New(io.Discard, "", 0)
+	}
+	l.srv = &http.Server{
+		Handler:           l,
+		ReadHeaderTimeout: cfg.HandshakeTimeout,
+		IdleTimeout:       cfg.HandshakeTimeout,
+		MaxHeaderBytes:    16 << 10,
+		ErrorLog:          errLog,
+	}
+	serveLn := ln
+	if cfg.TLSConfig != nil {
+		serveLn = tls.NewListener(ln, cfg.TLSConfig)
+	}
+	go func() {
+		defer close(l.served)
+		err := l.srv.Serve(serveLn)
+		if !errors.Is(err, http.ErrServerClosed) {
+			l.serveErr = err
+		}
+	}()
+	return l
+}
+
+// Accept waits for the next upgraded WebSocket connection. After Close it
+// returns net.ErrClosed; if the HTTP server stopped on its own, it returns
+// that error.
+func (l *Listener) Accept() (net.Conn, error) {
+	select {
+	case c := <-l.conns:
+		return c, nil
+	case <-l.done:
+		return nil, net.ErrClosed
+	case <-l.served:
+		if l.serveErr != nil {
+			return nil, fmt.Errorf("websocket: http server stopped: %w", l.serveErr)
+		}
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting: the TCP listener is closed and requests still in
+// their handshake are dropped. Connections already accepted are left to
+// their owner (Kitex drains and closes them). Close is safe to call more
+// than once.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		close(l.done)
+		_ = l.srv.Close()
+		<-l.served
+	})
+	return nil
+}
+
+// Addr returns the TCP address the listener is bound to.
+func (l *Listener) Addr() net.Addr { return l.ln.Addr() }
+
+// Path returns the HTTP path that accepts upgrades.
+func (l *Listener) Path() string { return l.cfg.Path }
+
+// ServeHTTP upgrades valid WebSocket requests on the configured path and
+// answers everything else with a plain HTTP error.
+func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case r.URL.Path != l.cfg.Path:
+		l.reject(w, r, http.StatusNotFound, fmt.Errorf("websocket: path %q is not %q", r.URL.Path, l.cfg.Path))
+		return
+	case r.Method != http.MethodGet:
+		w.Header().Set("Allow", http.MethodGet)
+		l.reject(w, r, http.StatusMethodNotAllowed, fmt.Errorf("websocket: method %s is not GET", r.Method))
+		return
+	case !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket"):
+		w.Header().Set("Upgrade", "websocket")
+		l.reject(w, r, http.StatusUpgradeRequired, errors.New("websocket: not a WebSocket upgrade request"))
+		return
+	}
+	if err := l.checkOrigin(r); err != nil {
+		l.reject(w, r, http.StatusForbidden, err)
+		return
+	}
+	xws.Server{Handler: func(ws *xws.Conn) { l.serveConn(ws, r) }}.ServeHTTP(w, r)
+}
+
+func (l *Listener) serveConn(ws *xws.Conn, r *http.Request) {
+	// net/http leaves its header read deadline on a hijacked connection.
+	_ = ws.SetDeadline(time.Time{})
+	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
+	if local == nil {
+		local = l.ln.Addr()
+	}
+	c := newConn(ws, local, tcpAddr(r.RemoteAddr))
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+		return
+	}
+	// The handler's return closes the connection, so hold it until its new
+	// owner closes it.
+	<-c.done
+}
+
+func (l *Listener) reject(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	if l.cfg.OnReject != nil {
+		l.cfg.OnReject(r, status, reason)
+	}
+	http.Error(w, http.StatusText(status), status)
+}
+
+func (l *Listener) checkOrigin(r *http.Request) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	for _, allowed := range l.cfg.AllowedOrigins {
+		if allowed == "*" || strings.EqualFold(allowed, origin) {
+			return nil
+		}
+	}
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+		return nil
+	}
+	return fmt.Errorf("%w: %q", ErrOriginNotAllowed, origin)
+}
+
+// headerHasToken reports whether the comma-separated header name contains token.
+func headerHasToken(h http.Header, name, token string) bool {
+	for _, v := range h.Values(name) {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), token) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func tcpAddr(hostport string) net.Addr {
+	if ap, err := netip.ParseAddrPort(hostport); err == nil {
+		return net.TCPAddrFromAddrPort(ap)
+	}
+	return connadapt.Addr{Net: "tcp", Address: hostport}
+}
