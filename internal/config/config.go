@@ -1,0 +1,369 @@
+// Package config reads the services' configuration from environment
+// variables into one struct per service, with defaults and Validate. Only the
+// services' main functions call it; everything else takes the structs.
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/anyconn/kitex-anyconn/transport"
+)
+
+// Error names the variable that is wrong, the value it had and what is allowed.
+type Error struct {
+	Var     string
+	Value   string
+	Allowed string
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("invalid %s=%q: %s", e.Var, e.Value, e.Allowed)
+}
+
+// LookupFunc finds an environment variable; os.LookupEnv is one.
+type LookupFunc func(key string) (string, bool)
+
+// Common holds the settings both services share.
+type Common struct {
+	// Transport is TRANSPORT: netpoll, gonet, websocket or yamux.
+	Transport transport.Kind
+	// AdminAddr is ADMIN_ADDR: where /healthz, /readyz and /metrics are served.
+	AdminAddr string
+	// EtcdEndpoints is ETCD_ENDPOINTS, comma-separated host:port or URLs.
+	EtcdEndpoints []string
+	// LogLevel is LOG_LEVEL: debug, info, warn or error.
+	LogLevel string
+	// LogFormat is LOG_FORMAT: json or console.
+	LogFormat string
+	// WSPath is WS_PATH: the HTTP path of the WebSocket endpoint.
+	WSPath string
+	// DiscoveryRefresh is DISCOVERY_REFRESH: how often the caller re-reads
+	// etcd; the echo waits a little longer than this when it drains.
+	DiscoveryRefresh time.Duration
+}
+
+// Echo is the echo service's configuration.
+type Echo struct {
+	Common
+	// ServiceName is SERVICE_NAME: the name registered in etcd.
+	ServiceName string
+	// ListenAddr is LISTEN_ADDR: the RPC listen address.
+	ListenAddr string
+	// AdvertiseAddr is ADVERTISE_ADDR: the host:port registered in etcd;
+	// derived from LISTEN_ADDR (with this host's IPv4 address for an
+	// unspecified host) when empty.
+	AdvertiseAddr string
+	// TLSCertFile and TLSKeyFile are TLS_CERT_FILE and TLS_KEY_FILE: with
+	// both set, the WebSocket transport serves wss://.
+	TLSCertFile string
+	TLSKeyFile  string
+	// WSAllowedOrigins is WS_ALLOWED_ORIGINS: browser origins allowed on the
+	// WebSocket endpoint besides same-origin and Origin-less requests.
+	WSAllowedOrigins []string
+	// RegistryTTL is REGISTRY_TTL: the etcd lease TTL of the registration.
+	RegistryTTL time.Duration
+	// DrainDelay is DRAIN_DELAY: after SIGTERM, the time between
+	// deregistering and stopping the server, so callers stop choosing it.
+	DrainDelay time.Duration
+	// ShutdownTimeout is SHUTDOWN_TIMEOUT: how long calls in flight may take
+	// to finish once the server stops.
+	ShutdownTimeout time.Duration
+}
+
+// Caller is the caller service's configuration.
+type Caller struct {
+	Common
+	// EchoService is ECHO_SERVICE: the service name to discover.
+	EchoService string
+	// CallInterval is CALL_INTERVAL: the time between calls.
+	CallInterval time.Duration
+	// CallTimeout is CALL_TIMEOUT: each call's timeout.
+	CallTimeout time.Duration
+	// CallCount is CALL_COUNT: make this many calls and exit (0 = forever).
+	CallCount int
+	// CallMessage is CALL_MESSAGE: the message sent in every call.
+	CallMessage string
+	// DiscoveryTimeout is DISCOVERY_TIMEOUT: with CALL_COUNT, how long to
+	// wait for a first instance before giving up.
+	DiscoveryTimeout time.Duration
+	// TLSCAFile is TLS_CA_FILE: with it set, the WebSocket transport dials
+	// wss:// and verifies the server against this CA bundle.
+	TLSCAFile string
+	// TLSServerName is TLS_SERVER_NAME: the name expected in the server's
+	// certificate (the dialed host when empty).
+	TLSServerName string
+}
+
+// Defaults for the variables.
+const (
+	DefaultTransport        = transport.Netpoll
+	DefaultEtcdEndpoints    = "127.0.0.1:2379"
+	DefaultEchoListenAddr   = ":8888"
+	DefaultEchoAdminAddr    = ":9090"
+	DefaultCallerAdminAddr  = ":9091"
+	DefaultServiceName      = "echo"
+	DefaultWSPath           = "/kitex"
+	DefaultCallInterval     = time.Second
+	DefaultCallTimeout      = 2 * time.Second
+	DefaultDiscoveryTimeout = 30 * time.Second
+	DefaultDiscoveryRefresh = 2 * time.Second
+	DefaultRegistryTTL      = 10 * time.Second
+	DefaultDrainDelay       = 5 * time.Second
+	DefaultShutdownTimeout  = 5 * time.Second
+)
+
+var (
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"json", "console"}
+)
+
+// LoadEcho reads and validates the echo configuration.
+func LoadEcho(lookup LookupFunc) (Echo, error) {
+	r := reader{lookup: lookup}
+	c := Echo{
+		Common:           r.common(DefaultEchoAdminAddr),
+		ServiceName:      r.str("SERVICE_NAME", DefaultServiceName),
+		ListenAddr:       r.str("LISTEN_ADDR", DefaultEchoListenAddr),
+		AdvertiseAddr:    r.str("ADVERTISE_ADDR", ""),
+		TLSCertFile:      r.str("TLS_CERT_FILE", ""),
+		TLSKeyFile:       r.str("TLS_KEY_FILE", ""),
+		WSAllowedOrigins: r.list("WS_ALLOWED_ORIGINS", ""),
+		RegistryTTL:      r.duration("REGISTRY_TTL", DefaultRegistryTTL),
+		DrainDelay:       r.duration("DRAIN_DELAY", DefaultDrainDelay),
+		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
+	}
+	if r.err != nil {
+		return Echo{}, r.err
+	}
+	return c, c.Validate()
+}
+
+// LoadCaller reads and validates the caller configuration.
+func LoadCaller(lookup LookupFunc) (Caller, error) {
+	r := reader{lookup: lookup}
+	c := Caller{
+		Common:           r.common(DefaultCallerAdminAddr),
+		EchoService:      r.str("ECHO_SERVICE", DefaultServiceName),
+		CallInterval:     r.duration("CALL_INTERVAL", DefaultCallInterval),
+		CallTimeout:      r.duration("CALL_TIMEOUT", DefaultCallTimeout),
+		CallCount:        r.integer("CALL_COUNT", 0),
+		CallMessage:      r.str("CALL_MESSAGE", "hello"),
+		DiscoveryTimeout: r.duration("DISCOVERY_TIMEOUT", DefaultDiscoveryTimeout),
+		TLSCAFile:        r.str("TLS_CA_FILE", ""),
+		TLSServerName:    r.str("TLS_SERVER_NAME", ""),
+	}
+	if r.err != nil {
+		return Caller{}, r.err
+	}
+	return c, c.Validate()
+}
+
+// Validate checks the shared settings.
+func (c Common) Validate() error {
+	if _, err := transport.ParseKind(string(c.Transport)); err != nil {
+		return &Error{"TRANSPORT", string(c.Transport), "allowed values are " + kinds()}
+	}
+	if c.Transport == transport.Yamux {
+		return &Error{"TRANSPORT", string(c.Transport), "the yamux tunnel is not available in this version; allowed values are netpoll, gonet, websocket"}
+	}
+	if err := checkHostPort("ADMIN_ADDR", c.AdminAddr); err != nil {
+		return err
+	}
+	if len(c.EtcdEndpoints) == 0 {
+		return &Error{"ETCD_ENDPOINTS", "", "must list at least one etcd endpoint, such as 127.0.0.1:2379"}
+	}
+	if !oneOf(c.LogLevel, logLevels) {
+		return &Error{"LOG_LEVEL", c.LogLevel, "allowed values are " + strings.Join(logLevels, ", ")}
+	}
+	if !oneOf(c.LogFormat, logFormats) {
+		return &Error{"LOG_FORMAT", c.LogFormat, "allowed values are " + strings.Join(logFormats, ", ")}
+	}
+	if !strings.HasPrefix(c.WSPath, "/") || strings.ContainsAny(c.WSPath, " ?#") {
+		return &Error{"WS_PATH", c.WSPath, "must be an HTTP path starting with /, such as /kitex"}
+	}
+	return positive("DISCOVERY_REFRESH", c.DiscoveryRefresh)
+}
+
+// Validate checks the echo configuration.
+func (c Echo) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if err := checkServiceName("SERVICE_NAME", c.ServiceName); err != nil {
+		return err
+	}
+	if err := checkHostPort("LISTEN_ADDR", c.ListenAddr); err != nil {
+		return err
+	}
+	if c.AdvertiseAddr != "" {
+		if err := checkHostPort("ADVERTISE_ADDR", c.AdvertiseAddr); err != nil {
+			return err
+		}
+		if host, port, _ := net.SplitHostPort(c.AdvertiseAddr); host == "" || port == "0" {
+			return &Error{"ADVERTISE_ADDR", c.AdvertiseAddr, "must name a host and a port that callers can reach, such as 10.0.0.7:8888"}
+		}
+	}
+	if (c.TLSCertFile == "") != (c.TLSKeyFile == "") {
+		if c.TLSCertFile == "" {
+			return &Error{"TLS_CERT_FILE", "", "must be set when TLS_KEY_FILE is set"}
+		}
+		return &Error{"TLS_KEY_FILE", "", "must be set when TLS_CERT_FILE is set"}
+	}
+	if c.TLSCertFile != "" && c.Transport != transport.WebSocket {
+		return &Error{"TLS_CERT_FILE", c.TLSCertFile, "TLS is available with TRANSPORT=websocket only"}
+	}
+	if c.RegistryTTL < time.Second {
+		return &Error{"REGISTRY_TTL", c.RegistryTTL.String(), "must be at least 1s"}
+	}
+	if c.DrainDelay < 0 {
+		return &Error{"DRAIN_DELAY", c.DrainDelay.String(), "must not be negative"}
+	}
+	return positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
+}
+
+// Validate checks the caller configuration.
+func (c Caller) Validate() error {
+	if err := c.Common.Validate(); err != nil {
+		return err
+	}
+	if err := checkServiceName("ECHO_SERVICE", c.EchoService); err != nil {
+		return err
+	}
+	if err := positive("CALL_INTERVAL", c.CallInterval); err != nil {
+		return err
+	}
+	if err := positive("CALL_TIMEOUT", c.CallTimeout); err != nil {
+		return err
+	}
+	if err := positive("DISCOVERY_TIMEOUT", c.DiscoveryTimeout); err != nil {
+		return err
+	}
+	if c.CallCount < 0 {
+		return &Error{"CALL_COUNT", strconv.Itoa(c.CallCount), "must be 0 (call forever) or a positive number of calls"}
+	}
+	if c.TLSCAFile != "" && c.Transport != transport.WebSocket {
+		return &Error{"TLS_CA_FILE", c.TLSCAFile, "TLS is available with TRANSPORT=websocket only"}
+	}
+	return nil
+}
+
+func kinds() string {
+	var names []string
+	for _, k := range transport.Kinds() {
+		names = append(names, string(k))
+	}
+	return strings.Join(names, ", ")
+}
+
+func oneOf(v string, allowed []string) bool {
+	for _, a := range allowed {
+		if v == a {
+			return true
+		}
+	}
+	return false
+}
+
+func positive(name string, d time.Duration) error {
+	if d <= 0 {
+		return &Error{name, d.String(), "must be a positive duration such as 500ms or 2s"}
+	}
+	return nil
+}
+
+func checkHostPort(name, v string) error {
+	_, port, err := net.SplitHostPort(v)
+	if err != nil {
+		return &Error{name, v, "must be host:port or :port, such as :8888"}
+	}
+	if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+		return &Error{name, v, "the port must be a number from 0 to 65535"}
+	}
+	return nil
+}
+
+func checkServiceName(name, v string) error {
+	if v == "" || strings.ContainsAny(v, "/ ") {
+		return &Error{name, v, "must be a non-empty service name without '/' or spaces"}
+	}
+	return nil
+}
+
+// reader reads variables and keeps the first parse error.
+type reader struct {
+	lookup LookupFunc
+	err    error
+}
+
+func (r *reader) common(adminDefault string) Common {
+	return Common{
+		Transport:        transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
+		AdminAddr:        r.str("ADMIN_ADDR", adminDefault),
+		EtcdEndpoints:    r.list("ETCD_ENDPOINTS", DefaultEtcdEndpoints),
+		LogLevel:         strings.ToLower(r.str("LOG_LEVEL", "info")),
+		LogFormat:        strings.ToLower(r.str("LOG_FORMAT", "json")),
+		WSPath:           r.str("WS_PATH", DefaultWSPath),
+		DiscoveryRefresh: r.duration("DISCOVERY_REFRESH", DefaultDiscoveryRefresh),
+	}
+}
+
+// str returns the variable, or def when it is unset or empty.
+func (r *reader) str(name, def string) string {
+	if v, ok := r.lookup(name); ok && strings.TrimSpace(v) != "" {
+		return strings.TrimSpace(v)
+	}
+	return def
+}
+
+func (r *reader) list(name, def string) []string {
+	var out []string
+	for _, part := range strings.Split(r.str(name, def), ",") {
+		if p := strings.TrimSpace(part); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func (r *reader) duration(name string, def time.Duration) time.Duration {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	d, err := time.ParseDuration(v)
+	if err != nil {
+		r.fail(&Error{name, v, "must be a duration such as 500ms, 2s or 1m"})
+		return def
+	}
+	return d
+}
+
+func (r *reader) integer(name string, def int) int {
+	v := r.str(name, "")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		r.fail(&Error{name, v, "must be a whole number"})
+		return def
+	}
+	return n
+}
+
+func (r *reader) fail(err error) {
+	if r.err == nil {
+		r.err = err
+	}
+}
+
+// IsConfigError reports whether err is a configuration error.
+func IsConfigError(err error) bool {
+	var ce *Error
+	return errors.As(err, &ce)
+}

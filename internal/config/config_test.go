@@ -1,0 +1,106 @@
+package config
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/anyconn/kitex-anyconn/transport"
+)
+
+func env(kv ...string) LookupFunc {
+	m := map[string]string{}
+	for i := 0; i+1 < len(kv); i += 2 {
+		m[kv[i]] = kv[i+1]
+	}
+	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+}
+
+func TestDefaults(t *testing.T) {
+	e, err := LoadEcho(env())
+	if err != nil {
+		t.Fatalf("LoadEcho with no variables: %v", err)
+	}
+	if e.Transport != transport.Netpoll || e.ListenAddr != ":8888" || e.AdminAddr != ":9090" ||
+		e.ServiceName != "echo" || e.WSPath != "/kitex" || e.EtcdEndpoints[0] != "127.0.0.1:2379" ||
+		e.LogFormat != "json" || e.LogLevel != "info" || e.DrainDelay != DefaultDrainDelay {
+		t.Fatalf("unexpected echo defaults: %+v", e)
+	}
+	c, err := LoadCaller(env())
+	if err != nil {
+		t.Fatalf("LoadCaller with no variables: %v", err)
+	}
+	if c.AdminAddr != ":9091" || c.EchoService != "echo" || c.CallInterval != time.Second ||
+		c.CallTimeout != 2*time.Second || c.CallCount != 0 || c.DiscoveryTimeout != 30*time.Second {
+		t.Fatalf("unexpected caller defaults: %+v", c)
+	}
+}
+
+func TestValuesAreRead(t *testing.T) {
+	c, err := LoadCaller(env("TRANSPORT", " WebSocket ", "ETCD_ENDPOINTS", "a:1, b:2,", "CALL_COUNT", "7",
+		"CALL_INTERVAL", "250ms", "WS_PATH", "/rpc", "LOG_FORMAT", "console"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Transport != transport.WebSocket || len(c.EtcdEndpoints) != 2 || c.EtcdEndpoints[1] != "b:2" ||
+		c.CallCount != 7 || c.CallInterval != 250*time.Millisecond || c.WSPath != "/rpc" || c.LogFormat != "console" {
+		t.Fatalf("values not read: %+v", c)
+	}
+}
+
+func TestInvalidValues(t *testing.T) {
+	tests := []struct {
+		name    string
+		caller  bool
+		env     LookupFunc
+		wantVar string
+		allowed string
+	}{
+		{"unknown transport", false, env("TRANSPORT", "quic"), "TRANSPORT", "netpoll, gonet, websocket"},
+		{"bad listen addr", false, env("LISTEN_ADDR", "8888"), "LISTEN_ADDR", "host:port"},
+		{"bad port", false, env("LISTEN_ADDR", ":99999"), "LISTEN_ADDR", "0 to 65535"},
+		{"bad admin addr", true, env("ADMIN_ADDR", "nope"), "ADMIN_ADDR", "host:port"},
+		{"advertise without port", false, env("ADVERTISE_ADDR", "10.0.0.1:0"), "ADVERTISE_ADDR", "reach"},
+		{"empty etcd", true, env("ETCD_ENDPOINTS", " , "), "ETCD_ENDPOINTS", "at least one"},
+		{"log level", true, env("LOG_LEVEL", "loud"), "LOG_LEVEL", "debug, info, warn, error"},
+		{"log format", false, env("LOG_FORMAT", "xml"), "LOG_FORMAT", "json, console"},
+		{"ws path", false, env("WS_PATH", "kitex"), "WS_PATH", "starting with /"},
+		{"interval not a duration", true, env("CALL_INTERVAL", "fast"), "CALL_INTERVAL", "duration"},
+		{"interval zero", true, env("CALL_INTERVAL", "0s"), "CALL_INTERVAL", "positive"},
+		{"timeout negative", true, env("CALL_TIMEOUT", "-1s"), "CALL_TIMEOUT", "positive"},
+		{"count not a number", true, env("CALL_COUNT", "ten"), "CALL_COUNT", "whole number"},
+		{"count negative", true, env("CALL_COUNT", "-3"), "CALL_COUNT", "positive"},
+		{"discovery timeout", true, env("DISCOVERY_TIMEOUT", "soon"), "DISCOVERY_TIMEOUT", "duration"},
+		{"service name", false, env("SERVICE_NAME", "a/b"), "SERVICE_NAME", "without '/'"},
+		{"echo service", true, env("ECHO_SERVICE", "a b"), "ECHO_SERVICE", "without '/'"},
+		{"cert without key", false, env("TRANSPORT", "websocket", "TLS_CERT_FILE", "c.pem"), "TLS_KEY_FILE", "must be set"},
+		{"key without cert", false, env("TRANSPORT", "websocket", "TLS_KEY_FILE", "k.pem"), "TLS_CERT_FILE", "must be set"},
+		{"tls on gonet", false, env("TRANSPORT", "gonet", "TLS_CERT_FILE", "c", "TLS_KEY_FILE", "k"), "TLS_CERT_FILE", "websocket only"},
+		{"ca on netpoll", true, env("TLS_CA_FILE", "ca.pem"), "TLS_CA_FILE", "websocket only"},
+		{"registry ttl", false, env("REGISTRY_TTL", "100ms"), "REGISTRY_TTL", "at least 1s"},
+		{"drain negative", false, env("DRAIN_DELAY", "-1s"), "DRAIN_DELAY", "negative"},
+		{"discovery refresh", true, env("DISCOVERY_REFRESH", "0"), "DISCOVERY_REFRESH", "positive"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var err error
+			if tt.caller {
+				_, err = LoadCaller(tt.env)
+			} else {
+				_, err = LoadEcho(tt.env)
+			}
+			var ce *Error
+			if !errors.As(err, &ce) {
+				t.Fatalf("got %v, want a *config.Error", err)
+			}
+			if ce.Var != tt.wantVar {
+				t.Fatalf("error names %s, want %s: %v", ce.Var, tt.wantVar, err)
+			}
+			msg := err.Error()
+			if !strings.Contains(msg, tt.wantVar) || !strings.Contains(msg, tt.allowed) || strings.Contains(msg, "\n") {
+				t.Fatalf("message %q must name %s, say %q and be one line", msg, tt.wantVar, tt.allowed)
+			}
+		})
+	}
+}

@@ -1,0 +1,160 @@
+// Command devrun is what `make run` starts: an embedded etcd, one echo and
+// one caller (the binaries built into -bin), with their output in this
+// terminal. The environment is passed to both services, so
+// `TRANSPORT=websocket make run` picks the transport. If ETCD_ENDPOINTS is
+// set, that etcd is used and none is embedded. Ctrl-C stops everything.
+package main
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
+)
+
+func main() {
+	bin := flag.String("bin", "bin", "folder holding the echo and caller binaries")
+	flag.Parse()
+	os.Exit(run(*bin))
+}
+
+func run(bin string) int {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+
+	env := os.Environ()
+	if os.Getenv("ETCD_ENDPOINTS") == "" {
+		dir, err := os.MkdirTemp("", "kitex-anyconn-etcd-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "devrun:", err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		etcd, err := etcdembed.Start(dir, "127.0.0.1:2379")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "devrun:", err, "(is port 2379 in use? set ETCD_ENDPOINTS to use that etcd)")
+			return 1
+		}
+		defer etcd.Close()
+		fmt.Fprintf(os.Stderr, "devrun: embedded etcd at %s\n", etcd.Endpoint())
+		env = append(env, "ETCD_ENDPOINTS="+etcd.Endpoint())
+	}
+	env = withDefault(env, "DRAIN_DELAY", "1s")
+	echoEnv := withDefault(withDefault(env, "LISTEN_ADDR", "127.0.0.1:8888"), "ADVERTISE_ADDR", "127.0.0.1:8888")
+
+	children := []*child{
+		{name: "echo  ", path: filepath.Join(bin, "echo"), env: echoEnv},
+		{name: "caller", path: filepath.Join(bin, "caller"), env: env},
+	}
+	exited := make(chan *child, len(children))
+	for _, c := range children {
+		if err := c.start(exited); err != nil {
+			fmt.Fprintln(os.Stderr, "devrun:", err)
+			stopAll(children)
+			return 1
+		}
+	}
+	code := 0
+	select {
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr, "devrun: stopping")
+	case c := <-exited:
+		code = c.exitCode()
+		fmt.Fprintf(os.Stderr, "devrun: %s exited with code %d; stopping\n", c.name, code)
+		if code == 0 {
+			code = 1
+		}
+	}
+	stopAll(children)
+	return code
+}
+
+func withDefault(env []string, key, value string) []string {
+	if os.Getenv(key) != "" {
+		return env
+	}
+	return append(env, key+"="+value)
+}
+
+type child struct {
+	name string
+	path string
+	env  []string
+	cmd  *exec.Cmd
+	out  sync.WaitGroup
+	done chan struct{}
+}
+
+func (c *child) start(exited chan<- *child) error {
+	c.cmd = exec.Command(c.path)
+	c.cmd.Env = c.env
+	// Its own process group: Ctrl-C reaches the children through devrun,
+	// in order, not all at once.
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	stdout, err := c.cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	stderr, err := c.cmd.StderrPipe()
+	if err != nil {
+		return err
+	}
+	if err := c.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w (run `make build` first)", c.path, err)
+	}
+	c.done = make(chan struct{})
+	c.out.Add(2)
+	go c.copy(os.Stdout, stdout)
+	go c.copy(os.Stderr, stderr)
+	go func() {
+		c.out.Wait()
+		_ = c.cmd.Wait()
+		close(c.done)
+		exited <- c
+	}()
+	return nil
+}
+
+func (c *child) copy(w io.Writer, r io.Reader) {
+	defer c.out.Done()
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		fmt.Fprintf(w, "%s | %s\n", c.name, sc.Text())
+	}
+}
+
+func (c *child) exitCode() int {
+	if c.cmd.ProcessState != nil {
+		return c.cmd.ProcessState.ExitCode()
+	}
+	return 1
+}
+
+// stopAll stops the caller first, then echo (which drains), each with SIGTERM
+// and, after 15 s, SIGKILL.
+func stopAll(children []*child) {
+	for i := len(children) - 1; i >= 0; i-- {
+		c := children[i]
+		if c.done == nil {
+			continue
+		}
+		_ = c.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			_ = c.cmd.Process.Kill()
+			<-c.done
+		}
+	}
+}

@@ -1,0 +1,161 @@
+package discovery_test
+
+import (
+	"context"
+	"encoding/json"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/kitex/pkg/registry"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/goleak"
+
+	"github.com/anyconn/kitex-anyconn/internal/discovery"
+	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testutil.LeakOptions()...)
+}
+
+func register(t *testing.T, cli *clientv3.Client, addr string, tags map[string]string) *discovery.Registry {
+	t.Helper()
+	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
+	tcp, _ := net.ResolveTCPAddr("tcp", addr)
+	if err := reg.Register(&registry.Info{ServiceName: "echo", Addr: tcp, Tags: tags}); err != nil {
+		t.Fatalf("Register: %v", err)
+	}
+	t.Cleanup(func() { _ = reg.Deregister(nil) })
+	eventually(t, "registered", reg.Registered)
+	return reg
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not %s after 15s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestRegisterWritesRegistryEtcdLayout(t *testing.T) {
+	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	reg := register(t, cli, "10.1.2.3:8888", map[string]string{discovery.TagTransport: "gonet"})
+
+	const key = "kitex/registry-etcd/echo/10.1.2.3:8888"
+	if reg.Key() != key {
+		t.Fatalf("key %q, want %q", reg.Key(), key)
+	}
+	resp, err := cli.Get(context.Background(), key)
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("get %s: %v, %d keys", key, err, len(resp.Kvs))
+	}
+	var v struct {
+		Network, Address string
+		Weight           int
+		Tags             map[string]string
+	}
+	if err := json.Unmarshal(resp.Kvs[0].Value, &v); err != nil {
+		t.Fatal(err)
+	}
+	if v.Network != "tcp" || v.Address != "10.1.2.3:8888" || v.Weight != 10 || v.Tags["transport"] != "gonet" {
+		t.Fatalf("value %s", resp.Kvs[0].Value)
+	}
+	if resp.Kvs[0].Lease == 0 {
+		t.Fatal("registration has no lease: a crashed instance would stay forever")
+	}
+
+	if err := reg.Deregister(nil); err != nil {
+		t.Fatalf("Deregister: %v", err)
+	}
+	if resp, _ := cli.Get(context.Background(), key); len(resp.Kvs) != 0 {
+		t.Fatal("key still present after Deregister")
+	}
+	if reg.Registered() {
+		t.Fatal("Registered() true after Deregister")
+	}
+	if err := reg.Deregister(nil); err != nil {
+		t.Fatalf("second Deregister: %v", err)
+	}
+}
+
+func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
+	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	register(t, cli, "10.0.0.1:1", map[string]string{discovery.TagTransport: "gonet"})
+	register(t, cli, "10.0.0.2:1", map[string]string{discovery.TagTransport: "netpoll"})
+	register(t, cli, "10.0.0.3:1", map[string]string{discovery.TagTransport: "websocket", discovery.TagWSPath: "/kitex"})
+	register(t, cli, "10.0.0.4:1", map[string]string{discovery.TagTransport: "websocket", discovery.TagWSPath: "/other"})
+
+	for _, tt := range []struct {
+		tags map[string]string
+		want string
+	}{
+		{map[string]string{discovery.TagTransport: "gonet"}, "10.0.0.1:1"},
+		{map[string]string{discovery.TagTransport: "netpoll"}, "10.0.0.2:1"},
+		{map[string]string{discovery.TagTransport: "websocket", discovery.TagWSPath: "/kitex"}, "10.0.0.3:1"},
+	} {
+		res, err := discovery.NewResolver(cli, "", tt.tags).Resolve(context.Background(), "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Instances) != 1 || res.Instances[0].Address().String() != tt.want {
+			t.Fatalf("tags %v resolved %v, want only %s", tt.tags, res.Instances, tt.want)
+		}
+	}
+	res, err := discovery.NewResolver(cli, "", map[string]string{discovery.TagTransport: "yamux"}).Resolve(context.Background(), "echo")
+	if err != nil || len(res.Instances) != 0 {
+		t.Fatalf("yamux resolved %v, %v; want nothing and no error", res.Instances, err)
+	}
+}
+
+// A lease lost behind the registry's back (etcd restarted without its data,
+// or the lease expired while etcd was unreachable) is registered again.
+func TestRegistrationComesBackAfterLeaseLoss(t *testing.T) {
+	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	reg := register(t, cli, "10.9.9.9:1", map[string]string{discovery.TagTransport: "gonet"})
+	resp, err := cli.Get(context.Background(), reg.Key())
+	if err != nil || len(resp.Kvs) != 1 {
+		t.Fatalf("get: %v", err)
+	}
+	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
+		t.Fatalf("revoke: %v", err)
+	}
+	eventually(t, "registered again", func() bool {
+		resp, err := cli.Get(context.Background(), reg.Key())
+		return err == nil && len(resp.Kvs) == 1 && reg.Registered()
+	})
+}
+
+// Register returns at once even while etcd is unreachable, and the
+// registration appears when etcd does.
+func TestRegisterWhileEtcdDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	cli := testutil.EtcdClient(t, addr)
+	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
+	tcp, _ := net.ResolveTCPAddr("tcp", "10.0.0.9:1")
+	start := time.Now()
+	if err := reg.Register(&registry.Info{ServiceName: "echo", Addr: tcp}); err != nil {
+		t.Fatalf("Register with etcd down: %v", err)
+	}
+	t.Cleanup(func() { _ = reg.Deregister(nil) })
+	if time.Since(start) > time.Second || reg.Registered() {
+		t.Fatal("Register blocked or claims success while etcd is down")
+	}
+	time.Sleep(500 * time.Millisecond)
+	srv, err := etcdembed.Start(t.TempDir(), addr)
+	if err != nil {
+		t.Fatalf("start etcd at %s: %v", addr, err)
+	}
+	t.Cleanup(srv.Close)
+	eventually(t, "registered once etcd is up", reg.Registered)
+}

@@ -1,0 +1,78 @@
+package discovery
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+
+	"github.com/cloudwego/kitex/pkg/discovery"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Resolver is a Kitex discovery.Resolver that reads instances from etcd and
+// keeps only those whose tags carry every key and value of Tags.
+type Resolver struct {
+	cli    *clientv3.Client
+	prefix string
+	tags   map[string]string
+}
+
+var _ discovery.Resolver = (*Resolver)(nil)
+
+// NewResolver returns a Resolver using cli (which the caller keeps owning),
+// keeping instances whose tags include tags. prefix is DefaultPrefix if empty.
+func NewResolver(cli *clientv3.Client, prefix string, tags map[string]string) *Resolver {
+	if prefix == "" {
+		prefix = DefaultPrefix
+	}
+	return &Resolver{cli: cli, prefix: prefix, tags: tags}
+}
+
+// Target returns the service name to resolve.
+func (r *Resolver) Target(_ context.Context, target rpcinfo.EndpointInfo) string {
+	return target.ServiceName()
+}
+
+// Resolve lists the service's matching instances. An etcd error is
+// returned as an error (Kitex then keeps the instances it knew); a service
+// with no matching instance gives an empty, error-free result.
+func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Result, error) {
+	resp, err := r.cli.Get(ctx, r.prefix+"/"+service+"/", clientv3.WithPrefix())
+	if err != nil {
+		return discovery.Result{}, fmt.Errorf("discovery: list %s in etcd: %w", service, err)
+	}
+	res := discovery.Result{Cacheable: true, CacheKey: service}
+	for _, kv := range resp.Kvs {
+		var in instance
+		if err := json.Unmarshal(kv.Value, &in); err != nil || in.Address == "" {
+			continue // not a registration we can use
+		}
+		if !r.matches(in.Tags) {
+			continue
+		}
+		network := in.Network
+		if network == "" {
+			network = "tcp"
+		}
+		res.Instances = append(res.Instances, discovery.NewInstance(network, in.Address, in.Weight, in.Tags))
+	}
+	return res, nil
+}
+
+func (r *Resolver) matches(tags map[string]string) bool {
+	for k, v := range r.tags {
+		if tags[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// Diff computes the change between two results.
+func (r *Resolver) Diff(cacheKey string, prev, next discovery.Result) (discovery.Change, bool) {
+	return discovery.DefaultDiff(cacheKey, prev, next)
+}
+
+// Name identifies the resolver (Kitex keys its caches by it).
+func (r *Resolver) Name() string { return "etcd:" + r.prefix }

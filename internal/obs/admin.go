@@ -1,0 +1,74 @@
+package obs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// NewMetricsRegistry returns a Prometheus registry with the Go runtime and
+// process collectors.
+func NewMetricsRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Admin is the admin HTTP server: /healthz (the process is alive), /readyz
+// (ready reports nil) and /metrics.
+type Admin struct {
+	srv  *http.Server
+	ln   net.Listener
+	done chan struct{}
+}
+
+// StartAdmin listens on addr and serves the admin endpoints. ready is
+// called on every /readyz request; a non-nil error gives 503 with its text.
+func StartAdmin(addr string, reg *prometheus.Registry, ready func() error) (*Admin, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("admin: listen %s: %w", addr, err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		_, _ = w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if err := ready(); err != nil {
+			http.Error(w, "not ready: "+err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+		_, _ = w.Write([]byte("ready\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+	a := &Admin{
+		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		ln:   ln,
+		done: make(chan struct{}),
+	}
+	go func() {
+		defer close(a.done)
+		_ = a.srv.Serve(ln)
+	}()
+	return a, nil
+}
+
+// Addr returns the address the admin server listens on.
+func (a *Admin) Addr() net.Addr { return a.ln.Addr() }
+
+// Close stops the admin server, waiting for requests in progress until ctx ends.
+func (a *Admin) Close(ctx context.Context) error {
+	err := a.srv.Shutdown(ctx)
+	<-a.done
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}

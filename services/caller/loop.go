@@ -1,0 +1,133 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cloudwego/kitex/pkg/endpoint"
+	"github.com/cloudwego/kitex/pkg/kerrors"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
+)
+
+type metrics struct {
+	registry *prometheus.Registry
+	calls    *prometheus.CounterVec
+	latency  prometheus.Observer
+}
+
+func newMetrics(kind transport.Kind) *metrics {
+	reg := prometheus.NewRegistry()
+	m := &metrics{
+		registry: reg,
+		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "caller_calls_total", Help: "Calls made to echo, by result (ok or failed) and transport.",
+		}, []string{"result", "transport"}),
+	}
+	hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name: "caller_call_duration_seconds", Help: "Latency of calls to echo, by transport.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
+	}, []string{"transport"})
+	m.latency = hist.WithLabelValues(string(kind))
+	// Both results exist from the start, so a rate over them is never missing.
+	m.calls.WithLabelValues("ok", string(kind))
+	m.calls.WithLabelValues("failed", string(kind))
+	reg.MustRegister(m.calls, hist)
+	return m
+}
+
+// targetKey carries a *string that recordTarget fills with the instance a call went to.
+type targetKey struct{}
+
+// recordTarget is a Kitex middleware that reports the address of the
+// instance the load balancer chose.
+func recordTarget(next endpoint.Endpoint) endpoint.Endpoint {
+	return func(ctx context.Context, req, resp interface{}) error {
+		err := next(ctx, req, resp)
+		if dst, ok := ctx.Value(targetKey{}).(*string); ok {
+			if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.To() != nil && ri.To().Address() != nil {
+				*dst = ri.To().Address().String()
+			}
+		}
+		return err
+	}
+}
+
+// loop makes the calls and logs each one.
+type loop struct {
+	cfg     config.Caller
+	cli     echo.Client
+	log     *zap.Logger
+	metrics *metrics
+}
+
+// errReply is returned when echo answers with a message that is not the one sent.
+var errReply = errors.New("reply differs from the message sent")
+
+// run calls until ctx ends or CALL_COUNT calls are made. With CALL_COUNT it
+// returns an error unless every call succeeded.
+func (l *loop) run(ctx context.Context) error {
+	tick := time.NewTicker(l.cfg.CallInterval)
+	defer tick.Stop()
+	failed, made := 0, 0
+	for seq := 1; l.cfg.CallCount == 0 || seq <= l.cfg.CallCount; seq++ {
+		if err := l.call(ctx, seq); err != nil {
+			failed++
+		}
+		made++
+		if l.cfg.CallCount > 0 && seq == l.cfg.CallCount {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			if l.cfg.CallCount > 0 {
+				return fmt.Errorf("interrupted after %d of %d calls", made, l.cfg.CallCount)
+			}
+			return nil
+		case <-tick.C:
+		}
+	}
+	l.log.Info("calls done", zap.Int("calls", made), zap.Int("failed", failed))
+	if failed > 0 {
+		return fmt.Errorf("%d of %d calls failed", failed, made)
+	}
+	return nil
+}
+
+func (l *loop) call(ctx context.Context, seq int) error {
+	var target string
+	msg := fmt.Sprintf("%s #%d", l.cfg.CallMessage, seq)
+	start := time.Now()
+	resp, err := l.cli.Echo(context.WithValue(ctx, targetKey{}, &target), &api.Request{Message: msg})
+	elapsed := time.Since(start)
+	if errors.Is(err, kerrors.ErrNoMoreInstance) {
+		err = fmt.Errorf("no %s instance with transport %s found in etcd", l.cfg.EchoService, l.cfg.Transport)
+	}
+	if err == nil && resp.GetMessage() != msg {
+		err = fmt.Errorf("%w: got %q", errReply, resp.GetMessage())
+	}
+	fields := []zap.Field{
+		zap.String("transport", string(l.cfg.Transport)),
+		zap.String("target", target),
+		zap.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
+		zap.Int("seq", seq),
+	}
+	kind := string(l.cfg.Transport)
+	if err != nil {
+		l.metrics.calls.WithLabelValues("failed", kind).Inc()
+		l.log.Error("call failed", append(fields, zap.Error(err))...)
+		return err
+	}
+	l.metrics.calls.WithLabelValues("ok", kind).Inc()
+	l.metrics.latency.Observe(elapsed.Seconds())
+	l.log.Info("call ok", fields...)
+	return nil
+}
