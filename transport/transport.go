@@ -20,8 +20,8 @@ import (
 	"github.com/cloudwego/kitex/pkg/remote"
 	kpool "github.com/cloudwego/kitex/pkg/remote/connpool"
 	"github.com/cloudwego/kitex/pkg/remote/trans/gonet"
-	ktransport "github.com/cloudwego/kitex/transport"
 	"github.com/cloudwego/kitex/server"
+	ktransport "github.com/cloudwego/kitex/transport"
 
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"

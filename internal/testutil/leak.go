@@ -14,5 +14,7 @@ func LeakOptions() []goleak.Option {
 		goleak.IgnoreTopFunction("github.com/cloudwego/kitex/pkg/loadbalance/lbcache.(*BalancerFactory).watcher"),
 		goleak.IgnoreTopFunction("github.com/cloudwego/kitex/pkg/utils.(*SharedTicker).Tick"),
 		goleak.IgnoreAnyFunction("github.com/cloudwego/netpoll.(*defaultPoll).Wait"),
+		// Kitex's default exit signal: one goroutine per server waiting for SIGTERM.
+		goleak.IgnoreAnyFunction("github.com/cloudwego/kitex/internal/server.DefaultSysExitSignal.func1"),
 	}
 }

@@ -39,6 +39,9 @@ const (
 	exitConfig = 2 // invalid configuration
 )
 
+// version is stamped at build time (make build).
+var version = "dev"
+
 func main() {
 	os.Exit(run())
 }
@@ -121,7 +124,7 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 		defer cancel()
 		_ = admin.Close(sctx)
 	}()
-	log.Info("caller started", zap.String("transport", string(cfg.Transport)), zap.String("echo_service", cfg.EchoService),
+	log.Info("caller started", zap.String("version", version), zap.String("transport", string(cfg.Transport)), zap.String("echo_service", cfg.EchoService),
 		zap.String("admin", admin.Addr().String()), zap.Strings("etcd", cfg.EtcdEndpoints), zap.Int("call_count", cfg.CallCount))
 
 	l := &loop{cfg: cfg, cli: cli, log: log, metrics: m}

@@ -33,6 +33,9 @@ import (
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
+// version is stamped at build time (make build).
+var version = "dev"
+
 func main() {
 	os.Exit(run())
 }
@@ -138,7 +141,7 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 		server.WithRegistryInfo(&registry.Info{ServiceName: cfg.ServiceName, Weight: 10, Tags: tags}),
 		server.WithExitSignal(func() <-chan error { return exit }),
 	)...)
-	log.Info("echo serving", zap.String("listen", addr.String()), zap.String("admin", admin.Addr().String()),
+	log.Info("echo serving", zap.String("version", version), zap.String("listen", addr.String()), zap.String("admin", admin.Addr().String()),
 		zap.Strings("etcd", cfg.EtcdEndpoints))
 
 	runErr := make(chan error, 1)

@@ -70,13 +70,13 @@ type ListenerConfig struct {
 // never returns a transient error, and returns net.ErrClosed after Close,
 // which is what Kitex's gonet server expects of a listener.
 type Listener struct {
-	ln      net.Listener
-	srv     *http.Server
-	cfg     ListenerConfig
-	conns   chan net.Conn
-	done    chan struct{}
-	once    sync.Once
-	served  chan struct{}
+	ln       net.Listener
+	srv      *http.Server
+	cfg      ListenerConfig
+	conns    chan net.Conn
+	done     chan struct{}
+	once     sync.Once
+	served   chan struct{}
 	serveErr error
 }
 

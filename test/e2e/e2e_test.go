@@ -1,0 +1,314 @@
+// Package e2e runs the real echo and caller binaries against an embedded
+// etcd, the way a user runs them, and checks what they log and how they exit.
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
+)
+
+var binDir string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "kitex-anyconn-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binDir = dir
+	build := exec.Command("go", "build", "-race", "-o", dir+"/", "../../services/echo", "../../services/caller")
+	build.Stdout, build.Stderr = os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		fmt.Fprintln(os.Stderr, "build services:", err)
+		os.Exit(1)
+	}
+	code := 0
+	func() {
+		defer os.RemoveAll(dir)
+		defer func() {
+			if err := goleak.Find(testutil.LeakOptions()...); err != nil {
+				fmt.Fprintln(os.Stderr, "goleak:", err)
+				code = 1
+			}
+		}()
+		code = m.Run()
+	}()
+	os.Exit(code)
+}
+
+// proc is a running service binary with its output captured.
+type proc struct {
+	t      *testing.T
+	name   string
+	cmd    *exec.Cmd
+	stdout syncBuffer
+	stderr syncBuffer
+	done   chan struct{}
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func start(t *testing.T, name string, env ...string) *proc {
+	t.Helper()
+	p := &proc{t: t, name: name, done: make(chan struct{})}
+	p.cmd = exec.Command(filepath.Join(binDir, name))
+	p.cmd.Env = append(os.Environ(), env...)
+	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
+	if err := p.cmd.Start(); err != nil {
+		t.Fatalf("start %s: %v", name, err)
+	}
+	go func() { _ = p.cmd.Wait(); close(p.done) }()
+	t.Cleanup(func() {
+		select {
+		case <-p.done:
+		default:
+			_ = p.cmd.Process.Kill()
+			<-p.done
+		}
+		if t.Failed() {
+			t.Logf("%s stdout:\n%s\n%s stderr:\n%s", name, p.stdout.String(), name, p.stderr.String())
+		}
+	})
+	return p
+}
+
+// wait waits for the process to exit and returns its exit code.
+func (p *proc) wait(timeout time.Duration) int {
+	p.t.Helper()
+	select {
+	case <-p.done:
+		return p.cmd.ProcessState.ExitCode()
+	case <-time.After(timeout):
+		p.t.Fatalf("%s still running after %v", p.name, timeout)
+		return -1
+	}
+}
+
+// logLines returns the JSON log lines of stdout.
+func (p *proc) logLines() []map[string]any {
+	var lines []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(p.stdout.String()))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			p.t.Fatalf("%s wrote a line that is not JSON: %q", p.name, sc.Text())
+		}
+		lines = append(lines, m)
+	}
+	return lines
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not %s after %v", what, timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func httpStatus(url string) int {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode
+}
+
+func httpBody(t *testing.T, url string) string {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+type echoProc struct {
+	*proc
+	addr, admin string
+}
+
+func startEcho(t *testing.T, etcd, transport string, env ...string) *echoProc {
+	addr, admin := freeAddr(t), freeAddr(t)
+	p := start(t, "echo", append([]string{
+		"TRANSPORT=" + transport, "ETCD_ENDPOINTS=" + etcd, "LISTEN_ADDR=" + addr,
+		"ADVERTISE_ADDR=" + addr, "ADMIN_ADDR=" + admin, "DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=2s",
+	}, env...)...)
+	eventually(t, "echo ready", 20*time.Second, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	return &echoProc{proc: p, addr: addr, admin: admin}
+}
+
+// Every transport: the caller finds its echo through etcd, ignoring the
+// echoes of the other transports registered under the same name, and logs
+// one JSON line per call with the documented fields.
+func TestCallerCallsEchoOnEveryTransport(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	for _, transport := range []string{"netpoll", "gonet", "websocket"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			echo := startEcho(t, etcd, transport)
+			const calls = 5
+			caller := start(t, "caller", "TRANSPORT="+transport, "ETCD_ENDPOINTS="+etcd,
+				"ADMIN_ADDR=127.0.0.1:0", fmt.Sprintf("CALL_COUNT=%d", calls), "CALL_INTERVAL=50ms",
+				"DISCOVERY_TIMEOUT=20s", "DISCOVERY_REFRESH=200ms")
+			if code := caller.wait(60 * time.Second); code != 0 {
+				t.Fatalf("caller exited %d, want 0", code)
+			}
+			ok := 0
+			for _, line := range caller.logLines() {
+				switch line["msg"] {
+				case "call ok":
+					ok++
+					if line["transport"] != transport || line["target"] != echo.addr {
+						t.Fatalf("call ok line %v: want transport %s and target %s", line, transport, echo.addr)
+					}
+					if ms, isNum := line["latency_ms"].(float64); !isNum || ms <= 0 {
+						t.Fatalf("latency_ms %v is not a positive number", line["latency_ms"])
+					}
+				case "call failed":
+					t.Fatalf("a call failed: %v", line)
+				}
+			}
+			if ok != calls {
+				t.Fatalf("%d call ok lines, want %d", ok, calls)
+			}
+			metrics := httpBody(t, "http://"+echo.admin+"/metrics")
+			if !strings.Contains(metrics, fmt.Sprintf(`echo_requests_total{transport=%q} %d`, transport, calls)) {
+				t.Fatalf("echo metrics do not count %d requests:\n%s", calls, grep(metrics, "echo_"))
+			}
+		})
+	}
+}
+
+func grep(s, substr string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// A failed call makes a CALL_COUNT caller exit non-zero: here no echo of the
+// caller's transport exists, only one of another transport.
+func TestCallerFailsWithoutMatchingInstance(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	startEcho(t, etcd, "netpoll")
+	caller := start(t, "caller", "TRANSPORT=gonet", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0",
+		"CALL_COUNT=1", "DISCOVERY_TIMEOUT=1s")
+	if code := caller.wait(30 * time.Second); code != 1 {
+		t.Fatalf("caller exited %d, want 1", code)
+	}
+	if !strings.Contains(caller.stdout.String(), "no instance discovered within DISCOVERY_TIMEOUT") {
+		t.Fatalf("caller did not say why it failed:\n%s", caller.stdout.String())
+	}
+}
+
+// SIGTERM: echo leaves etcd first and stays up (not ready) for DRAIN_DELAY,
+// then stops and exits 0.
+func TestEchoDeregistersThenDrainsOnSIGTERM(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	cli := testutil.EtcdClient(t, etcd)
+	echo := startEcho(t, etcd, "gonet", "DRAIN_DELAY=3s")
+	key := "kitex/registry-etcd/echo/" + echo.addr
+	registered := func() bool {
+		resp, err := cli.Get(context.Background(), key)
+		return err == nil && len(resp.Kvs) == 1
+	}
+	if !registered() {
+		t.Fatalf("ready echo is not registered under %s", key)
+	}
+	if err := echo.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "deregistered", 2*time.Second, func() bool { return !registered() })
+	select {
+	case <-echo.done:
+		t.Fatal("echo exited before draining")
+	default:
+	}
+	if code := httpStatus("http://" + echo.admin + "/readyz"); code != http.StatusServiceUnavailable {
+		t.Fatalf("readyz while draining: %d, want 503", code)
+	}
+	if code := echo.wait(15 * time.Second); code != 0 {
+		t.Fatalf("echo exited %d after SIGTERM, want 0", code)
+	}
+}
+
+// Invalid configuration: exit code 2 and one line naming the variable.
+func TestInvalidConfigurationExits2(t *testing.T) {
+	for _, tt := range []struct {
+		bin, env, want string
+	}{
+		{"echo", "TRANSPORT=carrier-pigeon", "TRANSPORT"},
+		{"echo", "LISTEN_ADDR=nowhere", "LISTEN_ADDR"},
+		{"echo", "LOG_LEVEL=chatty", "LOG_LEVEL"},
+		{"caller", "CALL_INTERVAL=often", "CALL_INTERVAL"},
+		{"caller", "CALL_COUNT=-1", "CALL_COUNT"},
+		{"caller", "LOG_FORMAT=yaml", "LOG_FORMAT"},
+	} {
+		t.Run(tt.bin+"/"+tt.want, func(t *testing.T) {
+			p := start(t, tt.bin, tt.env)
+			if code := p.wait(20 * time.Second); code != 2 {
+				t.Fatalf("exit code %d, want 2", code)
+			}
+			stderr := strings.TrimSpace(p.stderr.String())
+			if strings.Count(stderr, "\n") != 0 || !strings.Contains(stderr, tt.want+"=") || !strings.Contains(stderr, "allowed") && !strings.Contains(stderr, "must") {
+				t.Fatalf("stderr %q: want one line naming %s and what is allowed", stderr, tt.want)
+			}
+		})
+	}
+}

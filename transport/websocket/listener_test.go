@@ -1,0 +1,254 @@
+package websocket_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+	xws "golang.org/x/net/websocket"
+
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m)
+}
+
+type rejections struct {
+	mu       sync.Mutex
+	statuses []int
+}
+
+func (r *rejections) record(_ *http.Request, status int, _ error) {
+	r.mu.Lock()
+	r.statuses = append(r.statuses, status)
+	r.mu.Unlock()
+}
+
+func (r *rejections) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.statuses)
+}
+
+func listen(t *testing.T, cfg websocket.ListenerConfig) *websocket.Listener {
+	t.Helper()
+	l, err := websocket.Listen("127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.Close() })
+	return l
+}
+
+// acceptEcho accepts connections and echoes their bytes until the listener closes.
+func acceptEcho(t *testing.T, l net.Listener) {
+	var wg sync.WaitGroup
+	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				defer c.Close()
+				_, _ = io.Copy(c, c)
+			}()
+		}
+	}()
+}
+
+func TestNonWebSocketRequestsGetHTTPErrors(t *testing.T) {
+	var rej rejections
+	l := listen(t, websocket.ListenerConfig{OnReject: rej.record})
+	acceptEcho(t, l)
+	base := "http://" + l.Addr().String()
+	for _, tt := range []struct {
+		method, path string
+		want         int
+	}{
+		{http.MethodGet, "/kitex", http.StatusUpgradeRequired},
+		{http.MethodGet, "/", http.StatusNotFound},
+		{http.MethodPost, "/kitex", http.StatusMethodNotAllowed},
+	} {
+		req, _ := http.NewRequest(tt.method, base+tt.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatalf("%s %s: %v", tt.method, tt.path, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tt.want {
+			t.Fatalf("%s %s: status %d, want %d", tt.method, tt.path, resp.StatusCode, tt.want)
+		}
+	}
+	http.DefaultClient.CloseIdleConnections()
+	if rej.count() != 3 {
+		t.Fatalf("OnReject called %d times, want 3", rej.count())
+	}
+	// Still serving WebSocket.
+	roundTrip(t, l.Addr().String(), websocket.DialerConfig{})
+}
+
+func roundTrip(t *testing.T, addr string, cfg websocket.DialerConfig) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := websocket.Dial(ctx, addr, cfg)
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte("ping")); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 4)
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != "ping" {
+		t.Fatalf("echo: %q, %v", buf, err)
+	}
+}
+
+func TestOriginPolicy(t *testing.T) {
+	var rej rejections
+	l := listen(t, websocket.ListenerConfig{AllowedOrigins: []string{"https://app.example.com"}, OnReject: rej.record})
+	acceptEcho(t, l)
+	addr := l.Addr().String()
+	for _, origin := range []string{"", "http://" + addr, "HTTPS://APP.EXAMPLE.COM"} {
+		roundTrip(t, addr, websocket.DialerConfig{Origin: origin})
+	}
+	if rej.count() != 0 {
+		t.Fatalf("allowed origins were rejected %d times", rej.count())
+	}
+	for _, origin := range []string{"https://evil.example", "http://localhost:1", "http://app.example.com"} {
+		cfg, _ := xws.NewConfig("ws://"+addr+"/kitex", origin)
+		if ws, err := xws.DialConfig(cfg); err == nil {
+			ws.Close()
+			t.Fatalf("origin %q was accepted", origin)
+		}
+	}
+	if rej.count() != 3 {
+		t.Fatalf("OnReject called %d times for 3 bad origins", rej.count())
+	}
+
+	all := listen(t, websocket.ListenerConfig{AllowedOrigins: []string{"*"}})
+	acceptEcho(t, all)
+	roundTrip(t, all.Addr().String(), websocket.DialerConfig{Origin: "https://anything.example"})
+}
+
+func TestAcceptAfterClose(t *testing.T) {
+	l, err := websocket.Listen("127.0.0.1:0", websocket.ListenerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := l.Accept(); done <- err }()
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; !errors.Is(err, net.ErrClosed) {
+		t.Fatalf("Accept after Close: %v, want net.ErrClosed", err)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatalf("second Close: %v", err)
+	}
+}
+
+func TestDialHonoursTimeout(t *testing.T) {
+	// A TCP server that accepts and never answers the upgrade.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var held []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		for _, c := range held {
+			c.Close()
+		}
+		mu.Unlock()
+	}()
+	d := websocket.NewDialer(websocket.DialerConfig{})
+	start := time.Now()
+	_, err = d.DialTimeout("tcp", ln.Addr().String(), 200*time.Millisecond)
+	if err == nil {
+		t.Fatal("dial to a silent server succeeded")
+	}
+	if elapsed := time.Since(start); elapsed > 3*time.Second {
+		t.Fatalf("dial with a 200ms timeout took %v", elapsed)
+	}
+}
+
+// A length-prefixed frame written in pieces arrives as one binary message.
+func TestOneMessagePerFrame(t *testing.T) {
+	l := listen(t, websocket.ListenerConfig{})
+	addr := l.Addr().String()
+	payload := bytes.Repeat([]byte("k"), 100_000)
+	frame := binary.BigEndian.AppendUint32(nil, uint32(len(payload)))
+	frame = append(frame, payload...)
+
+	sent := make(chan error, 1)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			sent <- err
+			return
+		}
+		defer c.Close()
+		for off := 0; off < len(frame); off += 4096 {
+			end := min(off+4096, len(frame))
+			if _, err := c.Write(frame[off:end]); err != nil {
+				sent <- err
+				return
+			}
+		}
+		// Wait for the client to finish reading before closing.
+		_, _ = c.Read(make([]byte, 1))
+		sent <- nil
+	}()
+
+	cfg, _ := xws.NewConfig("ws://"+addr+"/kitex", "http://"+addr)
+	ws, err := xws.DialConfig(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msg []byte
+	if err := xws.Message.Receive(ws, &msg); err != nil {
+		t.Fatal(err)
+	}
+	ws.Close()
+	if !bytes.Equal(msg, frame) {
+		t.Fatalf("first message has %d bytes, want the whole %d-byte frame", len(msg), len(frame))
+	}
+	if err := <-sent; err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(l.Path(), "/") {
+		t.Fatal("Path")
+	}
+}
