@@ -23,8 +23,12 @@ run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=gonet|websoc
 
 .PHONY: test
 test: ## Run every test with the race detector (includes the generated-code freshness check).
-	go vet ./...
 	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+.PHONY: lint
+lint: ## Run go vet and check formatting.
+	go vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'); exit 1; }
 
 .PHONY: gen
 gen: ## Regenerate kitex_gen/ from idl/ with the pinned Kitex generator.

@@ -53,16 +53,16 @@ type fixture struct {
 // transportCase makes the server and client options of one transport.
 type transportCase struct {
 	kind   transport.Kind
-	server func(t *testing.T) transport.ServerConfig
-	client func(t *testing.T) transport.ClientConfig
+	server func(t testing.TB) transport.ServerConfig
+	client func(t testing.TB) transport.ClientConfig
 }
 
 func cases() []transportCase {
 	plain := func(k transport.Kind) transportCase {
 		return transportCase{
 			kind:   k,
-			server: func(*testing.T) transport.ServerConfig { return transport.ServerConfig{Kind: k, Addr: "127.0.0.1:0"} },
-			client: func(*testing.T) transport.ClientConfig { return transport.ClientConfig{Kind: k} },
+			server: func(testing.TB) transport.ServerConfig { return transport.ServerConfig{Kind: k, Addr: "127.0.0.1:0"} },
+			client: func(testing.TB) transport.ClientConfig { return transport.ClientConfig{Kind: k} },
 		}
 	}
 	return append([]transportCase{plain(transport.Netpoll), plain(transport.GoNet), plain(transport.WebSocket)}, extraCases()...)
@@ -71,7 +71,7 @@ func cases() []transportCase {
 // extraCases is where transports with their own set-up (the tunnel) join the table.
 var extraCases = func() []transportCase { return nil }
 
-func startFixture(t *testing.T, tc transportCase, extra ...client.Option) *fixture {
+func startFixture(t testing.TB, tc transportCase, extra ...client.Option) *fixture {
 	t.Helper()
 	scfg := tc.server(t)
 	scfg.ExitWaitTime = time.Second
@@ -106,7 +106,7 @@ func startFixture(t *testing.T, tc transportCase, extra ...client.Option) *fixtu
 }
 
 // waitServing calls until the server answers: Run starts the server asynchronously.
-func waitServing(t *testing.T, f *fixture) {
+func waitServing(t testing.TB, f *fixture) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -123,7 +123,7 @@ func waitServing(t *testing.T, f *fixture) {
 	}
 }
 
-func (f *fixture) stop(t *testing.T) {
+func (f *fixture) stop(t testing.TB) {
 	select {
 	case <-f.handler.release:
 	default:
