@@ -3,39 +3,34 @@ package transport_test
 import (
 	"bytes"
 	"context"
-	"encoding/binary"
 	"fmt"
-	"io"
-	"net"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/apache/thrift/lib/go/thrift"
 	xws "golang.org/x/net/websocket"
 
 	"github.com/anyconn/kitex-anyconn/transport"
 )
 
-// The wire is standard Thrift: a client that knows nothing of Kitex, writing
-// the Thrift binary protocol by hand in a Framed transport (on TCP, or as one
-// binary WebSocket message), gets the echo reply.
-func TestStandardThriftWire(t *testing.T) {
+// The wire is standard Thrift: the Apache Thrift Go library, knowing nothing
+// of Kitex, calls echo with the binary protocol in a Framed transport, on
+// TCP and as one binary WebSocket message, and reads the reply.
+func TestApacheThriftClient(t *testing.T) {
 	for _, tc := range cases() {
 		if tc.kind == transport.Yamux {
 			continue // its streams are reached through the tunnel, not an address
 		}
 		t.Run(string(tc.kind), func(t *testing.T) {
 			f := startFixture(t, tc)
-			for i, msg := range []string{"", "plain thrift", string(bytes.Repeat([]byte("z"), 200_000))} {
-				req := framedCall("echo", int32(i+1), msg)
-				var reply []byte
+			for i, msg := range []string{"", "plain thrift", strings.Repeat("z", 200_000)} {
+				seq := int32(i + 1)
+				var got string
 				if tc.kind == transport.WebSocket {
-					reply = webSocketExchange(t, f.addr, req)
+					got = webSocketThriftCall(t, f.addr, seq, msg)
 				} else {
-					reply = tcpExchange(t, f.addr, req)
-				}
-				got, err := decodeEchoReply(reply, int32(i+1))
-				if err != nil {
-					t.Fatalf("reply to a %d-byte message: %v", len(msg), err)
+					got = tcpThriftCall(t, f.addr, seq, msg)
 				}
 				if got != msg {
 					t.Fatalf("reply carries %d bytes, want %d", len(got), len(msg))
@@ -45,31 +40,26 @@ func TestStandardThriftWire(t *testing.T) {
 	}
 }
 
-func tcpExchange(t *testing.T, addr string, req []byte) []byte {
-	c, err := net.DialTimeout("tcp", addr, 2*time.Second)
-	if err != nil {
+var thriftConf = &thrift.TConfiguration{ConnectTimeout: 2 * time.Second, SocketTimeout: 10 * time.Second}
+
+func tcpThriftCall(t *testing.T, addr string, seq int32, msg string) string {
+	sock := thrift.NewTSocketConf(addr, thriftConf)
+	if err := sock.Open(); err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.Write(req); err != nil {
-		t.Fatal(err)
-	}
-	var size [4]byte
-	if _, err := io.ReadFull(c, size[:]); err != nil {
-		t.Fatal(err)
-	}
-	body := make([]byte, binary.BigEndian.Uint32(size[:]))
-	if _, err := io.ReadFull(c, body); err != nil {
-		t.Fatal(err)
-	}
-	return append(size[:], body...)
+	defer sock.Close()
+	p := thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(sock, thriftConf), thriftConf)
+	writeEchoCall(t, p, seq, msg)
+	return readEchoReply(t, p, seq)
 }
 
-// webSocketExchange sends the framed request as one binary message with
-// golang.org/x/net/websocket's own client and expects the framed reply as
-// one binary message.
-func webSocketExchange(t *testing.T, addr string, req []byte) []byte {
+// webSocketThriftCall frames the call with Apache Thrift into memory, sends
+// it as one binary message with golang.org/x/net/websocket's own client, and
+// decodes the single binary message that comes back.
+func webSocketThriftCall(t *testing.T, addr string, seq int32, msg string) string {
+	out := thrift.NewTMemoryBuffer()
+	writeEchoCall(t, thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), seq, msg)
+
 	cfg, err := xws.NewConfig("ws://"+addr+"/kitex", "http://"+addr)
 	if err != nil {
 		t.Fatal(err)
@@ -81,80 +71,124 @@ func webSocketExchange(t *testing.T, addr string, req []byte) []byte {
 		t.Fatal(err)
 	}
 	defer ws.Close()
-	if err := xws.Message.Send(ws, req); err != nil {
+	if err := xws.Message.Send(ws, out.Bytes()); err != nil {
 		t.Fatal(err)
 	}
 	var reply []byte
 	if err := xws.Message.Receive(ws, &reply); err != nil {
 		t.Fatal(err)
 	}
-	return reply
+	in := &thrift.TMemoryBuffer{Buffer: bytes.NewBuffer(reply)}
+	p := thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(in, thriftConf), thriftConf)
+	got := readEchoReply(t, p, seq)
+	if in.Len() != 0 {
+		t.Fatalf("%d bytes after the reply frame: one message must hold one frame", in.Len())
+	}
+	return got
 }
 
-// framedCall encodes Echo.echo(Request{message}) in Thrift's strict binary
-// protocol inside a Framed transport.
-func framedCall(method string, seq int32, message string) []byte {
-	var b []byte
-	b = binary.BigEndian.AppendUint32(b, 0x80010001) // version 1, CALL
-	b = appendString(b, method)
-	b = binary.BigEndian.AppendUint32(b, uint32(seq))
-	b = append(b, 12, 0, 1) // field 1 (req): struct
-	b = append(b, 11, 0, 1) // field 1 (message): string
-	b = appendString(b, message)
-	b = append(b, 0) // end of Request
-	b = append(b, 0) // end of the arguments
-	return append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...)
+// writeEchoCall writes Echo.echo(Request{message}) field by field, as any
+// Thrift implementation would from echo.thrift.
+func writeEchoCall(t *testing.T, p thrift.TProtocol, seq int32, msg string) {
+	ctx := context.Background()
+	steps := []func() error{
+		func() error { return p.WriteMessageBegin(ctx, "echo", thrift.CALL, seq) },
+		func() error { return p.WriteStructBegin(ctx, "echo_args") },
+		func() error { return p.WriteFieldBegin(ctx, "req", thrift.STRUCT, 1) },
+		func() error { return p.WriteStructBegin(ctx, "Request") },
+		func() error { return p.WriteFieldBegin(ctx, "message", thrift.STRING, 1) },
+		func() error { return p.WriteString(ctx, msg) },
+		func() error { return p.WriteFieldEnd(ctx) },
+		func() error { return p.WriteFieldStop(ctx) },
+		func() error { return p.WriteStructEnd(ctx) },
+		func() error { return p.WriteFieldEnd(ctx) },
+		func() error { return p.WriteFieldStop(ctx) },
+		func() error { return p.WriteStructEnd(ctx) },
+		func() error { return p.WriteMessageEnd(ctx) },
+		func() error { return p.Flush(ctx) },
+	}
+	for _, step := range steps {
+		if err := step(); err != nil {
+			t.Fatalf("write call: %v", err)
+		}
+	}
 }
 
-func appendString(b []byte, s string) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(s)))
-	return append(b, s...)
+// readEchoReply reads the REPLY and returns Response.message from the
+// result's success field.
+func readEchoReply(t *testing.T, p thrift.TProtocol, seq int32) string {
+	ctx := context.Background()
+	name, typ, gotSeq, err := p.ReadMessageBegin(ctx)
+	if err != nil {
+		t.Fatalf("read reply: %v", err)
+	}
+	if name != "echo" || typ != thrift.REPLY || gotSeq != seq {
+		t.Fatalf("reply header %q %v %d, want echo REPLY %d", name, typ, gotSeq, seq)
+	}
+	msg, err := readSuccess(ctx, p)
+	if err != nil {
+		t.Fatalf("read result: %v", err)
+	}
+	if err := p.ReadMessageEnd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return msg
 }
 
-// decodeEchoReply reads a framed REPLY to echo and returns Response.message.
-func decodeEchoReply(b []byte, seq int32) (string, error) {
-	r := &reader{b: b}
-	if size := r.u32(); int(size) != len(b)-4 {
-		return "", fmt.Errorf("frame size %d, but %d bytes follow", size, len(b)-4)
+func readSuccess(ctx context.Context, p thrift.TProtocol) (string, error) {
+	if _, err := p.ReadStructBegin(ctx); err != nil {
+		return "", err
 	}
-	if v := r.u32(); v != 0x80010002 {
-		return "", fmt.Errorf("message header %#x, want a strict REPLY", v)
+	found, msg := false, ""
+	for {
+		_, typ, id, err := p.ReadFieldBegin(ctx)
+		if err != nil {
+			return "", err
+		}
+		if typ == thrift.STOP {
+			break
+		}
+		if id == 0 && typ == thrift.STRUCT {
+			found = true
+			if msg, err = readMessageField(ctx, p); err != nil {
+				return "", err
+			}
+		} else if err := p.Skip(ctx, typ); err != nil {
+			return "", err
+		}
+		if err := p.ReadFieldEnd(ctx); err != nil {
+			return "", err
+		}
 	}
-	if name := r.str(); name != "echo" {
-		return "", fmt.Errorf("method %q", name)
+	if !found {
+		return "", fmt.Errorf("the result has no success field")
 	}
-	if got := int32(r.u32()); got != seq {
-		return "", fmt.Errorf("sequence id %d, want %d", got, seq)
-	}
-	if typ, id := r.byte(), r.u16(); typ != 12 || id != 0 {
-		return "", fmt.Errorf("result field type %d id %d, want success (struct, 0)", typ, id)
-	}
-	if typ, id := r.byte(), r.u16(); typ != 11 || id != 1 {
-		return "", fmt.Errorf("response field type %d id %d, want message (string, 1)", typ, id)
-	}
-	msg := r.str()
-	if r.byte() != 0 || r.byte() != 0 || r.err != nil {
-		return "", fmt.Errorf("malformed end of reply: %v", r.err)
-	}
-	return msg, nil
+	return msg, p.ReadStructEnd(ctx)
 }
 
-type reader struct {
-	b   []byte
-	err error
-}
-
-func (r *reader) take(n int) []byte {
-	if r.err != nil || n > len(r.b) {
-		r.err = io.ErrUnexpectedEOF
-		return make([]byte, n)
+func readMessageField(ctx context.Context, p thrift.TProtocol) (string, error) {
+	if _, err := p.ReadStructBegin(ctx); err != nil {
+		return "", err
 	}
-	out := r.b[:n]
-	r.b = r.b[n:]
-	return out
+	msg := ""
+	for {
+		_, typ, id, err := p.ReadFieldBegin(ctx)
+		if err != nil {
+			return "", err
+		}
+		if typ == thrift.STOP {
+			break
+		}
+		if id == 1 && typ == thrift.STRING {
+			if msg, err = p.ReadString(ctx); err != nil {
+				return "", err
+			}
+		} else if err := p.Skip(ctx, typ); err != nil {
+			return "", err
+		}
+		if err := p.ReadFieldEnd(ctx); err != nil {
+			return "", err
+		}
+	}
+	return msg, p.ReadStructEnd(ctx)
 }
-
-func (r *reader) byte() byte  { return r.take(1)[0] }
-func (r *reader) u16() uint16 { return binary.BigEndian.Uint16(r.take(2)) }
-func (r *reader) u32() uint32 { return binary.BigEndian.Uint32(r.take(4)) }
-func (r *reader) str() string { return string(r.take(int(r.u32()))) }
