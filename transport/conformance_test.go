@@ -18,6 +18,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
@@ -44,36 +45,69 @@ func (h *testHandler) Echo(ctx context.Context, req *api.Request) (*api.Response
 type fixture struct {
 	kind    transport.Kind
 	addr    string
+	rawAddr string
 	handler *testHandler
 	svr     server.Server
 	cli     echo.Client
 	stopped chan error
 }
 
-// transportCase makes the server and client options of one transport.
+// transportCase sets up one transport: the server's and client's configs,
+// and where raw bytes reach the server's listener.
 type transportCase struct {
-	kind   transport.Kind
-	server func(t testing.TB) transport.ServerConfig
-	client func(t testing.TB) transport.ClientConfig
+	kind  transport.Kind
+	setup func(t testing.TB) caseEnv
+}
+
+type caseEnv struct {
+	server transport.ServerConfig
+	client transport.ClientConfig
+	// rawAddr is where a raw TCP or WebSocket client reaches the listener;
+	// the server's address if empty.
+	rawAddr string
 }
 
 func cases() []transportCase {
 	plain := func(k transport.Kind) transportCase {
-		return transportCase{
-			kind:   k,
-			server: func(testing.TB) transport.ServerConfig { return transport.ServerConfig{Kind: k, Addr: "127.0.0.1:0"} },
-			client: func(testing.TB) transport.ClientConfig { return transport.ClientConfig{Kind: k} },
-		}
+		return transportCase{kind: k, setup: func(testing.TB) caseEnv {
+			return caseEnv{
+				server: transport.ServerConfig{Kind: k, Addr: "127.0.0.1:0"},
+				client: transport.ClientConfig{Kind: k},
+			}
+		}}
 	}
-	return append([]transportCase{plain(transport.Netpoll), plain(transport.GoNet), plain(transport.WebSocket)}, extraCases()...)
+	return []transportCase{
+		plain(transport.Netpoll), plain(transport.GoNet), plain(transport.WebSocket),
+		{kind: transport.Yamux, setup: tunnelEnv},
+	}
 }
 
-// extraCases is where transports with their own set-up (the tunnel) join the table.
-var extraCases = func() []transportCase { return nil }
+// tunnelEnv starts a gateway and an agent connected to it: the server
+// serves on the agent, the client dials through the gateway.
+func tunnelEnv(t testing.TB) caseEnv {
+	const token = "conformance-token"
+	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Close() })
+	agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "agent-1", Token: token})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = agent.Shutdown(context.Background()) })
+	agent.SetGateways([]string{gw.Addr().String()})
+	return caseEnv{
+		server:  transport.ServerConfig{Kind: transport.Yamux, Listener: agent},
+		client:  transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()},
+		rawAddr: gw.Addr().String(),
+	}
+}
 
 func startFixture(t testing.TB, tc transportCase, extra ...client.Option) *fixture {
 	t.Helper()
-	scfg := tc.server(t)
+	env := tc.setup(t)
+	scfg := env.server
 	scfg.ExitWaitTime = time.Second
 	sopts, addr, err := transport.ServerOptions(scfg)
 	if err != nil {
@@ -83,11 +117,14 @@ func startFixture(t testing.TB, tc transportCase, extra ...client.Option) *fixtu
 	// Kitex's default exit signal leaves a goroutine per server waiting for SIGTERM.
 	sopts = append(sopts, server.WithExitSignal(func() <-chan error { return make(chan error) }))
 	svr := echo.NewServer(h, sopts...)
-	f := &fixture{kind: tc.kind, addr: addr.String(), handler: h, svr: svr, stopped: make(chan error, 1)}
+	f := &fixture{kind: tc.kind, addr: addr.String(), rawAddr: env.rawAddr, handler: h, svr: svr, stopped: make(chan error, 1)}
+	if f.rawAddr == "" {
+		f.rawAddr = f.addr
+	}
 	go func() { f.stopped <- svr.Run() }()
 	t.Cleanup(func() { f.stop(t) })
 
-	ct, err := transport.NewClient(tc.client(t))
+	ct, err := transport.NewClient(env.client)
 	if err != nil {
 		t.Fatalf("NewClient(%s): %v", tc.kind, err)
 	}
@@ -251,7 +288,7 @@ func testGarbage(t *testing.T, tc transportCase) {
 	f := startFixture(t, tc)
 	garbage := []byte("\x00\x00\x00\x10this is not thrift at all\r\n\r\n")
 	for i := 0; i < 3; i++ {
-		sendGarbage(t, tc.kind, f.addr, garbage)
+		sendGarbage(t, tc.kind, f.rawAddr, garbage)
 	}
 	resp, err := f.cli.Echo(context.Background(), &api.Request{Message: "still serving"})
 	if err != nil || resp.Message != "still serving" {

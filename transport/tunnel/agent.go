@@ -1,0 +1,403 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"net"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+	"go.uber.org/zap"
+
+	"github.com/anyconn/kitex-anyconn/transport/connadapt"
+)
+
+// Defaults for the agent's reconnect backoff.
+const (
+	DefaultBackoffMin = 100 * time.Millisecond
+	DefaultBackoffMax = 10 * time.Second
+)
+
+// AgentConfig configures an Agent.
+type AgentConfig struct {
+	// ID is the agent's identity (see ValidIdentity): the address callers
+	// see and can target. Required.
+	ID string
+	// Token is the gateway's shared secret. Required.
+	Token string
+	// TLSConfig, if set, makes the agent connect over TLS. An empty
+	// ServerName is filled with the gateway's host; add Certificates for
+	// mutual TLS.
+	TLSConfig *tls.Config
+	// HandshakeTimeout bounds connecting, TLS and the tunnel handshake;
+	// DefaultHandshakeTimeout if zero.
+	HandshakeTimeout time.Duration
+	// KeepAliveInterval is the yamux keep-alive interval;
+	// DefaultKeepAliveInterval if zero.
+	KeepAliveInterval time.Duration
+	// BackoffMin and BackoffMax bound the delay between reconnection
+	// attempts, which doubles from min to max with jitter;
+	// DefaultBackoffMin and DefaultBackoffMax if zero.
+	BackoffMin, BackoffMax time.Duration
+	// Dial opens the TCP connection to a gateway; net.Dialer if nil.
+	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Logger receives connection events; none if nil.
+	Logger *zap.Logger
+}
+
+// AgentStats are counters for metrics.
+type AgentStats struct {
+	Sessions   int    // gateways connected now
+	Reconnects uint64 // sessions established again after one was lost
+	Failures   uint64 // connection or handshake attempts that failed
+	Streams    uint64 // streams accepted (one per Kitex connection)
+}
+
+// Agent keeps a session to each of its gateways, reconnecting forever
+// with backoff, and is the net.Listener of a Kitex server (through
+// server.WithListener) for the streams those gateways open. Accept blocks
+// while nothing arrives, never returns a transient error, and returns
+// net.ErrClosed after Close.
+type Agent struct {
+	cfg AgentConfig
+	ymx *yamux.Config
+	log *zap.Logger
+
+	streams chan net.Conn
+	done    chan struct{}
+	once    sync.Once
+
+	mu    sync.Mutex
+	peers map[string]*peer
+	wg    sync.WaitGroup
+
+	sessions   atomic.Int64
+	reconnects atomic.Uint64
+	failures   atomic.Uint64
+	accepted   atomic.Uint64
+}
+
+type peer struct {
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+var _ net.Listener = (*Agent)(nil)
+
+// NewAgent returns an agent with no gateway; give it some with SetGateways.
+func NewAgent(cfg AgentConfig) (*Agent, error) {
+	if !ValidIdentity(cfg.ID) {
+		return nil, fmt.Errorf("tunnel agent: invalid identity %q: use 1 to 128 letters, digits, '.', '_' or '-'", cfg.ID)
+	}
+	if cfg.Token == "" {
+		return nil, errors.New("tunnel agent: a token is required")
+	}
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.BackoffMin <= 0 {
+		cfg.BackoffMin = DefaultBackoffMin
+	}
+	if cfg.BackoffMax < cfg.BackoffMin {
+		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
+	}
+	if cfg.Dial == nil {
+		var d net.Dialer
+		cfg.Dial = d.DialContext
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = zap.NewNop()
+	}
+	return &Agent{
+		cfg:     cfg,
+		ymx:     yamuxConfig(cfg.KeepAliveInterval),
+		log:     log.With(zap.String("agent", cfg.ID)),
+		streams: make(chan net.Conn),
+		done:    make(chan struct{}),
+		peers:   make(map[string]*peer),
+	}, nil
+}
+
+// SetGateways makes the agent keep a session to exactly these gateway
+// addresses: new ones are dialed, sessions to removed ones are closed.
+func (a *Agent) SetGateways(addrs []string) {
+	want := make(map[string]bool, len(addrs))
+	for _, addr := range addrs {
+		want[addr] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	select {
+	case <-a.done:
+		return
+	default:
+	}
+	for addr, p := range a.peers {
+		if !want[addr] {
+			p.cancel()
+			delete(a.peers, addr)
+			a.log.Info("tunnel agent: gateway removed", zap.String("gateway", addr))
+		}
+	}
+	for addr := range want {
+		if _, ok := a.peers[addr]; ok {
+			continue
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		p := &peer{cancel: cancel, done: make(chan struct{})}
+		a.peers[addr] = p
+		a.wg.Add(1)
+		go a.keep(ctx, addr, p.done)
+	}
+}
+
+// Gateways returns the gateway addresses the agent keeps sessions to, sorted.
+func (a *Agent) Gateways() []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	out := make([]string, 0, len(a.peers))
+	for addr := range a.peers {
+		out = append(out, addr)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// keep connects to one gateway, serves its streams, and reconnects after
+// any loss, until ctx ends or the agent closes.
+func (a *Agent) keep(ctx context.Context, addr string, done chan struct{}) {
+	defer a.wg.Done()
+	defer close(done)
+	log := a.log.With(zap.String("gateway", addr))
+	delay, attempt, everConnected := a.cfg.BackoffMin, 0, false
+	lastLog := time.Time{}
+	for ctx.Err() == nil && !a.closing() {
+		sess, err := a.connect(ctx, addr)
+		if err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			a.failures.Add(1)
+			attempt++
+			// Log the first failure, then at most every 30 s, or whenever
+			// the gateway refused us (a configuration problem).
+			if attempt == 1 || time.Since(lastLog) >= 30*time.Second || errors.Is(err, ErrRefused) {
+				log.Warn("tunnel agent: cannot connect to gateway; retrying", zap.Int("attempt", attempt),
+					zap.Duration("next_in", delay), zap.Error(err))
+				lastLog = time.Now()
+			}
+			if !a.sleep(ctx, jitter(delay)) {
+				return
+			}
+			delay = min(2*delay, a.cfg.BackoffMax)
+			continue
+		}
+		if everConnected {
+			a.reconnects.Add(1)
+		}
+		everConnected, attempt, delay = true, 0, a.cfg.BackoffMin
+		a.sessions.Add(1)
+		log.Info("tunnel agent: connected to gateway")
+		err = a.serve(ctx, sess)
+		a.sessions.Add(-1)
+		if ctx.Err() != nil || a.closing() {
+			return
+		}
+		log.Warn("tunnel agent: session to gateway lost; reconnecting", zap.Error(err))
+		if !a.sleep(ctx, jitter(delay)) {
+			return
+		}
+	}
+}
+
+func (a *Agent) closing() bool {
+	select {
+	case <-a.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// sleep waits d; it returns false if ctx ends or the agent closes first.
+func (a *Agent) sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-a.done:
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func jitter(d time.Duration) time.Duration {
+	return d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
+}
+
+func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error) {
+	ctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
+	defer cancel()
+	c, err := a.cfg.Dial(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	defer stop()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if a.cfg.TLSConfig != nil {
+		tc := a.cfg.TLSConfig.Clone()
+		if tc.ServerName == "" {
+			tc.ServerName, _, _ = net.SplitHostPort(addr)
+		}
+		tlsConn := tls.Client(c, tc)
+		if err := tlsConn.HandshakeContext(ctx); err != nil {
+			_ = c.Close()
+			return nil, fmt.Errorf("tls: %w", err)
+		}
+		c = tlsConn
+	}
+	if err := writeHello(c, a.cfg.ID, a.cfg.Token); err == nil {
+		err = readAnswer(c)
+	}
+	if err != nil || !stop() {
+		_ = c.Close()
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, err
+	}
+	_ = c.SetDeadline(time.Time{})
+	sess, err := yamux.Server(c, a.ymx)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	return sess, nil
+}
+
+// serve hands the session's streams to Accept until the session ends. Once
+// the agent closes, the session is drained: see Close.
+func (a *Agent) serve(ctx context.Context, sess *yamux.Session) error {
+	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
+	defer stop()
+	defer sess.Close()
+	ended := make(chan struct{})
+	defer close(ended)
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		select {
+		case <-a.done:
+			drain(sess, ended)
+		case <-ended:
+		}
+	}()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return err
+		}
+		select {
+		case a.streams <- st:
+			a.accepted.Add(1)
+		case <-a.done: // opened before the gateway saw our GoAway
+			_ = st.Close()
+		case <-ctx.Done():
+			_ = st.Close()
+			return ctx.Err()
+		}
+	}
+}
+
+// maxDrain bounds how long a closed agent keeps a session for its streams.
+const maxDrain = 30 * time.Second
+
+// drain tells the gateway to open no more streams (GoAway), then closes the
+// session once its streams are closed (their owner, the Kitex server,
+// closes them when its calls are done), or after maxDrain.
+func drain(sess *yamux.Session, ended <-chan struct{}) {
+	_ = sess.GoAway()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	limit := time.NewTimer(maxDrain)
+	defer limit.Stop()
+	for sess.NumStreams() > 0 {
+		select {
+		case <-ended:
+			return
+		case <-limit.C:
+			_ = sess.Close()
+			return
+		case <-tick.C:
+		}
+	}
+	_ = sess.Close()
+}
+
+// Accept waits for the next stream a gateway opens.
+func (a *Agent) Accept() (net.Conn, error) {
+	select {
+	case c := <-a.streams:
+		return c, nil
+	case <-a.done:
+		return nil, net.ErrClosed
+	}
+}
+
+// Close stops accepting and lets the agent leave gracefully: each gateway
+// is told to open no more streams (so callers go to other agents at once),
+// and each session closes when its last stream does (at most 30 s later).
+// Close does not wait for that; it is safe to call more than once.
+func (a *Agent) Close() error {
+	a.once.Do(func() {
+		a.mu.Lock()
+		close(a.done)
+		a.mu.Unlock()
+	})
+	return nil
+}
+
+// Shutdown closes the agent and waits until every session has ended or ctx ends.
+func (a *Agent) Shutdown(ctx context.Context) error {
+	_ = a.Close()
+	waited := make(chan struct{})
+	go func() { a.wg.Wait(); close(waited) }()
+	select {
+	case <-waited:
+		return nil
+	case <-ctx.Done():
+		a.mu.Lock()
+		for addr, p := range a.peers {
+			p.cancel()
+			delete(a.peers, addr)
+		}
+		a.mu.Unlock()
+		<-waited
+		return ctx.Err()
+	}
+}
+
+// Addr returns the agent's identity as an address of network "yamux".
+func (a *Agent) Addr() net.Addr { return connadapt.Addr{Net: Network, Address: a.cfg.ID} }
+
+// Stats returns the agent's counters.
+func (a *Agent) Stats() AgentStats {
+	return AgentStats{
+		Sessions:   int(a.sessions.Load()),
+		Reconnects: a.reconnects.Load(),
+		Failures:   a.failures.Load(),
+		Streams:    a.accepted.Load(),
+	}
+}
