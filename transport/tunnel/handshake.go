@@ -23,12 +23,14 @@
 package tunnel
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"regexp"
 )
 
@@ -137,4 +139,24 @@ func readAnswer(r io.Reader) error {
 func tokenEqual(got, want string) bool {
 	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
 	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+}
+
+// Handshake connects to the gateway at addr as agent id with token, reads
+// the gateway's verdict and disconnects. It returns nil if the gateway
+// accepted, an error wrapping ErrRefused if it refused. It is meant for
+// checks and tests; an Agent does this itself.
+func Handshake(ctx context.Context, addr, id, token string) error {
+	var d net.Dialer
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = c.SetDeadline(dl)
+	}
+	if err := writeHello(c, id, token); err != nil {
+		return err
+	}
+	return readAnswer(c)
 }

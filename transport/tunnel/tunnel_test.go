@@ -1,0 +1,325 @@
+package tunnel_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/client/callopt"
+	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
+	"github.com/cloudwego/kitex/server"
+	"go.uber.org/goleak"
+
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+)
+
+func TestMain(m *testing.M) {
+	goleak.VerifyTestMain(m, testutil.LeakOptions()...)
+}
+
+const token = "s3cret-token"
+
+// whoami answers with its agent's identity and the message.
+type whoami struct {
+	id      string
+	blocked chan struct{}
+	release chan struct{}
+}
+
+func (w *whoami) Echo(_ context.Context, req *api.Request) (*api.Response, error) {
+	if req.Message == "block" {
+		w.blocked <- struct{}{}
+		<-w.release
+	}
+	return &api.Response{Message: w.id + ":" + req.Message}, nil
+}
+
+func startGateway(t testing.TB, addr string) *tunnel.Gateway {
+	t.Helper()
+	gw, err := tunnel.Listen(addr, tunnel.GatewayConfig{Token: token, HandshakeTimeout: 500 * time.Millisecond, KeepAliveInterval: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = gw.Close() })
+	return gw
+}
+
+// agentServer is an agent with a Kitex echo server on it.
+type agentServer struct {
+	agent   *tunnel.Agent
+	handler *whoami
+	svr     server.Server
+	done    chan struct{}
+}
+
+func startAgent(t testing.TB, id string, gateways ...string) *agentServer {
+	t.Helper()
+	agent, err := tunnel.NewAgent(tunnel.AgentConfig{
+		ID: id, Token: token, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
+		KeepAliveInterval: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	agent.SetGateways(gateways)
+	sopts, _, err := transport.ServerOptions(transport.ServerConfig{Kind: transport.Yamux, Listener: agent, ExitWaitTime: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &whoami{id: id, blocked: make(chan struct{}, 4), release: make(chan struct{})}
+	a := &agentServer{agent: agent, handler: h, done: make(chan struct{})}
+	a.svr = echo.NewServer(h, append(sopts, server.WithExitSignal(func() <-chan error { return make(chan error) }))...)
+	go func() { defer close(a.done); _ = a.svr.Run() }()
+	t.Cleanup(func() { a.stop() })
+	return a
+}
+
+func (a *agentServer) stop() {
+	select {
+	case <-a.handler.release:
+	default:
+		close(a.handler.release)
+	}
+	_ = a.svr.Stop()
+	<-a.done
+	_ = a.agent.Shutdown(context.Background())
+}
+
+func newClient(t testing.TB, gw *tunnel.Gateway, opts ...client.Option) echo.Client {
+	t.Helper()
+	ct, err := transport.NewClient(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ct.Close() })
+	cli, err := echo.NewClient("echo", append(append(ct.Options(),
+		client.WithResolver(gw.Resolver()),
+		client.WithLoadBalancer(gw.Balancer(), &lbcache.Options{RefreshInterval: time.Second, ExpireInterval: time.Minute}),
+		client.WithRPCTimeout(5*time.Second),
+	), opts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli
+}
+
+func waitAgents(t testing.TB, gw *tunnel.Gateway, n int) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for len(gw.Agents()) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway has agents %v, want %d", gw.Agents(), n)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func call(cli echo.Client, msg string, opts ...callopt.Option) (string, error) {
+	resp, err := cli.Echo(context.Background(), &api.Request{Message: msg}, opts...)
+	if err != nil {
+		return "", err
+	}
+	return resp.Message, nil
+}
+
+func TestCallTargetsAgentByIdentity(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	startAgent(t, "alpha", gw.Addr().String())
+	startAgent(t, "beta", gw.Addr().String())
+	waitAgents(t, gw, 2)
+	cli := newClient(t, gw)
+	for _, id := range []string{"alpha", "beta", "alpha"} {
+		got, err := call(cli, "hi", callopt.WithHostPort(id))
+		if err != nil || got != id+":hi" {
+			t.Fatalf("call to %s: %q, %v", id, got, err)
+		}
+	}
+	start := time.Now()
+	_, err := call(cli, "hi", callopt.WithHostPort("gamma"))
+	if err == nil || !errors.Is(err, tunnel.ErrUnknownAgent) {
+		t.Fatalf("call to an unknown agent: %v, want ErrUnknownAgent", err)
+	}
+	if time.Since(start) > 2*time.Second {
+		t.Fatalf("call to an unknown agent took %v; it must fail at once", time.Since(start))
+	}
+}
+
+func TestHundredAgentsBalanced(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	const agents, rounds = 100, 5
+	for i := 0; i < agents; i++ {
+		startAgent(t, fmt.Sprintf("agent-%03d", i), gw.Addr().String())
+	}
+	waitAgents(t, gw, agents)
+	if st := gw.Stats(); st.Sessions != agents {
+		t.Fatalf("gateway reports %d sessions, want %d", st.Sessions, agents)
+	}
+	cli := newClient(t, gw)
+	hits := map[string]int{}
+	for i := 0; i < agents*rounds; i++ {
+		got, err := call(cli, "x")
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		hits[got]++
+	}
+	if len(hits) != agents {
+		t.Fatalf("calls reached %d agents, want %d", len(hits), agents)
+	}
+	for id, n := range hits {
+		if n < rounds-1 || n > rounds+1 {
+			t.Fatalf("%s got %d of %d calls: not balanced", id, n, agents*rounds)
+		}
+	}
+}
+
+func TestRefusedAgentsAndBadPeers(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	addr := gw.Addr().String()
+	good := startAgent(t, "good", addr)
+	waitAgents(t, gw, 1)
+
+	for _, tok := range []string{"wrong", ""} {
+		if err := rawHandshake(addr, "good", tok); !errors.Is(err, tunnel.ErrRefused) {
+			t.Fatalf("token %q: %v, want ErrRefused", tok, err)
+		}
+	}
+	// Garbage, and a handshake that never finishes: both closed by the gateway.
+	for _, payload := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), nil} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if payload != nil {
+			_, _ = c.Write(payload)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Read(make([]byte, 64)); err == nil || isTimeout(err) {
+			t.Fatalf("gateway kept a bad peer's connection open (payload %q): %v", payload, err)
+		}
+		c.Close()
+	}
+	if st := gw.Stats(); st.HandshakeFailures != 4 {
+		t.Fatalf("handshake failures %d, want 4", st.HandshakeFailures)
+	}
+	// The impostors did not take over "good", and the gateway still serves.
+	if ids := gw.Agents(); len(ids) != 1 || ids[0] != "good" {
+		t.Fatalf("agents %v", ids)
+	}
+	cli := newClient(t, gw)
+	if got, err := call(cli, "still"); err != nil || got != "good:still" {
+		t.Fatalf("after refusals: %q, %v", got, err)
+	}
+	if good.agent.Stats().Reconnects != 0 {
+		t.Fatal("the legitimate agent lost its session")
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// rawHandshake connects as an agent with token and returns the gateway's verdict.
+func rawHandshake(addr, id, tok string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return tunnel.Handshake(ctx, addr, id, tok)
+}
+
+func TestGatewayRestart(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	addr := gw.Addr().String()
+	a := startAgent(t, "survivor", addr)
+	waitAgents(t, gw, 1)
+	if got, err := call(newClient(t, gw), "before"); err != nil || got != "survivor:before" {
+		t.Fatalf("before restart: %q, %v", got, err)
+	}
+	_ = gw.Close()
+
+	gw2 := startGateway(t, addr)
+	waitAgents(t, gw2, 1)
+	if got, err := call(newClient(t, gw2), "after"); err != nil || got != "survivor:after" {
+		t.Fatalf("after restart: %q, %v", got, err)
+	}
+	if a.agent.Stats().Reconnects < 1 {
+		t.Fatal("agent does not count the reconnect")
+	}
+}
+
+func TestConnectionCutMidCall(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	proxy := testutil.StartProxy(t, gw.Addr().String())
+	a := startAgent(t, "cut", proxy.Addr())
+	waitAgents(t, gw, 1)
+	cli := newClient(t, gw)
+
+	const inflight = 3
+	errs := make(chan error, inflight)
+	var wg sync.WaitGroup
+	for i := 0; i < inflight; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := call(cli, "block", callopt.WithRPCTimeout(30*time.Second))
+			errs <- err
+		}()
+	}
+	for i := 0; i < inflight; i++ {
+		select {
+		case <-a.handler.blocked:
+		case <-time.After(10 * time.Second):
+			t.Fatal("calls never reached the agent")
+		}
+	}
+	cut := time.Now()
+	proxy.Cut()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err == nil {
+			t.Fatal("a call in flight when the tunnel was cut succeeded")
+		}
+	}
+	if waited := time.Since(cut); waited > 5*time.Second {
+		t.Fatalf("calls in flight took %v to fail after the cut; they must fail fast", waited)
+	}
+	close(a.handler.release)
+	waitAgents(t, gw, 1)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, err := call(cli, "again")
+		if err == nil && got == "cut:again" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no successful call after reconnect: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// A session that ends leaves the instance list at once.
+func TestDroppedSessionLeavesAtOnce(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	startAgent(t, "stays", gw.Addr().String())
+	leaving := startAgent(t, "leaves", gw.Addr().String())
+	waitAgents(t, gw, 2)
+	cli := newClient(t, gw)
+	leaving.stop()
+	waitAgents(t, gw, 1)
+	for i := 0; i < 20; i++ {
+		if got, err := call(cli, "x"); err != nil || got != "stays:x" {
+			t.Fatalf("call %d after an agent left: %q, %v", i, got, err)
+		}
+	}
+}
