@@ -7,11 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
 // Error names the variable that is wrong, the value it had and what is allowed.
@@ -45,6 +47,43 @@ type Common struct {
 	// DiscoveryRefresh is DISCOVERY_REFRESH: how often the caller re-reads
 	// etcd; the echo waits a little longer than this when it drains.
 	DiscoveryRefresh time.Duration
+	// Tunnel holds the yamux tunnel settings (TRANSPORT=yamux).
+	Tunnel Tunnel
+}
+
+// Tunnel holds the TUNNEL_* settings. The caller runs the gateway, each
+// echo runs an agent that dials every gateway found in etcd.
+type Tunnel struct {
+	// Token is TUNNEL_TOKEN, or the content of TUNNEL_TOKEN_FILE (trimmed).
+	Token string
+	// TokenFile is TUNNEL_TOKEN_FILE.
+	TokenFile string
+	// Service is TUNNEL_SERVICE: the etcd service name of the gateways;
+	// "<echo service>-tunnel" by default.
+	Service string
+	// ListenAddr is TUNNEL_LISTEN_ADDR (caller): where the gateway listens.
+	ListenAddr string
+	// AdvertiseAddr is TUNNEL_ADVERTISE_ADDR (caller): the gateway address
+	// registered in etcd; derived from TUNNEL_LISTEN_ADDR when empty.
+	AdvertiseAddr string
+	// AgentID is TUNNEL_AGENT_ID (echo): the agent's identity; the host name
+	// by default (the pod name in Kubernetes).
+	AgentID string
+	// KeepAlive is TUNNEL_KEEPALIVE: the yamux keep-alive interval.
+	KeepAlive time.Duration
+	// BackoffMax is TUNNEL_BACKOFF_MAX (echo): the longest wait between
+	// reconnection attempts.
+	BackoffMax time.Duration
+	// TLSCertFile, TLSKeyFile and TLSCAFile are TUNNEL_TLS_CERT_FILE,
+	// TUNNEL_TLS_KEY_FILE and TUNNEL_TLS_CA_FILE. On the caller, cert and key
+	// make the gateway serve TLS, and a CA makes it require client
+	// certificates signed by it (mutual TLS). On echo, a CA makes the agent
+	// use TLS and verify the gateway against it, and cert and key are its
+	// client certificate.
+	TLSCertFile, TLSKeyFile, TLSCAFile string
+	// TLSServerName is TUNNEL_TLS_SERVER_NAME (echo): the name expected in
+	// the gateway's certificate; the gateway's host by default.
+	TLSServerName string
 }
 
 // Echo is the echo service's configuration.
@@ -115,6 +154,9 @@ const (
 	DefaultRegistryTTL      = 10 * time.Second
 	DefaultDrainDelay       = 5 * time.Second
 	DefaultShutdownTimeout  = 5 * time.Second
+	DefaultTunnelListenAddr = ":7000"
+	DefaultTunnelKeepAlive  = 10 * time.Second
+	DefaultTunnelBackoffMax = 10 * time.Second
 )
 
 var (
@@ -126,7 +168,7 @@ var (
 func LoadEcho(lookup LookupFunc) (Echo, error) {
 	r := reader{lookup: lookup}
 	c := Echo{
-		Common:           r.common(DefaultEchoAdminAddr),
+		Common:           r.common(DefaultEchoAdminAddr, "SERVICE_NAME"),
 		ServiceName:      r.str("SERVICE_NAME", DefaultServiceName),
 		ListenAddr:       r.str("LISTEN_ADDR", DefaultEchoListenAddr),
 		AdvertiseAddr:    r.str("ADVERTISE_ADDR", ""),
@@ -147,7 +189,7 @@ func LoadEcho(lookup LookupFunc) (Echo, error) {
 func LoadCaller(lookup LookupFunc) (Caller, error) {
 	r := reader{lookup: lookup}
 	c := Caller{
-		Common:           r.common(DefaultCallerAdminAddr),
+		Common:           r.common(DefaultCallerAdminAddr, "ECHO_SERVICE"),
 		EchoService:      r.str("ECHO_SERVICE", DefaultServiceName),
 		CallInterval:     r.duration("CALL_INTERVAL", DefaultCallInterval),
 		CallTimeout:      r.duration("CALL_TIMEOUT", DefaultCallTimeout),
@@ -168,9 +210,6 @@ func (c Common) Validate() error {
 	if _, err := transport.ParseKind(string(c.Transport)); err != nil {
 		return &Error{"TRANSPORT", string(c.Transport), "allowed values are " + kinds()}
 	}
-	if c.Transport == transport.Yamux {
-		return &Error{"TRANSPORT", string(c.Transport), "the yamux tunnel is not available in this version; allowed values are netpoll, gonet, websocket"}
-	}
 	if err := checkHostPort("ADMIN_ADDR", c.AdminAddr); err != nil {
 		return err
 	}
@@ -186,7 +225,32 @@ func (c Common) Validate() error {
 	if !strings.HasPrefix(c.WSPath, "/") || strings.ContainsAny(c.WSPath, " ?#") {
 		return &Error{"WS_PATH", c.WSPath, "must be an HTTP path starting with /, such as /kitex"}
 	}
-	return positive("DISCOVERY_REFRESH", c.DiscoveryRefresh)
+	if err := positive("DISCOVERY_REFRESH", c.DiscoveryRefresh); err != nil {
+		return err
+	}
+	return c.Tunnel.validate(c.Transport)
+}
+
+func (t Tunnel) validate(kind transport.Kind) error {
+	if kind != transport.Yamux {
+		return nil
+	}
+	if t.Token == "" {
+		if t.TokenFile != "" {
+			return &Error{"TUNNEL_TOKEN_FILE", t.TokenFile, "must name a readable file holding the token"}
+		}
+		return &Error{"TUNNEL_TOKEN", "", "a shared token (or TUNNEL_TOKEN_FILE) is required with TRANSPORT=yamux"}
+	}
+	if err := checkServiceName("TUNNEL_SERVICE", t.Service); err != nil {
+		return err
+	}
+	if (t.TLSCertFile == "") != (t.TLSKeyFile == "") {
+		return &Error{"TUNNEL_TLS_CERT_FILE", t.TLSCertFile, "TUNNEL_TLS_CERT_FILE and TUNNEL_TLS_KEY_FILE go together"}
+	}
+	if err := positive("TUNNEL_KEEPALIVE", t.KeepAlive); err != nil {
+		return err
+	}
+	return positive("TUNNEL_BACKOFF_MAX", t.BackoffMax)
 }
 
 // Validate checks the echo configuration.
@@ -216,6 +280,9 @@ func (c Echo) Validate() error {
 	}
 	if c.TLSCertFile != "" && c.Transport != transport.WebSocket {
 		return &Error{"TLS_CERT_FILE", c.TLSCertFile, "TLS is available with TRANSPORT=websocket only"}
+	}
+	if c.Transport == transport.Yamux && !tunnel.ValidIdentity(c.Tunnel.AgentID) {
+		return &Error{"TUNNEL_AGENT_ID", c.Tunnel.AgentID, "must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"}
 	}
 	if c.RegistryTTL < time.Second {
 		return &Error{"REGISTRY_TTL", c.RegistryTTL.String(), "must be at least 1s"}
@@ -248,6 +315,16 @@ func (c Caller) Validate() error {
 	}
 	if c.TLSCAFile != "" && c.Transport != transport.WebSocket {
 		return &Error{"TLS_CA_FILE", c.TLSCAFile, "TLS is available with TRANSPORT=websocket only"}
+	}
+	if c.Transport == transport.Yamux {
+		if err := checkHostPort("TUNNEL_LISTEN_ADDR", c.Tunnel.ListenAddr); err != nil {
+			return err
+		}
+		if c.Tunnel.AdvertiseAddr != "" {
+			if err := checkHostPort("TUNNEL_ADVERTISE_ADDR", c.Tunnel.AdvertiseAddr); err != nil {
+				return err
+			}
+		}
 	}
 	return nil
 }
@@ -300,8 +377,23 @@ type reader struct {
 	err    error
 }
 
-func (r *reader) common(adminDefault string) Common {
+func (r *reader) common(adminDefault, serviceVar string) Common {
+	host, _ := os.Hostname()
 	return Common{
+		Tunnel: Tunnel{
+			Token:         r.secret("TUNNEL_TOKEN", "TUNNEL_TOKEN_FILE"),
+			TokenFile:     r.str("TUNNEL_TOKEN_FILE", ""),
+			Service:       r.str("TUNNEL_SERVICE", r.str(serviceVar, DefaultServiceName)+"-tunnel"),
+			ListenAddr:    r.str("TUNNEL_LISTEN_ADDR", DefaultTunnelListenAddr),
+			AdvertiseAddr: r.str("TUNNEL_ADVERTISE_ADDR", ""),
+			AgentID:       r.str("TUNNEL_AGENT_ID", host),
+			KeepAlive:     r.duration("TUNNEL_KEEPALIVE", DefaultTunnelKeepAlive),
+			BackoffMax:    r.duration("TUNNEL_BACKOFF_MAX", DefaultTunnelBackoffMax),
+			TLSCertFile:   r.str("TUNNEL_TLS_CERT_FILE", ""),
+			TLSKeyFile:    r.str("TUNNEL_TLS_KEY_FILE", ""),
+			TLSCAFile:     r.str("TUNNEL_TLS_CA_FILE", ""),
+			TLSServerName: r.str("TUNNEL_TLS_SERVER_NAME", ""),
+		},
 		Transport:        transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
 		AdminAddr:        r.str("ADMIN_ADDR", adminDefault),
 		EtcdEndpoints:    r.list("ETCD_ENDPOINTS", DefaultEtcdEndpoints),
@@ -310,6 +402,23 @@ func (r *reader) common(adminDefault string) Common {
 		WSPath:           r.str("WS_PATH", DefaultWSPath),
 		DiscoveryRefresh: r.duration("DISCOVERY_REFRESH", DefaultDiscoveryRefresh),
 	}
+}
+
+// secret returns the variable, else the trimmed content of the file named by
+// fileVar (empty if that cannot be read; Validate then names the file).
+func (r *reader) secret(name, fileVar string) string {
+	if v, ok := r.lookup(name); ok && v != "" {
+		return v
+	}
+	path := r.str(fileVar, "")
+	if path == "" {
+		return ""
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(b))
 }
 
 // str returns the variable, or def when it is unset or empty.

@@ -2,6 +2,7 @@ package config
 
 import (
 	"errors"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -102,5 +103,38 @@ func TestInvalidValues(t *testing.T) {
 				t.Fatalf("message %q must name %s, say %q and be one line", msg, tt.wantVar, tt.allowed)
 			}
 		})
+	}
+}
+
+func TestTunnelSettings(t *testing.T) {
+	if _, err := LoadCaller(env("TRANSPORT", "yamux")); err == nil || !strings.Contains(err.Error(), "TUNNEL_TOKEN") {
+		t.Fatalf("yamux without a token: %v, want an error naming TUNNEL_TOKEN", err)
+	}
+	if _, err := LoadEcho(env("TRANSPORT", "yamux", "TUNNEL_TOKEN_FILE", "/nonexistent/token")); err == nil ||
+		!strings.Contains(err.Error(), "TUNNEL_TOKEN_FILE") {
+		t.Fatalf("unreadable token file: %v", err)
+	}
+	file := t.TempDir() + "/token"
+	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e, err := LoadEcho(env("TRANSPORT", "yamux", "TUNNEL_TOKEN_FILE", file, "TUNNEL_AGENT_ID", "pod-1", "SERVICE_NAME", "svc"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e.Tunnel.Token != "from-file" || e.Tunnel.AgentID != "pod-1" || e.Tunnel.Service != "svc-tunnel" {
+		t.Fatalf("tunnel settings %+v", e.Tunnel)
+	}
+	if _, err := LoadEcho(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "x", "TUNNEL_AGENT_ID", "no/slash")); err == nil ||
+		!strings.Contains(err.Error(), "TUNNEL_AGENT_ID") {
+		t.Fatalf("bad agent id: %v", err)
+	}
+	c, err := LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "x", "ECHO_SERVICE", "svc"))
+	if err != nil || c.Tunnel.ListenAddr != ":7000" || c.Tunnel.Service != "svc-tunnel" {
+		t.Fatalf("caller tunnel defaults: %+v, %v", c.Tunnel, err)
+	}
+	if _, err := LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "x", "TUNNEL_LISTEN_ADDR", "7000")); err == nil ||
+		!strings.Contains(err.Error(), "TUNNEL_LISTEN_ADDR") {
+		t.Fatalf("bad tunnel listen addr: %v", err)
 	}
 }

@@ -1,13 +1,16 @@
 // Command devrun is what `make run` starts: an embedded etcd, one echo and
 // one caller (the binaries built into -bin), with their output in this
 // terminal. The environment is passed to both services, so
-// `TRANSPORT=websocket make run` picks the transport. If ETCD_ENDPOINTS is
+// `TRANSPORT=websocket make run` picks the transport (with TRANSPORT=yamux a
+// random tunnel token is made up unless TUNNEL_TOKEN is set). If ETCD_ENDPOINTS is
 // set, that etcd is used and none is embedded. Ctrl-C stops everything.
 package main
 
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -50,6 +53,13 @@ func run(bin string) int {
 		env = append(env, "ETCD_ENDPOINTS="+etcd.Endpoint())
 	}
 	env = withDefault(env, "DRAIN_DELAY", "1s")
+	if os.Getenv("TUNNEL_TOKEN") == "" && os.Getenv("TUNNEL_TOKEN_FILE") == "" {
+		// A fresh tunnel token per run: the two local services share it.
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		env = append(env, "TUNNEL_TOKEN="+hex.EncodeToString(b[:]))
+	}
+	env = withDefault(withDefault(env, "TUNNEL_LISTEN_ADDR", "127.0.0.1:7000"), "TUNNEL_ADVERTISE_ADDR", "127.0.0.1:7000")
 	echoEnv := withDefault(withDefault(env, "LISTEN_ADDR", "127.0.0.1:8888"), "ADVERTISE_ADDR", "127.0.0.1:8888")
 
 	children := []*child{

@@ -10,9 +10,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"errors"
 	"fmt"
 	"os"
 	"os/signal"
@@ -22,14 +19,19 @@ import (
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/loadbalance"
 	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
+	"github.com/cloudwego/kitex/pkg/registry"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
 // Exit codes.
@@ -75,33 +77,25 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 	}
 	defer etcd.Close()
 
-	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
-	ccfg := transport.ClientConfig{Kind: cfg.Transport}
-	if cfg.Transport == transport.WebSocket {
-		ccfg.WebSocket.Path = cfg.WSPath
-		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
-		if cfg.TLSCAFile != "" {
-			tc, err := clientTLS(cfg.TLSCAFile, cfg.TLSServerName)
-			if err != nil {
-				return err
-			}
-			ccfg.WebSocket.TLSConfig = tc
-			tags[discovery.TagWSScheme] = "wss"
-		}
+	m := newMetrics(cfg.Transport)
+	var out *outbound
+	if cfg.Transport == transport.Yamux {
+		out, err = tunnelOutbound(cfg, etcd, m.registry, log)
+	} else {
+		out, err = etcdOutbound(cfg, etcd)
 	}
-	resolver := discovery.NewResolver(etcd, "", tags)
-	ct, err := transport.NewClient(ccfg)
+	if err != nil {
+		return err
+	}
+	defer out.close()
+
+	ct, err := transport.NewClient(out.transport)
 	if err != nil {
 		return err
 	}
 	defer ct.Close()
-	cli, err := echo.NewClient(cfg.EchoService, append(ct.Options(),
+	cli, err := echo.NewClient(cfg.EchoService, append(append(ct.Options(), out.opts...),
 		client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "caller"}),
-		client.WithResolver(resolver),
-		client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), &lbcache.Options{
-			RefreshInterval: cfg.DiscoveryRefresh,
-			ExpireInterval:  10 * cfg.DiscoveryRefresh,
-		}),
 		client.WithRPCTimeout(cfg.CallTimeout),
 		client.WithConnectTimeout(cfg.CallTimeout),
 		client.WithMiddleware(recordTarget),
@@ -110,11 +104,10 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 		return fmt.Errorf("kitex client: %w", err)
 	}
 
-	m := newMetrics(cfg.Transport)
 	admin, err := obs.StartAdmin(cfg.AdminAddr, m.registry, func() error {
 		rctx, cancel := context.WithTimeout(ctx, time.Second)
 		defer cancel()
-		return hasInstance(rctx, resolver, cfg.EchoService)
+		return out.hasInstance(rctx)
 	})
 	if err != nil {
 		return err
@@ -124,57 +117,141 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 		defer cancel()
 		_ = admin.Close(sctx)
 	}()
-	log.Info("caller started", zap.String("version", version), zap.String("transport", string(cfg.Transport)), zap.String("echo_service", cfg.EchoService),
-		zap.String("admin", admin.Addr().String()), zap.Strings("etcd", cfg.EtcdEndpoints), zap.Int("call_count", cfg.CallCount))
+	log.Info("caller started", zap.String("version", version), zap.String("transport", string(cfg.Transport)),
+		zap.String("echo_service", cfg.EchoService), zap.String("admin", admin.Addr().String()),
+		zap.Strings("etcd", cfg.EtcdEndpoints), zap.Int("call_count", cfg.CallCount))
 
 	l := &loop{cfg: cfg, cli: cli, log: log, metrics: m}
 	if cfg.CallCount > 0 {
-		if err := waitForInstance(ctx, resolver, cfg, log); err != nil {
+		if err := waitForInstance(ctx, out.hasInstance, cfg.DiscoveryTimeout); err != nil {
 			return err
 		}
 	}
 	return l.run(ctx)
 }
 
-// hasInstance reports nil if discovery lists at least one matching instance.
-func hasInstance(ctx context.Context, r *discovery.Resolver, service string) error {
-	res, err := r.Resolve(ctx, service)
-	if err != nil {
-		return err
-	}
-	if len(res.Instances) == 0 {
-		return fmt.Errorf("no instance of %s with this transport in etcd", service)
-	}
-	return nil
+// outbound is how the caller finds and reaches echo instances.
+type outbound struct {
+	transport   transport.ClientConfig
+	opts        []client.Option
+	hasInstance func(context.Context) error // nil if at least one instance is known
+	close       func()
 }
 
-// waitForInstance polls discovery until it lists an instance, up to DISCOVERY_TIMEOUT.
-func waitForInstance(ctx context.Context, r *discovery.Resolver, cfg config.Caller, log *zap.Logger) error {
-	ctx, cancel := context.WithTimeout(ctx, cfg.DiscoveryTimeout)
+// etcdOutbound discovers echo instances of the caller's transport in etcd.
+func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
+	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
+	ccfg := transport.ClientConfig{Kind: cfg.Transport}
+	if cfg.Transport == transport.WebSocket {
+		ccfg.WebSocket.Path = cfg.WSPath
+		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
+		if cfg.TLSCAFile != "" {
+			tc, err := tlsconf.Client(cfg.TLSCAFile, "", "", cfg.TLSServerName)
+			if err != nil {
+				return nil, fmt.Errorf("TLS_CA_FILE: %w", err)
+			}
+			ccfg.WebSocket.TLSConfig = tc
+			tags[discovery.TagWSScheme] = "wss"
+		}
+	}
+	resolver := discovery.NewResolver(etcd, "", tags)
+	return &outbound{
+		transport: ccfg,
+		opts: []client.Option{
+			client.WithResolver(resolver),
+			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), &lbcache.Options{
+				RefreshInterval: cfg.DiscoveryRefresh,
+				ExpireInterval:  10 * cfg.DiscoveryRefresh,
+			}),
+		},
+		hasInstance: func(ctx context.Context) error {
+			res, err := resolver.Resolve(ctx, cfg.EchoService)
+			if err != nil {
+				return err
+			}
+			if len(res.Instances) == 0 {
+				return fmt.Errorf("no instance of %s with transport %s in etcd", cfg.EchoService, cfg.Transport)
+			}
+			return nil
+		},
+		close: func() {},
+	}, nil
+}
+
+// tunnelOutbound runs a tunnel gateway, registers it in etcd for the echo
+// agents to find, and calls the agents connected to it.
+func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*outbound, error) {
+	tc := cfg.Tunnel
+	gcfg := tunnel.GatewayConfig{Token: tc.Token, KeepAliveInterval: tc.KeepAlive, Logger: log}
+	if tc.TLSCertFile != "" {
+		var err error
+		if gcfg.TLSConfig, err = tlsconf.Server(tc.TLSCertFile, tc.TLSKeyFile, tc.TLSCAFile); err != nil {
+			return nil, fmt.Errorf("TUNNEL_TLS_*: %w", err)
+		}
+	}
+	gw, err := tunnel.Listen(tc.ListenAddr, gcfg)
+	if err != nil {
+		return nil, err
+	}
+	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{Advertise: tc.AdvertiseAddr, Logger: log})
+	if err := reg.Register(&registry.Info{
+		ServiceName: tc.Service, Addr: gw.Addr(), Tags: map[string]string{discovery.TagTransport: string(transport.Yamux)},
+	}); err != nil {
+		_ = gw.Close()
+		return nil, err
+	}
+	registerGatewayMetrics(metrics, gw)
+	log.Info("tunnel gateway listening", zap.String("listen", gw.Addr().String()), zap.String("service", tc.Service))
+	return &outbound{
+		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()},
+		opts: []client.Option{
+			client.WithResolver(gw.Resolver()),
+			client.WithLoadBalancer(gw.Balancer(), &lbcache.Options{
+				RefreshInterval: cfg.DiscoveryRefresh,
+				ExpireInterval:  10 * cfg.DiscoveryRefresh,
+			}),
+		},
+		hasInstance: func(context.Context) error {
+			if len(gw.Agents()) == 0 {
+				return fmt.Errorf("no echo agent connected to the tunnel gateway")
+			}
+			return nil
+		},
+		close: func() {
+			_ = reg.Deregister(nil)
+			_ = gw.Close()
+		},
+	}, nil
+}
+
+func registerGatewayMetrics(reg *prometheus.Registry, gw *tunnel.Gateway) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tunnel_sessions", Help: "Agents connected to the gateway now."},
+			func() float64 { return float64(gw.Stats().Sessions) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_sessions_accepted_total", Help: "Agent handshakes accepted."},
+			func() float64 { return float64(gw.Stats().SessionsAccepted) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_handshake_failures_total", Help: "Connections refused or failed before a session."},
+			func() float64 { return float64(gw.Stats().HandshakeFailures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_streams_total", Help: "Streams opened to agents."},
+			func() float64 { return float64(gw.Stats().StreamsOpened) }),
+	)
+}
+
+// waitForInstance polls until hasInstance succeeds, up to timeout.
+func waitForInstance(ctx context.Context, hasInstance func(context.Context) error, timeout time.Duration) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		err := hasInstance(ctx, r, cfg.EchoService)
+		err := hasInstance(ctx)
 		if err == nil {
 			return nil
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("no instance discovered within DISCOVERY_TIMEOUT=%s: %w", cfg.DiscoveryTimeout, err)
+			return fmt.Errorf("no instance discovered within DISCOVERY_TIMEOUT=%s: %w", timeout, err)
 		case <-tick.C:
 		}
 	}
-}
-
-func clientTLS(caFile, serverName string) (*tls.Config, error) {
-	pem, err := os.ReadFile(caFile)
-	if err != nil {
-		return nil, fmt.Errorf("read TLS_CA_FILE: %w", err)
-	}
-	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(pem) {
-		return nil, errors.New("TLS_CA_FILE holds no PEM certificate")
-	}
-	return &tls.Config{RootCAs: pool, ServerName: serverName, MinVersion: tls.VersionTLS12}, nil
 }

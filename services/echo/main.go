@@ -9,12 +9,13 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/http"
 	"os"
 	"os/signal"
+	"slices"
+	"sort"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -23,13 +24,16 @@ import (
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/cloudwego/kitex/server"
 	"github.com/prometheus/client_golang/prometheus"
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
@@ -70,10 +74,92 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 		return err
 	}
 	defer etcd.Close()
+
+	metrics := obs.NewMetricsRegistry()
+	requests := prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "echo_requests_total", Help: "Echo calls handled.",
+		ConstLabels: prometheus.Labels{"transport": string(cfg.Transport)},
+	})
+	metrics.MustRegister(requests)
+
+	// The transport decides how callers find this instance and how it leaves.
+	var inbound *inbound
+	if cfg.Transport == transport.Yamux {
+		inbound, err = tunnelInbound(ctx, cfg, etcd, metrics, log)
+	} else {
+		inbound, err = listenInbound(cfg, etcd, metrics, log)
+	}
+	if err != nil {
+		return err
+	}
+	defer inbound.finish()
+
+	var draining atomic.Bool
+	admin, err := obs.StartAdmin(cfg.AdminAddr, metrics, func() error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
+		return inbound.ready()
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = admin.Close(ctx)
+	}()
+
+	exit := make(chan error, 1)
+	svr := echo.NewServer(&echoHandler{requests: requests}, append(inbound.opts,
+		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: cfg.ServiceName}),
+		server.WithExitSignal(func() <-chan error { return exit }),
+	)...)
+	log.Info("echo serving", zap.String("version", version), zap.String("listen", inbound.addr),
+		zap.String("admin", admin.Addr().String()), zap.Strings("etcd", cfg.EtcdEndpoints))
+
+	runErr := make(chan error, 1)
+	go func() { runErr <- svr.Run() }()
+	select {
+	case err := <-runErr:
+		return fmt.Errorf("server stopped: %w", err)
+	case <-ctx.Done():
+	}
+
+	// Leave first (deregister, or tell the gateways to open no more
+	// streams), so callers stop choosing this instance, then drain.
+	draining.Store(true)
+	log.Info("shutting down: leaving", zap.Duration("drain_delay", cfg.DrainDelay))
+	inbound.leave()
+	select {
+	case <-time.After(cfg.DrainDelay):
+	case err := <-runErr:
+		return fmt.Errorf("server stopped while draining: %w", err)
+	}
+	exit <- nil
+	err = <-runErr
+	log.Info("echo stopped")
+	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
+}
+
+// inbound is how calls reach this instance.
+type inbound struct {
+	opts   []server.Option
+	addr   string       // what to log as the listen address
+	ready  func() error // nil when callers can reach this instance
+	leave  func()       // stop being chosen by callers
+	finish func()       // release what is left after the server stopped
+}
+
+// listenInbound listens on LISTEN_ADDR and registers the instance in etcd
+// with tags naming its transport.
+func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*inbound, error) {
 	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{
 		TTL: cfg.RegistryTTL, Advertise: cfg.AdvertiseAddr, Logger: log,
 	})
-
 	scfg := transport.ServerConfig{Kind: cfg.Transport, Addr: cfg.ListenAddr, ExitWaitTime: cfg.ShutdownTimeout}
 	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
 	if cfg.Transport == transport.WebSocket {
@@ -87,87 +173,147 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 		}
 		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
 		if cfg.TLSCertFile != "" {
-			cert, err := tls.LoadX509KeyPair(cfg.TLSCertFile, cfg.TLSKeyFile)
+			tc, err := tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile, "")
 			if err != nil {
-				return fmt.Errorf("load TLS_CERT_FILE and TLS_KEY_FILE: %w", err)
+				return nil, fmt.Errorf("TLS_CERT_FILE and TLS_KEY_FILE: %w", err)
 			}
-			scfg.WebSocket.TLSConfig = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+			scfg.WebSocket.TLSConfig = tc
 			tags[discovery.TagWSScheme] = "wss"
 		}
 	}
 	sopts, addr, err := transport.ServerOptions(scfg)
 	if err != nil {
-		return err
+		return nil, err
 	}
-
-	metrics := obs.NewMetricsRegistry()
-	requests := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "echo_requests_total", Help: "Echo calls handled.",
-		ConstLabels: prometheus.Labels{"transport": string(cfg.Transport)},
-	})
-	registered := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	metrics.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "echo_registered", Help: "1 while this instance is registered in etcd.",
-	}, func() float64 {
-		if reg.Registered() {
-			return 1
-		}
-		return 0
-	})
-	metrics.MustRegister(requests, registered)
+	}, func() float64 { return boolGauge(reg.Registered()) }))
+	return &inbound{
+		opts: append(sopts,
+			server.WithRegistry(reg),
+			server.WithRegistryInfo(&registry.Info{ServiceName: cfg.ServiceName, Weight: 10, Tags: tags}),
+		),
+		addr: addr.String(),
+		ready: func() error {
+			if !reg.Registered() {
+				return errors.New("not registered in etcd")
+			}
+			return nil
+		},
+		leave: func() {
+			if err := reg.Deregister(nil); err != nil {
+				log.Warn("deregister failed; the registration expires with its lease", zap.Error(err))
+			}
+		},
+		finish: func() {},
+	}, nil
+}
 
-	var draining atomic.Bool
-	admin, err := obs.StartAdmin(cfg.AdminAddr, metrics, func() error {
-		switch {
-		case draining.Load():
-			return errors.New("shutting down")
-		case !reg.Registered():
-			return errors.New("not registered in etcd")
+// tunnelInbound opens no port: a tunnel agent dials every gateway that
+// callers registered in etcd and serves the streams they open.
+func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*inbound, error) {
+	tc := cfg.Tunnel
+	acfg := tunnel.AgentConfig{
+		ID: tc.AgentID, Token: tc.Token, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax, Logger: log,
+	}
+	if tc.TLSCAFile != "" {
+		var err error
+		if acfg.TLSConfig, err = tlsconf.Client(tc.TLSCAFile, tc.TLSCertFile, tc.TLSKeyFile, tc.TLSServerName); err != nil {
+			return nil, fmt.Errorf("TUNNEL_TLS_*: %w", err)
 		}
-		return nil
+	}
+	agent, err := tunnel.NewAgent(acfg)
+	if err != nil {
+		return nil, err
+	}
+	sopts, addr, err := transport.ServerOptions(transport.ServerConfig{
+		Kind: transport.Yamux, Listener: agent, ExitWaitTime: cfg.ShutdownTimeout,
 	})
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = admin.Close(ctx)
+	registerAgentMetrics(metrics, agent)
+	followCtx, stopFollow := context.WithCancel(ctx)
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		followGateways(followCtx, agent, discovery.NewResolver(etcd, "", map[string]string{
+			discovery.TagTransport: string(transport.Yamux),
+		}), tc.Service, cfg.DiscoveryRefresh, log)
 	}()
+	return &inbound{
+		opts: sopts,
+		addr: "tunnel agent " + addr.String(),
+		ready: func() error {
+			if agent.Stats().Sessions == 0 {
+				return fmt.Errorf("no tunnel session to a gateway of %s", tc.Service)
+			}
+			return nil
+		},
+		leave: func() {
+			stopFollow()
+			<-followed
+			agent.Leave()
+		},
+		finish: func() {
+			stopFollow()
+			<-followed
+			sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+			defer cancel()
+			_ = agent.Shutdown(sctx)
+		},
+	}, nil
+}
 
-	exit := make(chan error, 1)
-	svr := echo.NewServer(&echoHandler{requests: requests}, append(sopts,
-		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: cfg.ServiceName}),
-		server.WithRegistry(reg),
-		server.WithRegistryInfo(&registry.Info{ServiceName: cfg.ServiceName, Weight: 10, Tags: tags}),
-		server.WithExitSignal(func() <-chan error { return exit }),
-	)...)
-	log.Info("echo serving", zap.String("version", version), zap.String("listen", addr.String()), zap.String("admin", admin.Addr().String()),
-		zap.Strings("etcd", cfg.EtcdEndpoints))
+// followGateways keeps the agent's gateways equal to those registered in
+// etcd, re-reading every refresh; while etcd is unreachable the agent keeps
+// the gateways it has.
+func followGateways(ctx context.Context, agent *tunnel.Agent, r *discovery.Resolver, service string, refresh time.Duration, log *zap.Logger) {
+	tick := time.NewTicker(refresh)
+	defer tick.Stop()
+	var last []string
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		res, err := r.Resolve(rctx, service)
+		cancel()
+		if err == nil {
+			addrs := make([]string, 0, len(res.Instances))
+			for _, in := range res.Instances {
+				addrs = append(addrs, in.Address().String())
+			}
+			sort.Strings(addrs)
+			if !slices.Equal(addrs, last) {
+				log.Info("tunnel gateways", zap.String("service", service), zap.Strings("gateways", addrs))
+				last = addrs
+			}
+			agent.SetGateways(addrs)
+		} else if ctx.Err() == nil {
+			log.Warn("cannot list tunnel gateways in etcd; keeping the current ones", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
 
-	runErr := make(chan error, 1)
-	go func() { runErr <- svr.Run() }()
-	select {
-	case err := <-runErr:
-		return fmt.Errorf("server stopped: %w", err)
-	case <-ctx.Done():
-	}
+func registerAgentMetrics(reg *prometheus.Registry, agent *tunnel.Agent) {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tunnel_sessions", Help: "Tunnel sessions to gateways now."},
+			func() float64 { return float64(agent.Stats().Sessions) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_reconnects_total", Help: "Sessions established again after a loss."},
+			func() float64 { return float64(agent.Stats().Reconnects) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_connect_failures_total", Help: "Failed connection or handshake attempts."},
+			func() float64 { return float64(agent.Stats().Failures) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_streams_total", Help: "Streams accepted from gateways."},
+			func() float64 { return float64(agent.Stats().Streams) }),
+	)
+}
 
-	// Leave etcd first, so callers stop choosing this instance, then drain.
-	draining.Store(true)
-	log.Info("shutting down: deregistering", zap.Duration("drain_delay", cfg.DrainDelay))
-	if err := reg.Deregister(nil); err != nil {
-		log.Warn("deregister failed; the registration expires with its lease", zap.Error(err))
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
 	}
-	select {
-	case <-time.After(cfg.DrainDelay):
-	case err := <-runErr:
-		return fmt.Errorf("server stopped while draining: %w", err)
-	}
-	exit <- nil
-	err = <-runErr
-	log.Info("echo stopped")
-	if err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return err
-	}
-	return nil
+	return 0
 }

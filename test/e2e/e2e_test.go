@@ -186,7 +186,11 @@ func startEcho(t *testing.T, etcd, transport string, env ...string) *echoProc {
 		"TRANSPORT=" + transport, "ETCD_ENDPOINTS=" + etcd, "LISTEN_ADDR=" + addr,
 		"ADVERTISE_ADDR=" + addr, "ADMIN_ADDR=" + admin, "DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=2s",
 	}, env...)...)
-	eventually(t, "echo ready", 20*time.Second, func() bool { return httpStatus("http://"+admin+"/readyz") == 200 })
+	probe := "/readyz"
+	if transport == "yamux" {
+		probe = "/healthz" // ready only once a caller's gateway is connected
+	}
+	eventually(t, "echo up", 20*time.Second, func() bool { return httpStatus("http://"+admin+probe) == 200 })
 	return &echoProc{proc: p, addr: addr, admin: admin}
 }
 
@@ -195,14 +199,18 @@ func startEcho(t *testing.T, etcd, transport string, env ...string) *echoProc {
 // one JSON line per call with the documented fields.
 func TestCallerCallsEchoOnEveryTransport(t *testing.T) {
 	etcd := testutil.StartEtcd(t)
-	for _, transport := range []string{"netpoll", "gonet", "websocket"} {
+	for _, transport := range []string{"netpoll", "gonet", "websocket", "yamux"} {
 		t.Run(transport, func(t *testing.T) {
 			t.Parallel()
-			echo := startEcho(t, etcd, transport)
+			echo := startEcho(t, etcd, transport, tunnelEnv("e2e-agent")...)
+			target := echo.addr
+			if transport == "yamux" {
+				target = "e2e-agent" // the agent's identity: echo has no RPC port
+			}
 			const calls = 5
-			caller := start(t, "caller", "TRANSPORT="+transport, "ETCD_ENDPOINTS="+etcd,
+			caller := start(t, "caller", append([]string{"TRANSPORT=" + transport, "ETCD_ENDPOINTS=" + etcd,
 				"ADMIN_ADDR=127.0.0.1:0", fmt.Sprintf("CALL_COUNT=%d", calls), "CALL_INTERVAL=50ms",
-				"DISCOVERY_TIMEOUT=20s", "DISCOVERY_REFRESH=200ms")
+				"DISCOVERY_TIMEOUT=20s", "DISCOVERY_REFRESH=200ms"}, tunnelEnv("")...)...)
 			if code := caller.wait(60 * time.Second); code != 0 {
 				t.Fatalf("caller exited %d, want 0", code)
 			}
@@ -211,8 +219,8 @@ func TestCallerCallsEchoOnEveryTransport(t *testing.T) {
 				switch line["msg"] {
 				case "call ok":
 					ok++
-					if line["transport"] != transport || line["target"] != echo.addr {
-						t.Fatalf("call ok line %v: want transport %s and target %s", line, transport, echo.addr)
+					if line["transport"] != transport || line["target"] != target {
+						t.Fatalf("call ok line %v: want transport %s and target %s", line, transport, target)
 					}
 					if ms, isNum := line["latency_ms"].(float64); !isNum || ms <= 0 {
 						t.Fatalf("latency_ms %v is not a positive number", line["latency_ms"])
@@ -229,6 +237,53 @@ func TestCallerCallsEchoOnEveryTransport(t *testing.T) {
 				t.Fatalf("echo metrics do not count %d requests:\n%s", calls, grep(metrics, "echo_"))
 			}
 		})
+	}
+}
+
+// tunnelEnv returns the TUNNEL_* variables of a test: the shared token, a
+// free gateway port for callers and, for echo, the agent identity.
+func tunnelEnv(agentID string) []string {
+	env := []string{"TUNNEL_TOKEN=e2e-token", "TUNNEL_BACKOFF_MAX=500ms", "TUNNEL_KEEPALIVE=2s"}
+	if agentID != "" {
+		return append(env, "TUNNEL_AGENT_ID="+agentID)
+	}
+	return append(env, "TUNNEL_LISTEN_ADDR=127.0.0.1:0")
+}
+
+// Two callers (two gateways) and two echoes (two agents): every caller
+// reaches every echo, and the echoes accept no RPC connection.
+func TestTunnelTwoCallersTwoEchoes(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	env := []string{"SERVICE_NAME=tun", "ECHO_SERVICE=tun", "DISCOVERY_REFRESH=200ms"}
+	var echoes []*echoProc
+	for _, id := range []string{"echo-a", "echo-b"} {
+		echoes = append(echoes, startEcho(t, etcd, "yamux", append(env, tunnelEnv(id)...)...))
+	}
+	var callers []*proc
+	for i := 0; i < 2; i++ {
+		callers = append(callers, start(t, "caller", append(append(env, tunnelEnv("")...),
+			"TRANSPORT=yamux", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0",
+			"CALL_COUNT=40", "CALL_INTERVAL=50ms", "DISCOVERY_TIMEOUT=20s")...))
+	}
+	for i, c := range callers {
+		if code := c.wait(60 * time.Second); code != 0 {
+			t.Fatalf("caller %d exited %d", i, code)
+		}
+		reached := map[any]int{}
+		for _, line := range c.logLines() {
+			if line["msg"] == "call ok" {
+				reached[line["target"]]++
+			}
+		}
+		if reached["echo-a"] == 0 || reached["echo-b"] == 0 {
+			t.Fatalf("caller %d reached %v; want both echo-a and echo-b", i, reached)
+		}
+	}
+	for _, e := range echoes {
+		if c, err := net.DialTimeout("tcp", e.addr, time.Second); err == nil {
+			c.Close()
+			t.Fatalf("yamux echo accepts TCP on LISTEN_ADDR %s", e.addr)
+		}
 	}
 }
 

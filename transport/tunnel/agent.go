@@ -69,9 +69,11 @@ type Agent struct {
 	ymx *yamux.Config
 	log *zap.Logger
 
-	streams chan net.Conn
-	done    chan struct{}
-	once    sync.Once
+	streams   chan net.Conn
+	leaving   chan struct{} // closed by Leave
+	leaveOnce sync.Once
+	done      chan struct{} // closed by Close
+	once      sync.Once
 
 	mu    sync.Mutex
 	peers map[string]*peer
@@ -120,6 +122,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		ymx:     yamuxConfig(cfg.KeepAliveInterval),
 		log:     log.With(zap.String("agent", cfg.ID)),
 		streams: make(chan net.Conn),
+		leaving: make(chan struct{}),
 		done:    make(chan struct{}),
 		peers:   make(map[string]*peer),
 	}, nil
@@ -134,10 +137,8 @@ func (a *Agent) SetGateways(addrs []string) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	select {
-	case <-a.done:
+	if a.closing() {
 		return
-	default:
 	}
 	for addr, p := range a.peers {
 		if !want[addr] {
@@ -217,9 +218,10 @@ func (a *Agent) keep(ctx context.Context, addr string, done chan struct{}) {
 	}
 }
 
+// closing reports whether the agent is leaving (or closed).
 func (a *Agent) closing() bool {
 	select {
-	case <-a.done:
+	case <-a.leaving:
 		return true
 	default:
 		return false
@@ -233,7 +235,7 @@ func (a *Agent) sleep(ctx context.Context, d time.Duration) bool {
 	select {
 	case <-ctx.Done():
 		return false
-	case <-a.done:
+	case <-a.leaving:
 		return false
 	case <-t.C:
 		return true
@@ -288,7 +290,7 @@ func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error
 }
 
 // serve hands the session's streams to Accept until the session ends. Once
-// the agent closes, the session is drained: see Close.
+// the agent leaves, the session is drained: see Leave.
 func (a *Agent) serve(ctx context.Context, sess *yamux.Session) error {
 	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
 	defer stop()
@@ -299,7 +301,7 @@ func (a *Agent) serve(ctx context.Context, sess *yamux.Session) error {
 	go func() {
 		defer a.wg.Done()
 		select {
-		case <-a.done:
+		case <-a.leaving:
 			drain(sess, ended)
 		case <-ended:
 		}
@@ -312,7 +314,7 @@ func (a *Agent) serve(ctx context.Context, sess *yamux.Session) error {
 		select {
 		case a.streams <- st:
 			a.accepted.Add(1)
-		case <-a.done: // opened before the gateway saw our GoAway
+		case <-a.done: // the listener is closed: nobody will serve it
 			_ = st.Close()
 		case <-ctx.Done():
 			_ = st.Close()
@@ -321,7 +323,7 @@ func (a *Agent) serve(ctx context.Context, sess *yamux.Session) error {
 	}
 }
 
-// maxDrain bounds how long a closed agent keeps a session for its streams.
+// maxDrain bounds how long a leaving agent keeps a session for its streams.
 const maxDrain = 30 * time.Second
 
 // drain tells the gateway to open no more streams (GoAway), then closes the
@@ -356,16 +358,25 @@ func (a *Agent) Accept() (net.Conn, error) {
 	}
 }
 
-// Close stops accepting and lets the agent leave gracefully: each gateway
-// is told to open no more streams (so callers go to other agents at once),
-// and each session closes when its last stream does (at most 30 s later).
-// Close does not wait for that; it is safe to call more than once.
-func (a *Agent) Close() error {
-	a.once.Do(func() {
+// Leave makes the agent leave its gateways gracefully: each is told to open
+// no more streams (so callers go to other agents at once), no gateway is
+// dialed again, and each session closes when its last stream does (at most
+// 30 s later). Accept keeps serving streams already on their way. Leave
+// does not wait; it is safe to call more than once.
+func (a *Agent) Leave() {
+	a.leaveOnce.Do(func() {
 		a.mu.Lock()
-		close(a.done)
+		close(a.leaving)
 		a.mu.Unlock()
 	})
+}
+
+// Close leaves (see Leave) and stops accepting: Accept returns
+// net.ErrClosed. It does not wait for the sessions to end; it is safe to
+// call more than once.
+func (a *Agent) Close() error {
+	a.Leave()
+	a.once.Do(func() { close(a.done) })
 	return nil
 }
 
