@@ -281,7 +281,7 @@ func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error
 		return nil, err
 	}
 	_ = c.SetDeadline(time.Time{})
-	sess, err := yamux.Server(c, a.ymx)
+	sess, err := yamux.Server(newBatchConn(c, a.ymx.ConnectionWriteTimeout), a.ymx)
 	if err != nil {
 		_ = c.Close()
 		return nil, err

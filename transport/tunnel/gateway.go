@@ -201,7 +201,7 @@ func (g *Gateway) serveConn(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	sess, err := yamux.Client(c, g.ymx)
+	sess, err := yamux.Client(newBatchConn(c, g.ymx.ConnectionWriteTimeout), g.ymx)
 	if err != nil {
 		_ = c.Close()
 		return
