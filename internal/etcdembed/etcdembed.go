@@ -3,9 +3,11 @@
 package etcdembed
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
+	"syscall"
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
@@ -21,12 +23,29 @@ type Server struct {
 // Start starts etcd with its data in dir, listening for clients on
 // clientAddr (a free loopback port if empty).
 func Start(dir, clientAddr string) (*Server, error) {
-	if clientAddr == "" {
-		var err error
-		if clientAddr, err = freeAddr(); err != nil {
+	if clientAddr != "" {
+		return start(dir, clientAddr)
+	}
+	// A port found free may be taken by someone else before etcd binds it:
+	// try a few.
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		var addr string
+		if addr, err = freeAddr(); err != nil {
+			return nil, err
+		}
+		var s *Server
+		if s, err = start(dir, addr); err == nil {
+			return s, nil
+		}
+		if !errors.Is(err, syscall.EADDRINUSE) {
 			return nil, err
 		}
 	}
+	return nil, err
+}
+
+func start(dir, clientAddr string) (*Server, error) {
 	peerAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
