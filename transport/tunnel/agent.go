@@ -270,7 +270,8 @@ func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error
 		}
 		c = tlsConn
 	}
-	if err := writeHello(c, a.cfg.ID, a.cfg.Token); err == nil {
+	err = writeHello(c, a.cfg.ID, a.cfg.Token)
+	if err == nil {
 		err = readAnswer(c)
 	}
 	if err != nil || !stop() {

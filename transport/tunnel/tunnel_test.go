@@ -63,10 +63,16 @@ type agentServer struct {
 
 func startAgent(t testing.TB, id string, gateways ...string) *agentServer {
 	t.Helper()
-	agent, err := tunnel.NewAgent(tunnel.AgentConfig{
-		ID: id, Token: token, BackoffMin: 20 * time.Millisecond, BackoffMax: 200 * time.Millisecond,
-		KeepAliveInterval: time.Second,
-	})
+	return startAgentWith(t, tunnel.AgentConfig{ID: id}, gateways...)
+}
+
+// startAgentWith starts an agent from cfg (token and test timings filled
+// in) with a Kitex echo server on it.
+func startAgentWith(t testing.TB, cfg tunnel.AgentConfig, gateways ...string) *agentServer {
+	t.Helper()
+	id := cfg.ID
+	cfg.Token, cfg.BackoffMin, cfg.BackoffMax, cfg.KeepAliveInterval = token, 20*time.Millisecond, 200*time.Millisecond, time.Second
+	agent, err := tunnel.NewAgent(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -193,6 +199,26 @@ func TestRefusedAgentsAndBadPeers(t *testing.T) {
 			t.Fatalf("token %q: %v, want ErrRefused", tok, err)
 		}
 	}
+	// A real agent with a wrong token keeps failing (with backoff) and never
+	// counts a session.
+	impostor, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "good", Token: "wrong", BackoffMin: 20 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	impostor.SetGateways([]string{addr})
+	deadline := time.Now().Add(10 * time.Second)
+	for impostor.Stats().Failures < 2 {
+		if time.Now().After(deadline) {
+			t.Fatalf("agent with a wrong token: %+v", impostor.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	_ = impostor.Shutdown(context.Background())
+	if st := impostor.Stats(); st.Sessions != 0 || st.Reconnects != 0 {
+		t.Fatalf("agent with a wrong token counted sessions: %+v", st)
+	}
+	refusedByAgent := gw.Stats().HandshakeFailures
+
 	// Garbage, and a handshake that never finishes: both closed by the gateway.
 	for _, payload := range [][]byte{[]byte("GET / HTTP/1.1\r\n\r\n"), nil} {
 		c, err := net.Dial("tcp", addr)
@@ -208,8 +234,8 @@ func TestRefusedAgentsAndBadPeers(t *testing.T) {
 		}
 		c.Close()
 	}
-	if st := gw.Stats(); st.HandshakeFailures != 4 {
-		t.Fatalf("handshake failures %d, want 4", st.HandshakeFailures)
+	if st := gw.Stats(); st.HandshakeFailures != refusedByAgent+2 || refusedByAgent < 4 {
+		t.Fatalf("handshake failures %d (%d before the bad peers), want 2 + at least 4", st.HandshakeFailures, refusedByAgent)
 	}
 	// The impostors did not take over "good", and the gateway still serves.
 	if ids := gw.Agents(); len(ids) != 1 || ids[0] != "good" {
