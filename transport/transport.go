@@ -105,12 +105,14 @@ const DefaultExitWaitTime = 5 * time.Second
 // the listener belongs to the Kitex server from then on and is closed when
 // the server stops (close it yourself if you never run the server).
 func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
+	kind, err := ParseKind(string(cfg.Kind))
+	if err != nil {
+		return nil, nil, err
+	}
+	cfg.Kind = kind
 	ln := cfg.Listener
 	if cfg.Kind == Yamux && ln == nil {
 		return nil, nil, ErrNeedsTunnel
-	}
-	if _, err := ParseKind(string(cfg.Kind)); err != nil {
-		return nil, nil, err
 	}
 	if ln == nil {
 		var err error
@@ -184,9 +186,11 @@ type Client struct {
 // NewClient returns the Kitex client options for cfg. Calls use Thrift
 // Framed, the wire any Thrift client and server understands.
 func NewClient(cfg ClientConfig) (*Client, error) {
-	if _, err := ParseKind(string(cfg.Kind)); err != nil {
+	kind, err := ParseKind(string(cfg.Kind))
+	if err != nil {
 		return nil, err
 	}
+	cfg.Kind = kind
 	dialer := cfg.Dialer
 	switch cfg.Kind {
 	case Yamux:

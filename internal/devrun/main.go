@@ -79,11 +79,9 @@ func run(bin string) int {
 	case <-ctx.Done():
 		fmt.Fprintln(os.Stderr, "devrun: stopping")
 	case c := <-exited:
+		// The child's own code: `CALL_COUNT=5 make run` ends with the caller's verdict.
 		code = c.exitCode()
 		fmt.Fprintf(os.Stderr, "devrun: %s exited with code %d; stopping\n", c.name, code)
-		if code == 0 {
-			code = 1
-		}
 	}
 	stopAll(children)
 	return code
@@ -142,13 +140,16 @@ func (c *child) copy(w io.Writer, r io.Reader) {
 	for sc.Scan() {
 		fmt.Fprintf(w, "%s | %s\n", c.name, sc.Text())
 	}
+	// A line too long for the scanner: pass the rest through unprefixed,
+	// so that the child never blocks on a full pipe.
+	_, _ = io.Copy(w, r)
 }
 
 func (c *child) exitCode() int {
-	if c.cmd.ProcessState != nil {
+	if c.cmd.ProcessState != nil && c.cmd.ProcessState.ExitCode() >= 0 {
 		return c.cmd.ProcessState.ExitCode()
 	}
-	return 1
+	return 1 // killed by a signal
 }
 
 // stopAll stops the caller first, then echo (which drains), each with SIGTERM

@@ -159,3 +159,22 @@ func TestRegisterWhileEtcdDown(t *testing.T) {
 	t.Cleanup(srv.Close)
 	eventually(t, "registered once etcd is up", reg.Registered)
 }
+
+// Kitex registers a second after Run: a Register that comes after a
+// Deregister (SIGTERM in that second) must keep the instance out, quietly.
+func TestRegisterAfterDeregisterStaysOut(t *testing.T) {
+	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
+	if err := reg.Deregister(nil); err != nil {
+		t.Fatal(err)
+	}
+	tcp, _ := net.ResolveTCPAddr("tcp", "10.0.0.5:1")
+	if err := reg.Register(&registry.Info{ServiceName: "echo", Addr: tcp}); err != nil {
+		t.Fatalf("Register after Deregister: %v, want nil", err)
+	}
+	time.Sleep(300 * time.Millisecond)
+	resp, err := cli.Get(context.Background(), "kitex/registry-etcd/echo/", clientv3.WithPrefix())
+	if err != nil || len(resp.Kvs) != 0 || reg.Registered() {
+		t.Fatalf("registered after Deregister: %v keys, %v", len(resp.Kvs), err)
+	}
+}

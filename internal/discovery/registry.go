@@ -76,7 +76,8 @@ type Registry struct {
 	done   chan struct{}
 	lease  atomic.Int64
 
-	registered atomic.Bool
+	registered   atomic.Bool
+	deregistered bool // guarded by mu
 }
 
 var _ registry.Registry = (*Registry)(nil)
@@ -129,6 +130,9 @@ func (r *Registry) Register(info *registry.Info) error {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if r.deregistered {
+		return nil // shutting down before Kitex's delayed Register: stay out
+	}
 	if r.cancel != nil {
 		return errors.New("discovery: already registered")
 	}
@@ -183,6 +187,9 @@ func (r *Registry) registerOnce(ctx context.Context, key, val string) error {
 		return fmt.Errorf("grant lease: %w", err)
 	}
 	if _, err := r.cli.Put(ctx, key, val, clientv3.WithLease(lease.ID)); err != nil {
+		rctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		_, _ = r.cli.Revoke(rctx, lease.ID) // or it lives on until its TTL
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	r.lease.Store(int64(lease.ID))
@@ -205,7 +212,7 @@ func (r *Registry) keepAlive(ctx context.Context) error {
 func (r *Registry) Deregister(*registry.Info) error {
 	r.mu.Lock()
 	cancel, done, key := r.cancel, r.done, r.key
-	r.cancel, r.done = func() {}, nil
+	r.cancel, r.done, r.deregistered = func() {}, nil, true
 	r.mu.Unlock()
 	if done == nil {
 		return nil

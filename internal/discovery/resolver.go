@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"sort"
+	"strings"
 
 	"github.com/cloudwego/kitex/pkg/discovery"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
@@ -42,7 +44,7 @@ func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Resul
 	if err != nil {
 		return discovery.Result{}, fmt.Errorf("discovery: list %s in etcd: %w", service, err)
 	}
-	res := discovery.Result{Cacheable: true, CacheKey: service}
+	res := discovery.Result{Cacheable: true, CacheKey: r.Name() + "/" + service}
 	for _, kv := range resp.Kvs {
 		var in instance
 		if err := json.Unmarshal(kv.Value, &in); err != nil || in.Address == "" {
@@ -74,5 +76,18 @@ func (r *Resolver) Diff(cacheKey string, prev, next discovery.Result) (discovery
 	return discovery.DefaultDiff(cacheKey, prev, next)
 }
 
-// Name identifies the resolver (Kitex keys its caches by it).
-func (r *Resolver) Name() string { return "etcd:" + r.prefix }
+// Name identifies the resolver, tags included: Kitex shares balancer caches
+// between resolvers of the same name.
+func (r *Resolver) Name() string {
+	keys := make([]string, 0, len(r.tags))
+	for k := range r.tags {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	var b strings.Builder
+	b.WriteString("etcd:" + r.prefix)
+	for _, k := range keys {
+		b.WriteString("|" + k + "=" + r.tags[k])
+	}
+	return b.String()
+}

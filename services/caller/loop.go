@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/endpoint"
@@ -44,20 +45,39 @@ func newMetrics(kind transport.Kind) *metrics {
 	return m
 }
 
-// targetKey carries a *string that recordTarget fills with the instance a call went to.
+// targetKey carries the *target that recordTarget fills in.
 type targetKey struct{}
 
-// recordTarget is a Kitex middleware that reports the address of the
-// instance the load balancer chose.
+// target is the address of the instance a call went to. Kitex may still be
+// writing it from its timeout worker when the call has returned, hence the lock.
+type target struct {
+	mu   sync.Mutex
+	addr string
+}
+
+func (t *target) set(addr string) {
+	t.mu.Lock()
+	t.addr = addr
+	t.mu.Unlock()
+}
+
+func (t *target) get() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.addr
+}
+
+// recordTarget is a Kitex instance middleware (client.WithInstanceMW): it
+// runs once the load balancer has chosen an instance, before any network
+// I/O, so the target is known even for calls that time out.
 func recordTarget(next endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, req, resp interface{}) error {
-		err := next(ctx, req, resp)
-		if dst, ok := ctx.Value(targetKey{}).(*string); ok {
+		if t, ok := ctx.Value(targetKey{}).(*target); ok {
 			if ri := rpcinfo.GetRPCInfo(ctx); ri != nil && ri.To() != nil && ri.To().Address() != nil {
-				*dst = ri.To().Address().String()
+				t.set(ri.To().Address().String())
 			}
 		}
-		return err
+		return next(ctx, req, resp)
 	}
 }
 
@@ -103,10 +123,10 @@ func (l *loop) run(ctx context.Context) error {
 }
 
 func (l *loop) call(ctx context.Context, seq int) error {
-	var target string
+	var dst target
 	msg := fmt.Sprintf("%s #%d", l.cfg.CallMessage, seq)
 	start := time.Now()
-	resp, err := l.cli.Echo(context.WithValue(ctx, targetKey{}, &target), &api.Request{Message: msg})
+	resp, err := l.cli.Echo(context.WithValue(ctx, targetKey{}, &dst), &api.Request{Message: msg})
 	elapsed := time.Since(start)
 	if errors.Is(err, kerrors.ErrNoMoreInstance) {
 		err = fmt.Errorf("no %s instance with transport %s found in etcd", l.cfg.EchoService, l.cfg.Transport)
@@ -116,7 +136,7 @@ func (l *loop) call(ctx context.Context, seq int) error {
 	}
 	fields := []zap.Field{
 		zap.String("transport", string(l.cfg.Transport)),
-		zap.String("target", target),
+		zap.String("target", dst.get()),
 		zap.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
 		zap.Int("seq", seq),
 	}

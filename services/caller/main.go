@@ -98,7 +98,7 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 		client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "caller"}),
 		client.WithRPCTimeout(cfg.CallTimeout),
 		client.WithConnectTimeout(cfg.CallTimeout),
-		client.WithMiddleware(recordTarget),
+		client.WithInstanceMW(recordTarget),
 	)...)
 	if err != nil {
 		return fmt.Errorf("kitex client: %w", err)

@@ -62,9 +62,18 @@ func (c *Conn) RemoteAddr() net.Addr {
 	return Addr{Net: "unknown", Address: "unknown"}
 }
 
-// IsActive reports whether the connection has not been closed. Kitex's pool
-// asks it before reusing a connection.
-func (c *Conn) IsActive() bool { return !c.closed.Load() }
+// IsActive reports whether the connection has not been closed, here or (if
+// the wrapped connection can tell, through an IsActive method of its own)
+// underneath. Kitex's pool asks it before reusing a connection.
+func (c *Conn) IsActive() bool {
+	if c.closed.Load() {
+		return false
+	}
+	if a, ok := c.Conn.(interface{ IsActive() bool }); ok {
+		return a.IsActive()
+	}
+	return true
+}
 
 // Close closes the wrapped connection once; later calls return net.ErrClosed.
 func (c *Conn) Close() error {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -23,6 +24,10 @@ const (
 	DefaultBackoffMin = 100 * time.Millisecond
 	DefaultBackoffMax = 10 * time.Second
 )
+
+// stableSession is how long a session must last for the next reconnection
+// to start again from BackoffMin.
+const stableSession = 5 * time.Second
 
 // AgentConfig configures an Agent.
 type AgentConfig struct {
@@ -75,9 +80,10 @@ type Agent struct {
 	done      chan struct{} // closed by Close
 	once      sync.Once
 
-	mu    sync.Mutex
-	peers map[string]*peer
-	wg    sync.WaitGroup
+	mu      sync.Mutex
+	peers   map[string]*peer
+	retired []*peer // removed gateways whose session may still run
+	wg      sync.WaitGroup
 
 	sessions   atomic.Int64
 	reconnects atomic.Uint64
@@ -86,8 +92,9 @@ type Agent struct {
 }
 
 type peer struct {
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel  context.CancelFunc
+	done    chan struct{}
+	retired chan struct{} // closed when the gateway leaves the agent's list
 }
 
 var _ net.Listener = (*Agent)(nil)
@@ -128,8 +135,10 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}, nil
 }
 
-// SetGateways makes the agent keep a session to exactly these gateway
-// addresses: new ones are dialed, sessions to removed ones are closed.
+// SetGateways makes the agent keep sessions to these gateway addresses: new
+// ones are dialed; a removed one is not dialed again, but a session to it
+// that still works is kept until it ends (a gateway missing from discovery
+// for a moment must not cut calls in flight).
 func (a *Agent) SetGateways(addrs []string) {
 	want := make(map[string]bool, len(addrs))
 	for _, addr := range addrs {
@@ -140,11 +149,13 @@ func (a *Agent) SetGateways(addrs []string) {
 	if a.closing() {
 		return
 	}
+	a.retired = slices.DeleteFunc(a.retired, func(p *peer) bool { return isClosed(p.done) })
 	for addr, p := range a.peers {
 		if !want[addr] {
-			p.cancel()
+			close(p.retired)
 			delete(a.peers, addr)
-			a.log.Info("tunnel agent: gateway removed", zap.String("gateway", addr))
+			a.retired = append(a.retired, p)
+			a.log.Info("tunnel agent: gateway removed; its session is kept until it ends", zap.String("gateway", addr))
 		}
 	}
 	for addr := range want {
@@ -152,10 +163,10 @@ func (a *Agent) SetGateways(addrs []string) {
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		p := &peer{cancel: cancel, done: make(chan struct{})}
+		p := &peer{cancel: cancel, done: make(chan struct{}), retired: make(chan struct{})}
 		a.peers[addr] = p
 		a.wg.Add(1)
-		go a.keep(ctx, addr, p.done)
+		go a.keep(ctx, addr, p)
 	}
 }
 
@@ -173,13 +184,13 @@ func (a *Agent) Gateways() []string {
 
 // keep connects to one gateway, serves its streams, and reconnects after
 // any loss, until ctx ends or the agent closes.
-func (a *Agent) keep(ctx context.Context, addr string, done chan struct{}) {
+func (a *Agent) keep(ctx context.Context, addr string, p *peer) {
 	defer a.wg.Done()
-	defer close(done)
+	defer close(p.done)
 	log := a.log.With(zap.String("gateway", addr))
 	delay, attempt, everConnected := a.cfg.BackoffMin, 0, false
 	lastLog := time.Time{}
-	for ctx.Err() == nil && !a.closing() {
+	for ctx.Err() == nil && !a.closing() && !isClosed(p.retired) {
 		sess, err := a.connect(ctx, addr)
 		if err != nil {
 			if ctx.Err() != nil {
@@ -194,7 +205,7 @@ func (a *Agent) keep(ctx context.Context, addr string, done chan struct{}) {
 					zap.Duration("next_in", delay), zap.Error(err))
 				lastLog = time.Now()
 			}
-			if !a.sleep(ctx, jitter(delay)) {
+			if !a.sleep(ctx, p, jitter(delay)) {
 				return
 			}
 			delay = min(2*delay, a.cfg.BackoffMax)
@@ -203,39 +214,53 @@ func (a *Agent) keep(ctx context.Context, addr string, done chan struct{}) {
 		if everConnected {
 			a.reconnects.Add(1)
 		}
-		everConnected, attempt, delay = true, 0, a.cfg.BackoffMin
+		everConnected, attempt = true, 0
 		a.sessions.Add(1)
 		log.Info("tunnel agent: connected to gateway")
+		began := time.Now()
 		err = a.serve(ctx, sess)
 		a.sessions.Add(-1)
-		if ctx.Err() != nil || a.closing() {
+		if ctx.Err() != nil || a.closing() || isClosed(p.retired) {
 			return
 		}
-		log.Warn("tunnel agent: session to gateway lost; reconnecting", zap.Error(err))
-		if !a.sleep(ctx, jitter(delay)) {
+		// Only a session that lasted resets the backoff: one that keeps
+		// ending at once (another agent with our identity replacing us, a
+		// gateway that drops us) is retried ever more slowly.
+		if time.Since(began) >= stableSession {
+			delay = a.cfg.BackoffMin
+		} else {
+			delay = min(2*delay, a.cfg.BackoffMax)
+		}
+		log.Warn("tunnel agent: session to gateway lost; reconnecting", zap.Error(err), zap.Duration("next_in", delay))
+		if !a.sleep(ctx, p, jitter(delay)) {
 			return
 		}
 	}
 }
 
 // closing reports whether the agent is leaving (or closed).
-func (a *Agent) closing() bool {
+func (a *Agent) closing() bool { return isClosed(a.leaving) }
+
+func isClosed(ch <-chan struct{}) bool {
 	select {
-	case <-a.leaving:
+	case <-ch:
 		return true
 	default:
 		return false
 	}
 }
 
-// sleep waits d; it returns false if ctx ends or the agent closes first.
-func (a *Agent) sleep(ctx context.Context, d time.Duration) bool {
+// sleep waits d; it returns false if ctx ends, the agent leaves or the
+// gateway is retired first.
+func (a *Agent) sleep(ctx context.Context, p *peer, d time.Duration) bool {
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-a.leaving:
+		return false
+	case <-p.retired:
 		return false
 	case <-t.C:
 		return true
@@ -253,7 +278,8 @@ func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error
 	if err != nil {
 		return nil, err
 	}
-	stop := context.AfterFunc(ctx, func() { _ = c.SetDeadline(time.Unix(1, 0)) })
+	raw := c
+	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	defer stop()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
@@ -395,6 +421,10 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 			p.cancel()
 			delete(a.peers, addr)
 		}
+		for _, p := range a.retired {
+			p.cancel()
+		}
+		a.retired = nil
 		a.mu.Unlock()
 		<-waited
 		return ctx.Err()

@@ -80,8 +80,10 @@ type Gateway struct {
 	handshakeFailures atomic.Uint64
 	streams           atomic.Uint64
 
-	wg   sync.WaitGroup
-	done chan struct{}
+	wg     sync.WaitGroup
+	done   chan struct{}
+	ctx    context.Context // ends with Close
+	cancel context.CancelFunc
 }
 
 // Listen listens on the TCP address addr and serves agents on it.
@@ -121,6 +123,7 @@ func NewGateway(ln net.Listener, cfg GatewayConfig) (*Gateway, error) {
 		sessions: make(map[string]*yamux.Session),
 		done:     make(chan struct{}),
 	}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.wg.Add(1)
 	go g.acceptLoop()
 	return g, nil
@@ -193,7 +196,11 @@ func (g *Gateway) acceptLoop() {
 func (g *Gateway) serveConn(c net.Conn) {
 	defer g.wg.Done()
 	peer := c.RemoteAddr().String()
+	// Close must not wait for a peer that is slow to finish its handshake.
+	raw := c
+	stop := context.AfterFunc(g.ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
 	c, id, err := g.handshake(c)
+	stop()
 	<-g.slots
 	if err != nil {
 		g.handshakeFailures.Add(1)
@@ -261,7 +268,7 @@ func (g *Gateway) add(id string, sess *yamux.Session) bool {
 		return false
 	}
 	if old, ok := g.sessions[id]; ok {
-		g.log.Info("tunnel gateway: agent reconnected; replacing its previous session", zap.String("agent", id))
+		g.log.Warn("tunnel gateway: an agent connected with an identity already in use; replacing the previous session (two agents sharing an identity keep replacing each other)", zap.String("agent", id))
 		_ = old.Close()
 	} else {
 		g.ids = append(g.ids, id)
@@ -313,6 +320,7 @@ func (g *Gateway) Close() error {
 	}
 	g.closed = true
 	close(g.done)
+	g.cancel()
 	g.mu.Unlock()
 	err := g.ln.Close()
 	g.wg.Wait()
@@ -344,8 +352,19 @@ func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 		return nil, fmt.Errorf("tunnel: open stream to %q: %w", id, err)
 	}
 	g.streams.Add(1)
-	return st, nil
+	return sessionStream{Stream: st, sess: sess}, nil
 }
+
+// sessionStream is a stream that knows whether its session still lives, so
+// that Kitex's pool drops pooled streams of a session that ended instead of
+// failing a call on them.
+type sessionStream struct {
+	*yamux.Stream
+	sess *yamux.Session
+}
+
+// IsActive reports whether the stream's session is still open.
+func (s sessionStream) IsActive() bool { return !s.sess.IsClosed() }
 
 // Dialer returns the Kitex dialer (for client.WithDialer) that reaches an
 // agent by its identity, the address Kitex dials.

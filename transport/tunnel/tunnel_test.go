@@ -349,3 +349,91 @@ func TestDroppedSessionLeavesAtOnce(t *testing.T) {
 		}
 	}
 }
+
+// Streams pooled before a session ended are not reused after the agent
+// reconnects: every call succeeds at once.
+func TestNoStaleStreamsAfterReconnect(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	proxy := testutil.StartProxy(t, gw.Addr().String())
+	a := startAgent(t, "fresh", proxy.Addr())
+	waitAgents(t, gw, 1)
+	cli := newClient(t, gw)
+	concurrently := func(n int) error {
+		errs := make(chan error, n)
+		for i := 0; i < n; i++ {
+			go func() { _, err := call(cli, "x"); errs <- err }()
+		}
+		for i := 0; i < n; i++ {
+			if err := <-errs; err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	if err := concurrently(8); err != nil { // fills the pool with streams
+		t.Fatal(err)
+	}
+	proxy.Cut()
+	deadline := time.Now().Add(10 * time.Second)
+	for a.agent.Stats().Reconnects < 1 || len(gw.Agents()) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("agent did not reconnect")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := concurrently(8); err != nil {
+		t.Fatalf("a call after the reconnect failed on a stale pooled stream: %v", err)
+	}
+}
+
+// Two agents that share an identity replace each other, but ever more
+// slowly, instead of flapping every backoff minimum.
+func TestDuplicateIdentityBacksOff(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	for i := 0; i < 2; i++ {
+		a, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "twin", Token: token, BackoffMin: 20 * time.Millisecond, BackoffMax: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
+		a.SetGateways([]string{gw.Addr().String()})
+	}
+	time.Sleep(3 * time.Second)
+	// Retrying every 20 ms this would be well over a hundred sessions;
+	// doubling up to 5 s it is under twenty.
+	if n := gw.Stats().SessionsAccepted; n > 30 {
+		t.Fatalf("%d sessions accepted in 3 s for one shared identity: the agents flap", n)
+	}
+}
+
+// A gateway that leaves the agent's list keeps its working session: calls
+// in flight are not cut because discovery missed it once.
+func TestRemovedGatewayKeepsLiveSession(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	a := startAgent(t, "keeper", gw.Addr().String())
+	waitAgents(t, gw, 1)
+	a.agent.SetGateways(nil)
+	time.Sleep(200 * time.Millisecond)
+	if got, err := call(newClient(t, gw), "still"); err != nil || got != "keeper:still" {
+		t.Fatalf("call after the gateway left the list: %q, %v", got, err)
+	}
+}
+
+// Close does not wait for a peer that never finishes its handshake.
+func TestGatewayCloseDoesNotWaitForHandshakes(t *testing.T) {
+	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, HandshakeTimeout: 30 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := net.Dial("tcp", gw.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	time.Sleep(100 * time.Millisecond)
+	start := time.Now()
+	_ = gw.Close()
+	if d := time.Since(start); d > 5*time.Second {
+		t.Fatalf("Close took %v waiting for a silent peer", d)
+	}
+}

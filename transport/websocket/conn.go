@@ -94,10 +94,15 @@ func frameSize(p []byte) (int, bool) {
 	return int(n) + 4, true
 }
 
-// Close sends a WebSocket close frame and closes the connection. It is safe
-// to call more than once.
+// closeFrameTimeout bounds the sending of the close frame: a peer that
+// stopped reading must not keep Close (and the write it waits behind) stuck.
+const closeFrameTimeout = time.Second
+
+// Close sends a WebSocket close frame (waiting at most a second for it to
+// go out) and closes the connection. It is safe to call more than once.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		_ = c.ws.SetWriteDeadline(time.Now().Add(closeFrameTimeout))
 		c.closeErr = c.ws.Close()
 		close(c.done)
 	})

@@ -252,3 +252,38 @@ func TestOneMessagePerFrame(t *testing.T) {
 		t.Fatal("Path")
 	}
 }
+
+// Close returns promptly even while a write is stuck on a peer that stopped reading.
+func TestCloseWithStuckWrite(t *testing.T) {
+	l := listen(t, websocket.ListenerConfig{})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	client, err := websocket.Dial(ctx, l.Addr().String(), websocket.DialerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer client.Close() // never reads
+	srv, err := l.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 1<<20)
+	stuck := make(chan struct{})
+	go func() {
+		defer close(stuck)
+		for {
+			if _, err := srv.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	time.Sleep(300 * time.Millisecond) // let the socket buffers fill
+	closed := make(chan struct{})
+	go func() { _ = srv.Close(); close(closed) }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close blocked behind a stuck write")
+	}
+	<-stuck
+}
