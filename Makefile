@@ -30,6 +30,14 @@ lint: ## Run go vet and check formatting.
 	go vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'); exit 1; }
 
+.PHONY: bench
+bench: ## Full benchmark, separate processes: every transport vs raw TCP (about 15 min); writes bench/results/full.{md,json}.
+	go run ./bench/cmd/bench
+
+.PHONY: bench-quick
+bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; under a minute); writes bench/results/quick.{md,json}.
+	go run ./bench/cmd/bench -quick
+
 .PHONY: gen
 gen: ## Regenerate kitex_gen/ from idl/ with the pinned Kitex generator.
 	go tool kitex -module $(MODULE) idl/echo.thrift

@@ -1,0 +1,431 @@
+// Command bench measures every transport against the raw-TCP floor, client
+// and server in separate processes on loopback, in interleaved rounds, and
+// writes a Markdown table (with ratios to gonet and to the floor) and a JSON
+// file. `make bench` runs the full matrix, `make bench-quick` a short one.
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/klog"
+
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+)
+
+var kinds = []string{"raw", "netpoll", "gonet", "websocket", "yamux"}
+
+// sample is one measured run of one transport at one payload and concurrency.
+type sample struct {
+	Kind        string  `json:"kind"`
+	Payload     int     `json:"payload_bytes"`
+	Concurrency int     `json:"concurrency"`
+	Round       int     `json:"round"`
+	QPS         float64 `json:"qps"`
+	P50us       float64 `json:"p50_us"`
+	P99us       float64 `json:"p99_us"`
+	P999us      float64 `json:"p999_us"`
+	ClientCPUus float64 `json:"client_cpu_us_per_call"`
+	ServerCPUus float64 `json:"server_cpu_us_per_call"`
+	AllocsCall  float64 `json:"client_allocs_per_call"`
+	Errors      int64   `json:"errors"`
+}
+
+func main() {
+	quick := flag.Bool("quick", false, "1 KiB only, concurrency 1 and 16, 3 rounds of 1 s")
+	rounds := flag.Int("rounds", 5, "rounds, interleaved across transports")
+	dur := flag.Duration("duration", 3*time.Second, "measuring time per run")
+	out := flag.String("out", "bench/results", "folder for the Markdown and JSON results")
+	flag.Parse()
+	klog.SetLevel(klog.LevelWarn)
+
+	payloads, concs := []int{128, 1024, 16 << 10}, []int{1, 16, 64}
+	if *quick {
+		payloads, concs, *rounds, *dur = []int{1024}, []int{1, 16}, 3, time.Second
+	}
+	bin, err := buildServer()
+	if err != nil {
+		fail(err)
+	}
+	defer os.RemoveAll(filepath.Dir(bin))
+
+	var all []sample
+	for r := 1; r <= *rounds; r++ {
+		for _, size := range payloads {
+			for _, c := range concs {
+				for _, k := range kinds {
+					s, err := measure(bin, k, size, c, *dur)
+					if err != nil {
+						fail(fmt.Errorf("%s %dB c=%d: %w", k, size, c, err))
+					}
+					s.Round = r
+					all = append(all, s)
+					fmt.Fprintf(os.Stderr, "round %d %-9s %6dB c=%-3d %8.0f calls/s p99 %7.0fus\n", r, k, size, c, s.QPS, s.P99us)
+				}
+			}
+		}
+	}
+	md := table(all, payloads, concs)
+	fmt.Print(md)
+	if err := os.MkdirAll(*out, 0o755); err != nil {
+		fail(err)
+	}
+	name := "full"
+	if *quick {
+		name = "quick"
+	}
+	report := struct {
+		Machine string   `json:"machine"`
+		Date    string   `json:"date"`
+		Samples []sample `json:"samples"`
+	}{machine(), time.Now().UTC().Format(time.RFC3339), all}
+	js, _ := json.MarshalIndent(report, "", "  ")
+	if err := os.WriteFile(filepath.Join(*out, name+".json"), js, 0o644); err != nil {
+		fail(err)
+	}
+	header := fmt.Sprintf("# Benchmark (%s)\n\nMachine: %s. Date: %s. Medians of %d interleaved rounds of %s, spread (min-max) in brackets.\n\n",
+		name, machine(), report.Date, *rounds, *dur)
+	if err := os.WriteFile(filepath.Join(*out, name+".md"), []byte(header+md), 0o644); err != nil {
+		fail(err)
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "bench:", err)
+	os.Exit(1)
+}
+
+func machine() string {
+	model := "unknown CPU"
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "model name") {
+				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return fmt.Sprintf("%s, %d cores, %s %s/%s", model, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func buildServer() (string, error) {
+	dir, err := os.MkdirTemp("", "kitex-anyconn-bench-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "benchserver")
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, "./bench/cmd/benchserver")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	return bin, cmd.Run()
+}
+
+// server is a running benchserver process.
+type server struct {
+	cmd   *exec.Cmd
+	stdin io.WriteCloser
+	addr  string
+}
+
+func startServer(bin string, args ...string) (*server, error) {
+	cmd := exec.Command(bin, args...)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "READY ") {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		return nil, fmt.Errorf("benchserver did not start: %q %v", line, err)
+	}
+	return &server{cmd: cmd, stdin: stdin, addr: strings.TrimSpace(strings.TrimPrefix(line, "READY "))}, nil
+}
+
+func (s *server) cpu() time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", s.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b)[strings.LastIndexByte(string(b), ')')+2:])
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+func (s *server) stop() {
+	_ = s.stdin.Close()
+	done := make(chan struct{})
+	go func() { _ = s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		_ = s.cmd.Process.Kill()
+		<-done
+	}
+}
+
+func clientCPU() time.Duration {
+	var ru syscall.Rusage
+	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// caller makes one call; each worker gets its own.
+type caller func(msg []byte) error
+
+func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error) {
+	var (
+		srv      *server
+		err      error
+		newCall  func() (caller, func(), error)
+		teardown = func() {}
+	)
+	const token, id = "bench", "bench-agent"
+	switch kind {
+	case "raw":
+		if srv, err = startServer(bin, "-kind", "raw"); err != nil {
+			return sample{}, err
+		}
+		newCall = func() (caller, func(), error) { return rawCaller(srv.addr) }
+	case "yamux":
+		gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
+		if err != nil {
+			return sample{}, err
+		}
+		teardown = func() { _ = gw.Close() }
+		if srv, err = startServer(bin, "-kind", "yamux", "-gateway", gw.Addr().String(), "-token", token, "-id", id); err != nil {
+			teardown()
+			return sample{}, err
+		}
+		for deadline := time.Now().Add(10 * time.Second); len(gw.Agents()) == 0; time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				srv.stop()
+				teardown()
+				return sample{}, fmt.Errorf("the agent never connected")
+			}
+		}
+		newCall = kitexCaller(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()}, id, conc)
+	default:
+		if srv, err = startServer(bin, "-kind", kind); err != nil {
+			return sample{}, err
+		}
+		newCall = kitexCaller(transport.ClientConfig{Kind: transport.Kind(kind)}, srv.addr, conc)
+	}
+	defer teardown()
+	defer srv.stop()
+	return load(kind, size, conc, dur, srv, newCall)
+}
+
+func kitexCaller(cfg transport.ClientConfig, target string, conc int) func() (caller, func(), error) {
+	var once sync.Once
+	var cli echo.Client
+	var ct *transport.Client
+	var initErr error
+	return func() (caller, func(), error) {
+		once.Do(func() {
+			cfg.MaxIdlePerAddress = max(conc, 1)
+			if ct, initErr = transport.NewClient(cfg); initErr != nil {
+				return
+			}
+			cli, initErr = echo.NewClient("echo", append(ct.Options(),
+				client.WithHostPorts(target), client.WithRPCTimeout(10*time.Second))...)
+		})
+		if initErr != nil {
+			return nil, nil, initErr
+		}
+		call := func(msg []byte) error {
+			req := &api.Request{Message: string(msg)}
+			resp, err := cli.Echo(context.Background(), req)
+			if err == nil && len(resp.Message) != len(msg) {
+				err = fmt.Errorf("reply of %d bytes, want %d", len(resp.Message), len(msg))
+			}
+			return err
+		}
+		return call, func() { _ = ct.Close() }, nil
+	}
+}
+
+func rawCaller(addr string) (caller, func(), error) {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, nil, err
+	}
+	var buf []byte
+	in := make([]byte, 0, 64<<10)
+	return func(msg []byte) error {
+		buf = binary.BigEndian.AppendUint32(buf[:0], uint32(len(msg)))
+		buf = append(buf, msg...)
+		if _, err := c.Write(buf); err != nil {
+			return err
+		}
+		in = slices.Grow(in[:0], len(buf))[:len(buf)]
+		_, err := io.ReadFull(c, in)
+		return err
+	}, func() { _ = c.Close() }, nil
+}
+
+func load(kind string, size, conc int, dur time.Duration, srv *server, newCall func() (caller, func(), error)) (sample, error) {
+	msg := []byte(strings.Repeat("k", size))
+	calls := make([]caller, conc)
+	var closers []func()
+	defer func() {
+		for _, c := range closers {
+			c()
+		}
+	}()
+	for i := range calls {
+		c, closeFn, err := newCall()
+		if err != nil {
+			return sample{}, err
+		}
+		calls[i] = c
+		closers = append(closers, closeFn)
+	}
+	// Warm up: connections, pools, the runtime.
+	run(calls, msg, 300*time.Millisecond)
+
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	c0, s0 := clientCPU(), srv.cpu()
+	start := time.Now()
+	lat, errs := run(calls, msg, dur)
+	elapsed := time.Since(start)
+	c1, s1 := clientCPU(), srv.cpu()
+	runtime.ReadMemStats(&ms1)
+
+	n := float64(len(lat))
+	if n == 0 {
+		return sample{}, fmt.Errorf("no call succeeded (%d errors)", errs)
+	}
+	sort.Slice(lat, func(i, j int) bool { return lat[i] < lat[j] })
+	pct := func(p float64) float64 { return float64(lat[min(len(lat)-1, int(p*n))].Nanoseconds()) / 1e3 }
+	return sample{
+		Kind: kind, Payload: size, Concurrency: conc,
+		QPS:         n / elapsed.Seconds(),
+		P50us:       pct(0.50),
+		P99us:       pct(0.99),
+		P999us:      pct(0.999),
+		ClientCPUus: float64((c1 - c0).Microseconds()) / n,
+		ServerCPUus: float64((s1 - s0).Microseconds()) / n,
+		AllocsCall:  float64(ms1.Mallocs-ms0.Mallocs) / n,
+		Errors:      errs,
+	}, nil
+}
+
+// run calls from every worker until dur has passed and returns the
+// latencies of the calls that succeeded and the number that failed.
+func run(calls []caller, msg []byte, dur time.Duration) ([]time.Duration, int64) {
+	var wg sync.WaitGroup
+	lats := make([][]time.Duration, len(calls))
+	errs := make([]int64, len(calls))
+	stop := time.Now().Add(dur)
+	for i, call := range calls {
+		wg.Add(1)
+		go func(i int, call caller) {
+			defer wg.Done()
+			l := make([]time.Duration, 0, 1<<14)
+			for {
+				t := time.Now()
+				if t.After(stop) {
+					break
+				}
+				if err := call(msg); err != nil {
+					errs[i]++
+					continue
+				}
+				l = append(l, time.Since(t))
+			}
+			lats[i] = l
+		}(i, call)
+	}
+	wg.Wait()
+	var all []time.Duration
+	var e int64
+	for i := range lats {
+		all = append(all, lats[i]...)
+		e += errs[i]
+	}
+	return all, e
+}
+
+// table renders medians with their spread and ratios to gonet and the floor.
+func table(all []sample, payloads, concs []int) string {
+	var b strings.Builder
+	b.WriteString("| payload | conc | transport | calls/s | x gonet | x raw | p50 µs | p99 µs | p99.9 µs | p99 x gonet | client CPU µs/call | server CPU µs/call | client allocs/call | errors |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, size := range payloads {
+		for _, c := range concs {
+			med := map[string]sample{}
+			spread := map[string][2]float64{}
+			for _, k := range kinds {
+				var ss []sample
+				for _, s := range all {
+					if s.Kind == k && s.Payload == size && s.Concurrency == c {
+						ss = append(ss, s)
+					}
+				}
+				med[k], spread[k] = median(ss)
+			}
+			for _, k := range kinds {
+				m := med[k]
+				fmt.Fprintf(&b, "| %s | %d | %s | %.0f [%.0f-%.0f] | %.2f | %.2f | %.0f | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f | %d |\n",
+					bytesName(size), c, k, m.QPS, spread[k][0], spread[k][1],
+					m.QPS/med["gonet"].QPS, m.QPS/med["raw"].QPS, m.P50us, m.P99us, m.P999us, m.P99us/med["gonet"].P99us,
+					m.ClientCPUus, m.ServerCPUus, m.AllocsCall, m.Errors)
+			}
+		}
+	}
+	return b.String()
+}
+
+// median returns the sample with the median QPS (its other figures come
+// from the same run) and the QPS range.
+func median(ss []sample) (sample, [2]float64) {
+	if len(ss) == 0 {
+		return sample{}, [2]float64{}
+	}
+	sort.Slice(ss, func(i, j int) bool { return ss[i].QPS < ss[j].QPS })
+	var errs int64
+	for _, s := range ss {
+		errs += s.Errors
+	}
+	m := ss[len(ss)/2]
+	m.Errors = errs
+	return m, [2]float64{ss[0].QPS, ss[len(ss)-1].QPS}
+}
+
+func bytesName(n int) string {
+	if n >= 1024 {
+		return fmt.Sprintf("%d KiB", n/1024)
+	}
+	return fmt.Sprintf("%d B", n)
+}

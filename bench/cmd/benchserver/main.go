@@ -1,0 +1,127 @@
+// Command benchserver is the server side of `make bench`: one process that
+// serves echo on one transport, or the raw TCP floor (a length-prefixed echo
+// with no RPC). It prints "READY <address>" once it serves and runs until
+// its standard input closes or it gets SIGTERM.
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/cloudwego/kitex/pkg/klog"
+	"github.com/cloudwego/kitex/server"
+
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+)
+
+type handler struct{}
+
+func (*handler) Echo(_ context.Context, req *api.Request) (*api.Response, error) {
+	return &api.Response{Message: req.Message}, nil
+}
+
+func main() {
+	kind := flag.String("kind", "gonet", "raw, netpoll, gonet, websocket or yamux")
+	addr := flag.String("addr", "127.0.0.1:0", "listen address (not yamux)")
+	gateway := flag.String("gateway", "", "yamux: the gateway to dial")
+	token := flag.String("token", "bench", "yamux: the tunnel token")
+	id := flag.String("id", "bench-agent", "yamux: the agent identity")
+	flag.Parse()
+	klog.SetLevel(klog.LevelWarn)
+	if err := run(*kind, *addr, *gateway, *token, *id); err != nil {
+		fmt.Fprintln(os.Stderr, "benchserver:", err)
+		os.Exit(1)
+	}
+}
+
+func run(kind, addr, gateway, token, id string) error {
+	stop := make(chan struct{})
+	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stop) }()
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+
+	if kind == "raw" {
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return err
+		}
+		go serveRaw(ln)
+		fmt.Println("READY", ln.Addr())
+		select {
+		case <-stop:
+		case <-sig:
+		}
+		return ln.Close()
+	}
+
+	cfg := transport.ServerConfig{Kind: transport.Kind(kind), Addr: addr}
+	if kind == string(transport.Yamux) {
+		agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token})
+		if err != nil {
+			return err
+		}
+		agent.SetGateways([]string{gateway})
+		cfg.Listener = agent
+	}
+	opts, bound, err := transport.ServerOptions(cfg)
+	if err != nil {
+		return err
+	}
+	exit := make(chan error, 1)
+	svr := echo.NewServer(new(handler), append(opts, server.WithExitSignal(func() <-chan error { return exit }))...)
+	done := make(chan error, 1)
+	go func() { done <- svr.Run() }()
+	fmt.Println("READY", bound)
+	select {
+	case <-stop:
+	case <-sig:
+	case err := <-done:
+		return err
+	}
+	exit <- nil
+	<-done
+	return nil
+}
+
+// serveRaw echoes length-prefixed frames: 4 bytes big-endian length, then
+// the payload, back as they came.
+func serveRaw(ln net.Listener) {
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer c.Close()
+			var head [4]byte
+			buf := make([]byte, 64<<10)
+			var out []byte
+			for {
+				if _, err := io.ReadFull(c, head[:]); err != nil {
+					return
+				}
+				n := int(binary.BigEndian.Uint32(head[:]))
+				if n > len(buf) {
+					buf = make([]byte, n)
+				}
+				if _, err := io.ReadFull(c, buf[:n]); err != nil {
+					return
+				}
+				out = append(append(out[:0], head[:]...), buf[:n]...)
+				if _, err := c.Write(out); err != nil {
+					return
+				}
+			}
+		}()
+	}
+}
