@@ -86,7 +86,15 @@ func main() {
 			}
 		}
 	}
-	md := table(all, payloads, concs)
+	idle := map[string]float64{}
+	for _, k := range kinds {
+		bytes, err := idleMemory(bin, k)
+		if err != nil {
+			fail(fmt.Errorf("idle memory of %s: %w", k, err))
+		}
+		idle[k] = bytes
+	}
+	md := table(all, payloads, concs) + "\n" + idleTable(idle)
 	fmt.Print(md)
 	if err := os.MkdirAll(*out, 0o755); err != nil {
 		fail(err)
@@ -95,11 +103,15 @@ func main() {
 	if *quick {
 		name = "quick"
 	}
+	if err := charts(all, *out, name, 1024, 16); err != nil {
+		fail(err)
+	}
 	report := struct {
-		Machine string   `json:"machine"`
-		Date    string   `json:"date"`
-		Samples []sample `json:"samples"`
-	}{machine(), time.Now().UTC().Format(time.RFC3339), all}
+		Machine string             `json:"machine"`
+		Date    string             `json:"date"`
+		Samples []sample           `json:"samples"`
+		Idle    map[string]float64 `json:"idle_rss_bytes_per_connection"`
+	}{machine(), time.Now().UTC().Format(time.RFC3339), all, idle}
 	js, _ := json.MarshalIndent(report, "", "  ")
 	if err := os.WriteFile(filepath.Join(*out, name+".json"), js, 0o644); err != nil {
 		fail(err)
@@ -403,6 +415,15 @@ func table(all []sample, payloads, concs []int) string {
 					m.ClientCPUus, m.ServerCPUus, m.AllocsCall, m.Errors)
 			}
 		}
+	}
+	return b.String()
+}
+
+func idleTable(idle map[string]float64) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "| transport | server RSS per idle connection (%d connections; yamux: per idle tunnel session, %d sessions) |\n|---|---|\n", idleConns, idleSessions)
+	for _, k := range kinds {
+		fmt.Fprintf(&b, "| %s | %.1f KiB |\n", k, idle[k]/1024)
 	}
 	return b.String()
 }

@@ -36,15 +36,16 @@ func main() {
 	gateway := flag.String("gateway", "", "yamux: the gateway to dial")
 	token := flag.String("token", "bench", "yamux: the tunnel token")
 	id := flag.String("id", "bench-agent", "yamux: the agent identity")
+	agents := flag.Int("agents", 1, "yamux: agents to run (identities <id>, <id>-1, ...), for the idle-session memory figure")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
-	if err := run(*kind, *addr, *gateway, *token, *id); err != nil {
+	if err := run(*kind, *addr, *gateway, *token, *id, *agents); err != nil {
 		fmt.Fprintln(os.Stderr, "benchserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kind, addr, gateway, token, id string) error {
+func run(kind, addr, gateway, token, id string, agents int) error {
 	stop := make(chan struct{})
 	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stop) }()
 	sig := make(chan os.Signal, 1)
@@ -72,6 +73,14 @@ func run(kind, addr, gateway, token, id string) error {
 		}
 		agent.SetGateways([]string{gateway})
 		cfg.Listener = agent
+		for i := 1; i < agents; i++ {
+			extra, err := tunnel.NewAgent(tunnel.AgentConfig{ID: fmt.Sprintf("%s-%d", id, i), Token: token})
+			if err != nil {
+				return err
+			}
+			extra.SetGateways([]string{gateway})
+			defer extra.Close()
+		}
 	}
 	opts, bound, err := transport.ServerOptions(cfg)
 	if err != nil {
