@@ -136,59 +136,48 @@ func readEchoReply(t *testing.T, p thrift.TProtocol, seq int32) string {
 }
 
 func readSuccess(ctx context.Context, p thrift.TProtocol) (string, error) {
-	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return "", err
+	msg := ""
+	readMessage := func() (err error) {
+		_, err = readStruct(ctx, p, 1, thrift.STRING, func() (err error) {
+			msg, err = p.ReadString(ctx)
+			return err
+		})
+		return err
 	}
-	found, msg := false, ""
-	for {
-		_, typ, id, err := p.ReadFieldBegin(ctx)
-		if err != nil {
-			return "", err
-		}
-		if typ == thrift.STOP {
-			break
-		}
-		if id == 0 && typ == thrift.STRUCT {
-			found = true
-			if msg, err = readMessageField(ctx, p); err != nil {
-				return "", err
-			}
-		} else if err := p.Skip(ctx, typ); err != nil {
-			return "", err
-		}
-		if err := p.ReadFieldEnd(ctx); err != nil {
-			return "", err
-		}
+	found, err := readStruct(ctx, p, 0, thrift.STRUCT, readMessage)
+	if err == nil && !found {
+		err = fmt.Errorf("the result has no success field")
 	}
-	if !found {
-		return "", fmt.Errorf("the result has no success field")
-	}
-	return msg, p.ReadStructEnd(ctx)
+	return msg, err
 }
 
-func readMessageField(ctx context.Context, p thrift.TProtocol) (string, error) {
+// readStruct reads a struct: read reads field id when it has type typ,
+// every other field is skipped. It reports whether the field was there.
+func readStruct(ctx context.Context, p thrift.TProtocol, id int16, typ thrift.TType, read func() error) (bool, error) {
 	if _, err := p.ReadStructBegin(ctx); err != nil {
-		return "", err
+		return false, err
 	}
-	msg := ""
+	found := false
 	for {
-		_, typ, id, err := p.ReadFieldBegin(ctx)
+		_, t, fid, err := p.ReadFieldBegin(ctx)
 		if err != nil {
-			return "", err
+			return false, err
 		}
-		if typ == thrift.STOP {
+		if t == thrift.STOP {
 			break
 		}
-		if id == 1 && typ == thrift.STRING {
-			if msg, err = p.ReadString(ctx); err != nil {
-				return "", err
-			}
-		} else if err := p.Skip(ctx, typ); err != nil {
-			return "", err
+		if fid == id && t == typ {
+			found = true
+			err = read()
+		} else {
+			err = p.Skip(ctx, t)
+		}
+		if err != nil {
+			return false, err
 		}
 		if err := p.ReadFieldEnd(ctx); err != nil {
-			return "", err
+			return false, err
 		}
 	}
-	return msg, p.ReadStructEnd(ctx)
+	return found, p.ReadStructEnd(ctx)
 }

@@ -2,72 +2,20 @@ package tunnel_test
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"crypto/x509/pkix"
-	"math/big"
-	"net"
 	"testing"
 	"time"
 
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
-// testCA issues certificates for the tests.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
-
-func newCA(t *testing.T) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
-
-func (ca *testCA) issue(t *testing.T, name string, usage x509.ExtKeyUsage) tls.Certificate {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: name},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		NotBefore:   time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{usage},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
-}
-
 func TestMutualTLS(t *testing.T) {
-	ca := newCA(t)
+	ca := testutil.NewCA(t)
 	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{ca.issue(t, "gateway", x509.ExtKeyUsageServerAuth)},
-		ClientCAs:    ca.pool, ClientAuth: tls.RequireAndVerifyClientCert,
+		Certificates: []tls.Certificate{ca.Issue(t, "gateway", x509.ExtKeyUsageServerAuth)},
+		ClientCAs:    ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert,
 	}})
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +24,7 @@ func TestMutualTLS(t *testing.T) {
 	addr := gw.Addr().String()
 
 	startAgentWith(t, tunnel.AgentConfig{ID: "with-cert", TLSConfig: &tls.Config{
-		RootCAs: ca.pool, Certificates: []tls.Certificate{ca.issue(t, "agent", x509.ExtKeyUsageClientAuth)},
+		RootCAs: ca.Pool, Certificates: []tls.Certificate{ca.Issue(t, "agent", x509.ExtKeyUsageClientAuth)},
 	}}, addr)
 	waitAgents(t, gw, 1)
 	if got, err := call(newClient(t, gw), "over mtls"); err != nil || got != "with-cert:over mtls" {
@@ -86,8 +34,8 @@ func TestMutualTLS(t *testing.T) {
 	// Without a client certificate, or not trusting the gateway: no session.
 	var failing []*tunnel.Agent
 	for id, cfg := range map[string]*tls.Config{
-		"no-cert":  {RootCAs: ca.pool},
-		"distrust": {RootCAs: x509.NewCertPool(), Certificates: []tls.Certificate{ca.issue(t, "agent2", x509.ExtKeyUsageClientAuth)}},
+		"no-cert":  {RootCAs: ca.Pool},
+		"distrust": {RootCAs: x509.NewCertPool(), Certificates: []tls.Certificate{ca.Issue(t, "agent2", x509.ExtKeyUsageClientAuth)}},
 	} {
 		a, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token, TLSConfig: cfg, BackoffMin: 50 * time.Millisecond})
 		if err != nil {
