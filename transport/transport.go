@@ -115,7 +115,6 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 		return nil, nil, ErrNeedsTunnel
 	}
 	if ln == nil {
-		var err error
 		if ln, err = net.Listen("tcp", cfg.Addr); err != nil {
 			return nil, nil, fmt.Errorf("transport %s: listen %s: %w", cfg.Kind, cfg.Addr, err)
 		}
@@ -138,18 +137,16 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 		opts = append(opts, server.WithBoundHandler(drain))
 	} else {
 		ln = newDrainListener(ln, exitWait)
+		opts = append(opts,
+			server.WithTransServerFactory(gonet.NewTransServerFactory()),
+			server.WithTransHandlerFactory(gonet.NewSvrTransHandlerFactory()),
+		)
 	}
 	opts = append(opts,
 		server.WithListener(ln),
 		server.WithServiceAddr(ln.Addr()),
 		server.WithExitWaitTime(exitWait),
 	)
-	if cfg.Kind != Netpoll {
-		opts = append(opts,
-			server.WithTransServerFactory(gonet.NewTransServerFactory()),
-			server.WithTransHandlerFactory(gonet.NewSvrTransHandlerFactory()),
-		)
-	}
 	return opts, ln.Addr(), nil
 }
 

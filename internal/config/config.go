@@ -4,7 +4,6 @@
 package config
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -45,7 +44,8 @@ type Common struct {
 	// WSPath is WS_PATH: the HTTP path of the WebSocket endpoint.
 	WSPath string
 	// DiscoveryRefresh is DISCOVERY_REFRESH: how often the caller re-reads
-	// etcd; the echo waits a little longer than this when it drains.
+	// the echo instances in etcd (and, with yamux, echo the gateways). Keep
+	// DRAIN_DELAY longer than this.
 	DiscoveryRefresh time.Duration
 	// Tunnel holds the yamux tunnel settings (TRANSPORT=yamux).
 	Tunnel Tunnel
@@ -469,10 +469,4 @@ func (r *reader) fail(err error) {
 	if r.err == nil {
 		r.err = err
 	}
-}
-
-// IsConfigError reports whether err is a configuration error.
-func IsConfigError(err error) bool {
-	var ce *Error
-	return errors.As(err, &ce)
 }
