@@ -7,8 +7,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/pem"
 	"math/big"
 	"net"
+	"os"
+	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -68,4 +71,32 @@ func (ca *CA) Issue(t testing.TB, name string, usage x509.ExtKeyUsage) tls.Certi
 		t.Fatal(err)
 	}
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
+}
+
+// WriteFiles writes cert and its key as PEM files in dir and returns their paths.
+func WriteFiles(t testing.TB, dir, name string, cert tls.Certificate) (certFile, keyFile string) {
+	t.Helper()
+	key, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	writePEM(t, certFile, "CERTIFICATE", cert.Certificate[0])
+	writePEM(t, keyFile, "PRIVATE KEY", key)
+	return certFile, keyFile
+}
+
+// WriteCAFile writes the CA certificate as a PEM file in dir and returns its path.
+func (ca *CA) WriteCAFile(t testing.TB, dir string) string {
+	t.Helper()
+	file := filepath.Join(dir, "ca.crt")
+	writePEM(t, file, "CERTIFICATE", ca.cert.Raw)
+	return file
+}
+
+func writePEM(t testing.TB, file, typ string, der []byte) {
+	t.Helper()
+	if err := os.WriteFile(file, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
 }

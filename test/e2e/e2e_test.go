@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -366,4 +367,35 @@ func TestInvalidConfigurationExits2(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TLS through the services' configuration: echo serves wss:// and the caller
+// verifies it; the tunnel runs over mutual TLS.
+func TestTLSConfiguration(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	dir := t.TempDir()
+	ca := testutil.NewCA(t)
+	caFile := ca.WriteCAFile(t, dir)
+	srvCert, srvKey := testutil.WriteFiles(t, dir, "server", ca.Issue(t, "server", x509.ExtKeyUsageServerAuth))
+	cliCert, cliKey := testutil.WriteFiles(t, dir, "client", ca.Issue(t, "client", x509.ExtKeyUsageClientAuth))
+
+	t.Run("wss", func(t *testing.T) {
+		startEcho(t, etcd, "websocket", "SERVICE_NAME=secure", "TLS_CERT_FILE="+srvCert, "TLS_KEY_FILE="+srvKey)
+		caller := start(t, "caller", "TRANSPORT=websocket", "ETCD_ENDPOINTS="+etcd, "ECHO_SERVICE=secure",
+			"ADMIN_ADDR=127.0.0.1:0", "CALL_COUNT=3", "CALL_INTERVAL=50ms", "DISCOVERY_TIMEOUT=20s", "TLS_CA_FILE="+caFile)
+		if code := caller.wait(60 * time.Second); code != 0 {
+			t.Fatalf("wss caller exited %d", code)
+		}
+	})
+	t.Run("tunnel-mtls", func(t *testing.T) {
+		env := []string{"SERVICE_NAME=mtls", "ECHO_SERVICE=mtls", "DISCOVERY_REFRESH=200ms", "TUNNEL_TLS_CA_FILE=" + caFile}
+		startEcho(t, etcd, "yamux", append(append(env, tunnelEnv("mtls-agent")...),
+			"TUNNEL_TLS_CERT_FILE="+cliCert, "TUNNEL_TLS_KEY_FILE="+cliKey)...)
+		caller := start(t, "caller", append(append(env, tunnelEnv("")...), "TRANSPORT=yamux", "ETCD_ENDPOINTS="+etcd,
+			"ADMIN_ADDR=127.0.0.1:0", "CALL_COUNT=3", "CALL_INTERVAL=50ms", "DISCOVERY_TIMEOUT=20s",
+			"TUNNEL_TLS_CERT_FILE="+srvCert, "TUNNEL_TLS_KEY_FILE="+srvKey)...)
+		if code := caller.wait(60 * time.Second); code != 0 {
+			t.Fatalf("tunnel caller over mutual TLS exited %d", code)
+		}
+	})
 }
