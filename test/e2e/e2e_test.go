@@ -44,13 +44,11 @@ func TestMain(m *testing.M) {
 	code := 0
 	func() {
 		defer os.RemoveAll(dir)
-		defer func() {
-			if err := goleak.Find(testutil.LeakOptions()...); err != nil {
-				fmt.Fprintln(os.Stderr, "goleak:", err)
-				code = 1
-			}
-		}()
 		code = m.Run()
+		if err := goleak.Find(testutil.LeakOptions()...); err != nil && code == 0 {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
 	}()
 	os.Exit(code)
 }
