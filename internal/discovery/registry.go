@@ -21,6 +21,8 @@ import (
 	"github.com/cloudwego/kitex/pkg/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/anyconn/kitex-anyconn/internal/backoff"
 )
 
 // DefaultPrefix is registry-etcd's key prefix.
@@ -147,13 +149,13 @@ func (r *Registry) Register(info *registry.Info) error {
 // registers again, with backoff, until ctx ends.
 func (r *Registry) keep(ctx context.Context, key, val string, done chan struct{}) {
 	defer close(done)
-	backoff := newBackoff(200*time.Millisecond, 5*time.Second)
+	retry := backoff.New(200*time.Millisecond, 5*time.Second)
 	failures := 0
 	for ctx.Err() == nil {
 		err := r.registerOnce(ctx, key, val)
 		if err == nil {
 			failures = 0
-			backoff.reset()
+			retry.Reset()
 			r.registered.Store(true)
 			r.log.Info("registered in etcd", zap.String("key", key), zap.Duration("ttl", r.opts.TTL))
 			err = r.keepAlive(ctx)
@@ -170,7 +172,7 @@ func (r *Registry) keep(ctx context.Context, key, val string, done chan struct{}
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(backoff.next()):
+		case <-time.After(retry.Next()):
 		}
 	}
 }

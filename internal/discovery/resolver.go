@@ -18,6 +18,7 @@ type Resolver struct {
 	cli    *clientv3.Client
 	prefix string
 	tags   map[string]string
+	name   string
 }
 
 var _ discovery.Resolver = (*Resolver)(nil)
@@ -28,7 +29,9 @@ func NewResolver(cli *clientv3.Client, prefix string, tags map[string]string) *R
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Resolver{cli: cli, prefix: prefix, tags: tags}
+	r := &Resolver{cli: cli, prefix: prefix, tags: tags}
+	r.name = r.buildName()
+	return r
 }
 
 // Target returns the service name to resolve.
@@ -78,7 +81,9 @@ func (r *Resolver) Diff(cacheKey string, prev, next discovery.Result) (discovery
 
 // Name identifies the resolver, tags included: Kitex shares balancer caches
 // between resolvers of the same name.
-func (r *Resolver) Name() string {
+func (r *Resolver) Name() string { return r.name }
+
+func (r *Resolver) buildName() string {
 	keys := make([]string, 0, len(r.tags))
 	for k := range r.tags {
 		keys = append(keys, k)

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"math/rand/v2"
 	"net"
 	"slices"
 	"sort"
@@ -16,6 +15,7 @@ import (
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
+	"github.com/anyconn/kitex-anyconn/internal/backoff"
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
 )
 
@@ -188,7 +188,8 @@ func (a *Agent) keep(ctx context.Context, addr string, p *peer) {
 	defer a.wg.Done()
 	defer close(p.done)
 	log := a.log.With(zap.String("gateway", addr))
-	delay, attempt, everConnected := a.cfg.BackoffMin, 0, false
+	retry := backoff.New(a.cfg.BackoffMin, a.cfg.BackoffMax)
+	attempt, everConnected := 0, false
 	lastLog := time.Time{}
 	for ctx.Err() == nil && !a.closing() && !isClosed(p.retired) {
 		sess, err := a.connect(ctx, addr)
@@ -198,17 +199,17 @@ func (a *Agent) keep(ctx context.Context, addr string, p *peer) {
 			}
 			a.failures.Add(1)
 			attempt++
+			wait := retry.Next()
 			// Log the first failure, then at most every 30 s, or whenever
 			// the gateway refused us (a configuration problem).
 			if attempt == 1 || time.Since(lastLog) >= 30*time.Second || errors.Is(err, ErrRefused) {
 				log.Warn("tunnel agent: cannot connect to gateway; retrying", zap.Int("attempt", attempt),
-					zap.Duration("next_in", delay), zap.Error(err))
+					zap.Duration("next_in", wait), zap.Error(err))
 				lastLog = time.Now()
 			}
-			if !a.sleep(ctx, p, jitter(delay)) {
+			if !a.sleep(ctx, p, wait) {
 				return
 			}
-			delay = min(2*delay, a.cfg.BackoffMax)
 			continue
 		}
 		if everConnected {
@@ -227,12 +228,11 @@ func (a *Agent) keep(ctx context.Context, addr string, p *peer) {
 		// ending at once (another agent with our identity replacing us, a
 		// gateway that drops us) is retried ever more slowly.
 		if time.Since(began) >= stableSession {
-			delay = a.cfg.BackoffMin
-		} else {
-			delay = min(2*delay, a.cfg.BackoffMax)
+			retry.Reset()
 		}
-		log.Warn("tunnel agent: session to gateway lost; reconnecting", zap.Error(err), zap.Duration("next_in", delay))
-		if !a.sleep(ctx, p, jitter(delay)) {
+		wait := retry.Next()
+		log.Warn("tunnel agent: session to gateway lost; reconnecting", zap.Error(err), zap.Duration("next_in", wait))
+		if !a.sleep(ctx, p, wait) {
 			return
 		}
 	}
@@ -265,10 +265,6 @@ func (a *Agent) sleep(ctx context.Context, p *peer, d time.Duration) bool {
 	case <-t.C:
 		return true
 	}
-}
-
-func jitter(d time.Duration) time.Duration {
-	return d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
 }
 
 func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error) {
