@@ -9,6 +9,18 @@ TEST_TIMEOUT ?= 270s
 
 .DEFAULT_GOAL := help
 
+# Pinned tools, built from tools/go.mod (and tools/tilt/go.mod) into bin/ on first use.
+HELM      := $(BIN)/helm
+HELM_DOCS := $(BIN)/helm-docs
+KIND      := $(BIN)/kind
+TILT      := $(BIN)/tilt
+CHART     := charts/kitex-anyconn
+# Images: `make images IMAGE_REGISTRY=ghcr.io/you IMAGE_TAG=1.2.3`.
+IMAGE_REGISTRY ?=
+IMAGE_TAG      ?= $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' $(CHART)/Chart.yaml)
+IMAGE_ARCH     ?= $(shell go env GOARCH)
+IMAGE_PREFIX   := $(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/,)kitex-anyconn
+
 .PHONY: help
 help: ## List the targets.
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,8 +34,58 @@ run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=gonet|websoc
 	$(BIN)/devrun -bin $(BIN)
 
 .PHONY: test
-test: ## Run every test with the race detector (includes the generated-code freshness check).
+test: tools ## Run every test with the race detector, then the chart and Tiltfile tests with the pinned helm, helm-docs and tilt.
 	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -timeout 120s ./...
+
+.PHONY: tools
+tools: $(HELM) $(HELM_DOCS) $(KIND) $(TILT) ## Build the pinned helm, helm-docs, kind and tilt into bin/ (once).
+
+# helm stamps the Kubernetes version it assumes (for kubeVersion checks and lint)
+# from its client-go, as helm's own Makefile does.
+$(HELM): tools/go.mod tools/go.sum
+	cd tools && minor=$$(go list -f '{{.Version}}' -m k8s.io/client-go | cut -d. -f2) && \
+	  CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ -ldflags "-s -w \
+	  -X helm.sh/helm/v3/internal/version.version=$$(go list -f '{{.Version}}' -m helm.sh/helm/v3) \
+	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$minor \
+	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor" \
+	  helm.sh/helm/v3/cmd/helm
+
+$(HELM_DOCS) $(KIND): tools/go.mod tools/go.sum
+	cd tools && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ \
+	  $(if $(filter $(KIND),$@),sigs.k8s.io/kind,github.com/norwoodj/helm-docs/cmd/helm-docs)
+
+$(TILT): tools/tilt/go.mod tools/tilt/go.sum tools/tilt/build.sh
+	tools/tilt/build.sh $(CURDIR)/$@
+
+.PHONY: tools-helm
+tools-helm: $(HELM)
+
+.PHONY: chart-lint
+chart-lint: $(HELM) ## helm lint --strict the chart for every transport.
+	for t in netpoll gonet websocket yamux; do $(HELM) lint --strict $(CHART) --set transport=$$t || exit 1; done
+
+.PHONY: chart-docs
+chart-docs: $(HELM_DOCS) ## Regenerate the chart README's values table from the comments in values.yaml.
+	$(HELM_DOCS) --chart-search-root charts --template-files README.md.gotmpl --sort-values-order file
+
+.PHONY: images
+images: image-binaries ## Build the echo, caller and etcd images (static binaries FROM scratch; starts dockerd here if needed).
+	deploy/docker/dockerd.sh
+	for c in echo caller etcd; do \
+	  DOCKER_BUILDKIT=0 docker build -q -f deploy/docker/prebuilt.Dockerfile --target $$c --build-arg VERSION=$(VERSION) \
+	    -t $(IMAGE_PREFIX)/$$c:$(IMAGE_TAG) $(BIN)/image >/dev/null || exit 1; \
+	done
+	@docker image ls --format '{{.Repository}}:{{.Tag}}\t{{.Size}}' | grep '^$(IMAGE_PREFIX)/.*:$(IMAGE_TAG)\b'
+
+.PHONY: image-binaries
+image-binaries: ## Compile the static linux binaries of the images into bin/image/ (make images and Tilt use it).
+	mkdir -p $(BIN)/image/data
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build $(GOFLAGS_BUILD) -o $(BIN)/image/ ./services/echo ./services/caller
+	CGO_ENABLED=0 GOOS=linux GOARCH=$(IMAGE_ARCH) go build -trimpath -ldflags "-s -w" -o $(BIN)/image/etcd go.etcd.io/etcd/server/v3
+	@for f in /etc/ssl/certs/ca-certificates.crt /etc/ssl/cert.pem /etc/pki/tls/certs/ca-bundle.crt; do \
+	  if [ -f $$f ]; then cp $$f $(BIN)/image/ca-certificates.crt; exit 0; fi; done; \
+	  echo "no CA bundle found on this machine for the images" >&2; exit 1
 
 .PHONY: lint
 lint: ## Run go vet and check formatting.

@@ -11,6 +11,11 @@ import (
 	"strings"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+
+	"github.com/anyconn/kitex-anyconn/internal/discovery"
+	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
@@ -35,8 +40,8 @@ type Common struct {
 	Transport transport.Kind
 	// AdminAddr is ADMIN_ADDR: where /healthz, /readyz and /metrics are served.
 	AdminAddr string
-	// EtcdEndpoints is ETCD_ENDPOINTS, comma-separated host:port or URLs.
-	EtcdEndpoints []string
+	// Etcd is how to reach etcd (ETCD_*).
+	Etcd Etcd
 	// LogLevel is LOG_LEVEL: debug, info, warn or error.
 	LogLevel string
 	// LogFormat is LOG_FORMAT: json or console.
@@ -49,6 +54,86 @@ type Common struct {
 	DiscoveryRefresh time.Duration
 	// Tunnel holds the yamux tunnel settings (TRANSPORT=yamux).
 	Tunnel Tunnel
+}
+
+// Etcd holds the ETCD_* settings: where etcd is and how to authenticate.
+type Etcd struct {
+	// Endpoints is ETCD_ENDPOINTS, comma-separated host:port or URLs
+	// (https:// turns TLS on).
+	Endpoints []string
+	// CAFile is ETCD_CA_FILE: TLS to etcd, verified against this CA bundle.
+	CAFile string
+	// CertFile and KeyFile are ETCD_CERT_FILE and ETCD_KEY_FILE: a client
+	// certificate for etcd (mutual TLS).
+	CertFile, KeyFile string
+	// ServerName is ETCD_SERVER_NAME: the name expected in etcd's
+	// certificate (the endpoint's host when empty).
+	ServerName string
+	// Username is ETCD_USERNAME (etcd's user/password authentication).
+	Username string
+	// Password is ETCD_PASSWORD, or the content of ETCD_PASSWORD_FILE.
+	Password     string
+	PasswordFile string
+}
+
+// TLSEnabled reports whether the etcd connection uses TLS: a CA, a client
+// certificate or an https:// endpoint.
+func (e Etcd) TLSEnabled() bool {
+	if e.CAFile != "" || e.CertFile != "" {
+		return true
+	}
+	for _, ep := range e.Endpoints {
+		if strings.HasPrefix(ep, "https://") {
+			return true
+		}
+	}
+	return false
+}
+
+// ClientConfig returns the etcd client settings, loading the TLS files.
+func (e Etcd) ClientConfig() (discovery.EtcdConfig, error) {
+	cfg := discovery.EtcdConfig{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password}
+	if e.TLSEnabled() {
+		t, err := tlsconf.Client(e.CAFile, e.CertFile, e.KeyFile, e.ServerName)
+		if err != nil {
+			return discovery.EtcdConfig{}, err
+		}
+		cfg.TLS = t
+	}
+	return cfg, nil
+}
+
+// NewClient returns an etcd client with these settings (see
+// discovery.NewEtcdClient).
+func (e Etcd) NewClient(log *zap.Logger) (*clientv3.Client, error) {
+	cfg, err := e.ClientConfig()
+	if err != nil {
+		return nil, err
+	}
+	return discovery.NewEtcdClient(cfg, log)
+}
+
+func (e Etcd) validate() error {
+	if len(e.Endpoints) == 0 {
+		return &Error{"ETCD_ENDPOINTS", "", "must list at least one etcd endpoint, such as 127.0.0.1:2379"}
+	}
+	if (e.CertFile == "") != (e.KeyFile == "") {
+		return &Error{"ETCD_CERT_FILE", e.CertFile, "ETCD_CERT_FILE and ETCD_KEY_FILE go together"}
+	}
+	if e.PasswordFile != "" && e.Password == "" {
+		return &Error{"ETCD_PASSWORD_FILE", e.PasswordFile, "must name a readable file holding the password"}
+	}
+	if e.Password != "" && e.Username == "" {
+		return &Error{"ETCD_USERNAME", "", "must be set when ETCD_PASSWORD or ETCD_PASSWORD_FILE is set"}
+	}
+	if _, err := e.ClientConfig(); err != nil {
+		name, value := "ETCD_CA_FILE", e.CAFile
+		if e.CertFile != "" && !strings.Contains(err.Error(), "CA file") {
+			name, value = "ETCD_CERT_FILE", e.CertFile
+		}
+		return &Error{name, value, "TLS files must be readable PEM: " + err.Error()}
+	}
+	return nil
 }
 
 // Tunnel holds the TUNNEL_* settings. The caller runs the gateway, each
@@ -213,8 +298,8 @@ func (c Common) Validate() error {
 	if err := checkHostPort("ADMIN_ADDR", c.AdminAddr); err != nil {
 		return err
 	}
-	if len(c.EtcdEndpoints) == 0 {
-		return &Error{"ETCD_ENDPOINTS", "", "must list at least one etcd endpoint, such as 127.0.0.1:2379"}
+	if err := c.Etcd.validate(); err != nil {
+		return err
 	}
 	if !oneOf(c.LogLevel, logLevels) {
 		return &Error{"LOG_LEVEL", c.LogLevel, "allowed values are " + strings.Join(logLevels, ", ")}
@@ -394,9 +479,18 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 			TLSCAFile:     r.str("TUNNEL_TLS_CA_FILE", ""),
 			TLSServerName: r.str("TUNNEL_TLS_SERVER_NAME", ""),
 		},
-		Transport:        transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
-		AdminAddr:        r.str("ADMIN_ADDR", adminDefault),
-		EtcdEndpoints:    r.list("ETCD_ENDPOINTS", DefaultEtcdEndpoints),
+		Transport: transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
+		AdminAddr: r.str("ADMIN_ADDR", adminDefault),
+		Etcd: Etcd{
+			Endpoints:    r.list("ETCD_ENDPOINTS", DefaultEtcdEndpoints),
+			CAFile:       r.str("ETCD_CA_FILE", ""),
+			CertFile:     r.str("ETCD_CERT_FILE", ""),
+			KeyFile:      r.str("ETCD_KEY_FILE", ""),
+			ServerName:   r.str("ETCD_SERVER_NAME", ""),
+			Username:     r.str("ETCD_USERNAME", ""),
+			Password:     r.secret("ETCD_PASSWORD", "ETCD_PASSWORD_FILE"),
+			PasswordFile: r.str("ETCD_PASSWORD_FILE", ""),
+		},
 		LogLevel:         strings.ToLower(r.str("LOG_LEVEL", "info")),
 		LogFormat:        strings.ToLower(r.str("LOG_FORMAT", "json")),
 		WSPath:           r.str("WS_PATH", DefaultWSPath),

@@ -24,7 +24,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("LoadEcho with no variables: %v", err)
 	}
 	if e.Transport != transport.Netpoll || e.ListenAddr != ":8888" || e.AdminAddr != ":9090" ||
-		e.ServiceName != "echo" || e.WSPath != "/kitex" || e.EtcdEndpoints[0] != "127.0.0.1:2379" ||
+		e.ServiceName != "echo" || e.WSPath != "/kitex" || e.Etcd.Endpoints[0] != "127.0.0.1:2379" ||
 		e.LogFormat != "json" || e.LogLevel != "info" || e.DrainDelay != DefaultDrainDelay {
 		t.Fatalf("unexpected echo defaults: %+v", e)
 	}
@@ -44,7 +44,7 @@ func TestValuesAreRead(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Transport != transport.WebSocket || len(c.EtcdEndpoints) != 2 || c.EtcdEndpoints[1] != "b:2" ||
+	if c.Transport != transport.WebSocket || len(c.Etcd.Endpoints) != 2 || c.Etcd.Endpoints[1] != "b:2" ||
 		c.CallCount != 7 || c.CallInterval != 250*time.Millisecond || c.WSPath != "/rpc" || c.LogFormat != "console" {
 		t.Fatalf("values not read: %+v", c)
 	}
@@ -81,6 +81,10 @@ func TestInvalidValues(t *testing.T) {
 		{"ca on netpoll", true, env("TLS_CA_FILE", "ca.pem"), "TLS_CA_FILE", "websocket only"},
 		{"registry ttl", false, env("REGISTRY_TTL", "100ms"), "REGISTRY_TTL", "at least 1s"},
 		{"drain negative", false, env("DRAIN_DELAY", "-1s"), "DRAIN_DELAY", "negative"},
+		{"etcd cert without key", true, env("ETCD_CERT_FILE", "c.pem"), "ETCD_CERT_FILE", "go together"},
+		{"etcd password without user", false, env("ETCD_PASSWORD", "p"), "ETCD_USERNAME", "must be set"},
+		{"etcd password file", true, env("ETCD_USERNAME", "u", "ETCD_PASSWORD_FILE", "/nonexistent"), "ETCD_PASSWORD_FILE", "readable file"},
+		{"etcd ca file", false, env("ETCD_CA_FILE", "/nonexistent/ca.pem"), "ETCD_CA_FILE", "readable PEM"},
 		{"discovery refresh", true, env("DISCOVERY_REFRESH", "0"), "DISCOVERY_REFRESH", "positive"},
 	}
 	for _, tt := range tests {

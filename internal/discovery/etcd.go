@@ -1,6 +1,7 @@
 package discovery
 
 import (
+	"crypto/tls"
 	"fmt"
 	"time"
 
@@ -8,14 +9,29 @@ import (
 	"go.uber.org/zap"
 )
 
-// NewEtcdClient returns an etcd client for endpoints. It does not wait for
-// etcd: a client made while etcd is down works once etcd is reachable.
-func NewEtcdClient(endpoints []string, log *zap.Logger) (*clientv3.Client, error) {
+// EtcdConfig says where etcd is and how to authenticate to it.
+type EtcdConfig struct {
+	// Endpoints are host:port or URLs.
+	Endpoints []string
+	// TLS, when set, secures the connection (and may hold a client
+	// certificate).
+	TLS *tls.Config
+	// Username and Password are etcd's user/password authentication.
+	Username, Password string
+}
+
+// NewEtcdClient returns an etcd client. It does not wait for etcd: a client
+// made while etcd is down works once etcd is reachable.
+func NewEtcdClient(cfg EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
+	endpoints := cfg.Endpoints
 	cli, err := clientv3.New(clientv3.Config{
 		Endpoints:            endpoints,
+		TLS:                  cfg.TLS,
+		Username:             cfg.Username,
+		Password:             cfg.Password,
 		DialTimeout:          5 * time.Second,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,

@@ -24,7 +24,7 @@ func StartEtcd(t testing.TB) string {
 // EtcdClient returns a client of endpoint, closed when the test ends.
 func EtcdClient(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
-	cli, err := discovery.NewEtcdClient([]string{endpoint}, nil)
+	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{endpoint}}, nil)
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}

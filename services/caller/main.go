@@ -71,7 +71,7 @@ func run() int {
 }
 
 func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
-	etcd, err := discovery.NewEtcdClient(cfg.EtcdEndpoints, log)
+	etcd, err := cfg.Etcd.NewClient(log)
 	if err != nil {
 		return err
 	}
@@ -119,7 +119,7 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 	}()
 	log.Info("caller started", zap.String("version", version), zap.String("transport", string(cfg.Transport)),
 		zap.String("echo_service", cfg.EchoService), zap.String("admin", admin.Addr().String()),
-		zap.Strings("etcd", cfg.EtcdEndpoints), zap.Int("call_count", cfg.CallCount))
+		zap.Strings("etcd", cfg.Etcd.Endpoints), zap.Int("call_count", cfg.CallCount))
 
 	l := &loop{cfg: cfg, cli: cli, log: log, metrics: m}
 	if cfg.CallCount > 0 {

@@ -69,7 +69,7 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
 
-	etcd, err := discovery.NewEtcdClient(cfg.EtcdEndpoints, log)
+	etcd, err := cfg.Etcd.NewClient(log)
 	if err != nil {
 		return err
 	}
@@ -116,7 +116,7 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 		server.WithExitSignal(func() <-chan error { return exit }),
 	)...)
 	log.Info("echo serving", zap.String("version", version), zap.String("listen", inbound.addr),
-		zap.String("admin", admin.Addr().String()), zap.Strings("etcd", cfg.EtcdEndpoints))
+		zap.String("admin", admin.Addr().String()), zap.Strings("etcd", cfg.Etcd.Endpoints))
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- svr.Run() }()

@@ -1,0 +1,344 @@
+{{/*
+Prefix of every resource name: fullnameOverride, else the release name. Components
+add their own suffix: <prefix>-echo, <prefix>-caller, <prefix>-etcd.
+*/}}
+{{- define "kitex-anyconn.prefix" -}}
+{{- default .Release.Name .Values.fullnameOverride | trunc 40 | trimSuffix "-" -}}
+{{- end }}
+
+{{- define "kitex-anyconn.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end }}
+
+{{/* Labels of every object. */}}
+{{- define "kitex-anyconn.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
+app.kubernetes.io/name: {{ include "kitex-anyconn.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: kitex-anyconn
+{{- end }}
+
+{{/* Selector labels of one component: (dict "root" $ "component" "echo"). */}}
+{{- define "kitex-anyconn.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "kitex-anyconn.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* All labels of one component's objects. */}}
+{{- define "kitex-anyconn.componentLabels" -}}
+{{ include "kitex-anyconn.labels" .root }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Image reference: (dict "root" $ "image" .Values.echo.image). */}}
+{{- define "kitex-anyconn.image" -}}
+{{- $registry := .root.Values.image.registry -}}
+{{- $repo := .image.repository -}}
+{{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}{{ end -}}
+{{- if .image.digest -}}
+{{ $repo }}@{{ .image.digest }}
+{{- else -}}
+{{ $repo }}:{{ .image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{- define "kitex-anyconn.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{ default (include "kitex-anyconn.prefix" .) .Values.serviceAccount.name }}
+{{- else -}}
+{{ default "default" .Values.serviceAccount.name }}
+{{- end -}}
+{{- end }}
+
+{{/* Name echo registers under in etcd. */}}
+{{- define "kitex-anyconn.echoServiceName" -}}
+{{- default (printf "%s-echo" (include "kitex-anyconn.prefix" .)) .Values.echo.serviceName -}}
+{{- end }}
+
+{{/* Comma-separated etcd endpoints the services use. */}}
+{{- define "kitex-anyconn.etcdEndpoints" -}}
+{{- if .Values.etcd.enabled -}}
+{{ include "kitex-anyconn.prefix" . }}-etcd.{{ .Release.Namespace }}.svc:2379
+{{- else -}}
+{{ join "," .Values.externalEtcd.endpoints }}
+{{- end -}}
+{{- end }}
+
+{{- define "kitex-anyconn.tunnelSecretName" -}}
+{{- default (printf "%s-tunnel-token" (include "kitex-anyconn.prefix" .)) .Values.tunnel.token.existingSecret -}}
+{{- end }}
+
+{{/*
+Checks that fail the install with one clear line instead of a broken release.
+*/}}
+{{- define "kitex-anyconn.validate" -}}
+{{- if and (not .Values.etcd.enabled) (empty .Values.externalEtcd.endpoints) -}}
+{{- fail "etcd.enabled is false: set externalEtcd.endpoints to the etcd endpoints the services should use" -}}
+{{- end -}}
+{{- if and .Values.websocket.tls.enabled (not .Values.websocket.tls.existingSecret) -}}
+{{- fail "websocket.tls.enabled needs websocket.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
+{{- end -}}
+{{- if and .Values.tunnel.tls.enabled (not .Values.tunnel.tls.existingSecret) -}}
+{{- fail "tunnel.tls.enabled needs tunnel.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
+{{- end -}}
+{{- if and .Values.externalEtcd.tls.enabled (not .Values.externalEtcd.tls.existingSecret) -}}
+{{- fail "externalEtcd.tls.enabled needs externalEtcd.tls.existingSecret (a Secret with ca.crt)" -}}
+{{- end -}}
+{{- if and .Values.externalEtcd.auth.username (not .Values.externalEtcd.auth.existingSecret) -}}
+{{- fail "externalEtcd.auth.username needs externalEtcd.auth.existingSecret (a Secret holding the password)" -}}
+{{- end -}}
+{{- $drain := int .Values.echo.drainDelaySeconds -}}
+{{- $stop := int .Values.echo.shutdownTimeoutSeconds -}}
+{{- if not (kindIs "invalid" .Values.echo.terminationGracePeriodSeconds) -}}
+{{- if lt (int .Values.echo.terminationGracePeriodSeconds) (add $drain $stop 1 | int) -}}
+{{- fail (printf "echo.terminationGracePeriodSeconds=%v would kill echo before it drains: it must be at least drainDelaySeconds + shutdownTimeoutSeconds + 1 = %d" .Values.echo.terminationGracePeriodSeconds (add $drain $stop 1)) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/* Grace period of echo pods. */}}
+{{- define "kitex-anyconn.echoGracePeriod" -}}
+{{- if kindIs "invalid" .Values.echo.terminationGracePeriodSeconds -}}
+{{ add (int .Values.echo.drainDelaySeconds) (int .Values.echo.shutdownTimeoutSeconds) 5 }}
+{{- else -}}
+{{ int .Values.echo.terminationGracePeriodSeconds }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Environment both services share: transport, etcd, logging, discovery, tunnel token.
+*/}}
+{{- define "kitex-anyconn.commonEnv" -}}
+- name: POD_NAME
+  valueFrom:
+    fieldRef:
+      fieldPath: metadata.name
+- name: POD_IP
+  valueFrom:
+    fieldRef:
+      fieldPath: status.podIP
+- name: TRANSPORT
+  value: {{ .Values.transport | quote }}
+- name: ETCD_ENDPOINTS
+  value: {{ include "kitex-anyconn.etcdEndpoints" . | quote }}
+{{- if and (not .Values.etcd.enabled) .Values.externalEtcd.tls.enabled }}
+- name: ETCD_CA_FILE
+  value: /etc/kitex-anyconn/etcd-tls/ca.crt
+{{- if .Values.externalEtcd.tls.clientCert }}
+- name: ETCD_CERT_FILE
+  value: /etc/kitex-anyconn/etcd-tls/tls.crt
+- name: ETCD_KEY_FILE
+  value: /etc/kitex-anyconn/etcd-tls/tls.key
+{{- end }}
+{{- with .Values.externalEtcd.tls.serverName }}
+- name: ETCD_SERVER_NAME
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if and (not .Values.etcd.enabled) .Values.externalEtcd.auth.username }}
+- name: ETCD_USERNAME
+  value: {{ .Values.externalEtcd.auth.username | quote }}
+- name: ETCD_PASSWORD_FILE
+  value: /etc/kitex-anyconn/etcd-auth/password
+{{- end }}
+- name: LOG_LEVEL
+  value: {{ .Values.log.level | quote }}
+- name: LOG_FORMAT
+  value: {{ .Values.log.format | quote }}
+- name: DISCOVERY_REFRESH
+  value: {{ .Values.discovery.refresh | quote }}
+{{- if eq .Values.transport "websocket" }}
+- name: WS_PATH
+  value: {{ .Values.websocket.path | quote }}
+{{- end }}
+{{- if eq .Values.transport "yamux" }}
+- name: TUNNEL_TOKEN_FILE
+  value: /etc/kitex-anyconn/tunnel-token/token
+- name: TUNNEL_SERVICE
+  value: {{ printf "%s-tunnel" (include "kitex-anyconn.echoServiceName" .) | quote }}
+- name: TUNNEL_KEEPALIVE
+  value: {{ .Values.tunnel.keepAlive | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Environment of a caller (the Deployment and the helm test pod). */}}
+{{- define "kitex-anyconn.callerEnv" -}}
+{{ include "kitex-anyconn.commonEnv" . }}
+- name: ECHO_SERVICE
+  value: {{ include "kitex-anyconn.echoServiceName" . | quote }}
+- name: ADMIN_ADDR
+  value: {{ printf ":%d" (int .Values.caller.adminPort) | quote }}
+- name: CALL_TIMEOUT
+  value: {{ .Values.caller.callTimeout | quote }}
+- name: CALL_MESSAGE
+  value: {{ .Values.caller.message | quote }}
+{{- if and (eq .Values.transport "websocket") .Values.websocket.tls.enabled }}
+- name: TLS_CA_FILE
+  value: /etc/kitex-anyconn/ws-tls/ca.crt
+- name: TLS_SERVER_NAME
+  value: {{ default (printf "%s-echo" (include "kitex-anyconn.prefix" .)) .Values.websocket.tls.serverName | quote }}
+{{- end }}
+{{- if eq .Values.transport "yamux" }}
+- name: TUNNEL_LISTEN_ADDR
+  value: {{ printf ":%d" (int .Values.tunnel.port) | quote }}
+- name: TUNNEL_ADVERTISE_ADDR
+  value: {{ printf "$(POD_IP):%d" (int .Values.tunnel.port) | quote }}
+{{- if .Values.tunnel.tls.enabled }}
+- name: TUNNEL_TLS_CERT_FILE
+  value: /etc/kitex-anyconn/tunnel-tls/tls.crt
+- name: TUNNEL_TLS_KEY_FILE
+  value: /etc/kitex-anyconn/tunnel-tls/tls.key
+{{- if .Values.tunnel.tls.mutual }}
+- name: TUNNEL_TLS_CA_FILE
+  value: /etc/kitex-anyconn/tunnel-tls/ca.crt
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+Volumes for the Secrets a service reads: (dict "root" $ "component" "echo"|"caller").
+Emits nothing when no Secret is needed.
+*/}}
+{{- define "kitex-anyconn.secretVolumes" -}}
+{{- $v := .root.Values -}}
+{{- if eq $v.transport "yamux" }}
+- name: tunnel-token
+  secret:
+    secretName: {{ include "kitex-anyconn.tunnelSecretName" .root }}
+    items:
+      - key: {{ $v.tunnel.token.key }}
+        path: token
+{{- if $v.tunnel.tls.enabled }}
+- name: tunnel-tls
+  secret:
+    {{- if and (eq .component "echo") $v.tunnel.tls.mutual $v.tunnel.tls.clientSecret }}
+    secretName: {{ $v.tunnel.tls.clientSecret }}
+    {{- else }}
+    secretName: {{ $v.tunnel.tls.existingSecret }}
+    {{- end }}
+{{- end }}
+{{- end }}
+{{- if and (eq $v.transport "websocket") $v.websocket.tls.enabled }}
+- name: ws-tls
+  secret:
+    secretName: {{ $v.websocket.tls.existingSecret }}
+{{- end }}
+{{- if and (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
+- name: etcd-tls
+  secret:
+    secretName: {{ $v.externalEtcd.tls.existingSecret }}
+{{- end }}
+{{- if and (not $v.etcd.enabled) $v.externalEtcd.auth.username }}
+- name: etcd-auth
+  secret:
+    secretName: {{ $v.externalEtcd.auth.existingSecret }}
+    items:
+      - key: {{ $v.externalEtcd.auth.passwordKey }}
+        path: password
+{{- end }}
+{{- end }}
+
+{{/* Mounts of those volumes, read-only. */}}
+{{- define "kitex-anyconn.secretMounts" -}}
+{{- $v := .root.Values -}}
+{{- if eq $v.transport "yamux" }}
+- name: tunnel-token
+  mountPath: /etc/kitex-anyconn/tunnel-token
+  readOnly: true
+{{- if $v.tunnel.tls.enabled }}
+- name: tunnel-tls
+  mountPath: /etc/kitex-anyconn/tunnel-tls
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- if and (eq $v.transport "websocket") $v.websocket.tls.enabled }}
+- name: ws-tls
+  mountPath: /etc/kitex-anyconn/ws-tls
+  readOnly: true
+{{- end }}
+{{- if and (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
+- name: etcd-tls
+  mountPath: /etc/kitex-anyconn/etcd-tls
+  readOnly: true
+{{- end }}
+{{- if and (not $v.etcd.enabled) $v.externalEtcd.auth.username }}
+- name: etcd-auth
+  mountPath: /etc/kitex-anyconn/etcd-auth
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/* Pod-level settings shared by every workload. */}}
+{{- define "kitex-anyconn.podCommon" -}}
+serviceAccountName: {{ include "kitex-anyconn.serviceAccountName" . }}
+automountServiceAccountToken: false
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+securityContext:
+  {{- toYaml .Values.podSecurityContext | nindent 2 }}
+{{- end }}
+
+{{/* Scheduling settings of one component: (dict "values" .Values.echo). */}}
+{{- define "kitex-anyconn.scheduling" -}}
+{{- with .values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .values.topologySpreadConstraints }}
+topologySpreadConstraints:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end }}
+
+{{/* NetworkPolicy rule for an admin or metrics port: (dict "root" $ "port" 9090). */}}
+{{- define "kitex-anyconn.netpolMetrics" -}}
+- ports:
+    - port: {{ .port }}
+      protocol: TCP
+  {{- with .root.Values.networkPolicy.metricsFrom }}
+  from:
+    {{- toYaml . | nindent 4 }}
+  {{- end }}
+{{- end }}
+
+{{/* Egress every service needs: DNS and etcd. */}}
+{{- define "kitex-anyconn.netpolBaseEgress" -}}
+# DNS
+- ports:
+    - port: 53
+      protocol: UDP
+    - port: 53
+      protocol: TCP
+# etcd
+{{- if .Values.etcd.enabled }}
+- to:
+    - podSelector:
+        matchLabels:
+          app.kubernetes.io/instance: {{ .Release.Name }}
+          app.kubernetes.io/component: etcd
+  ports:
+    - port: 2379
+      protocol: TCP
+{{- else }}
+- ports:
+    {{- range .Values.networkPolicy.externalEtcdPorts }}
+    - port: {{ . }}
+      protocol: TCP
+    {{- end }}
+{{- end }}
+{{- end }}

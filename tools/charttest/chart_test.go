@@ -1,0 +1,603 @@
+// Package charttest checks charts/kitex-anyconn with the pinned helm: lint, the
+// schema, and what the rendered manifests say for every transport and for an
+// external etcd. Every rendered object is decoded strictly into its Kubernetes
+// API type, so a misspelt or misplaced field fails here, not in a cluster.
+//
+// `make test` builds the pinned tools into bin/ and points KITEX_ANYCONN_TOOLS
+// at it. Run alone with `go test ./...` in tools/ after `make tools`.
+package charttest
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	policyv1 "k8s.io/api/policy/v1"
+	"sigs.k8s.io/yaml"
+)
+
+const (
+	release   = "demo"
+	namespace = "prod"
+)
+
+var transports = []string{"netpoll", "gonet", "websocket", "yamux"}
+
+// root is the repository root; tests run in tools/charttest.
+var root = filepath.Join("..", "..")
+
+func chartDir() string { return filepath.Join(root, "charts", "kitex-anyconn") }
+
+// tool returns the path of a pinned tool built into bin/ by `make tools`.
+func tool(t *testing.T, name string) string {
+	t.Helper()
+	dir := os.Getenv("KITEX_ANYCONN_TOOLS")
+	if dir == "" {
+		dir = filepath.Join(root, "bin")
+	}
+	p, err := filepath.Abs(filepath.Join(dir, name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is not built: run `make tools` (or `make test`, which builds it): %v", name, err)
+	}
+	return p
+}
+
+func run(t *testing.T, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(tool(t, name), args...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	if err != nil {
+		return out.String(), fmt.Errorf("%s %s: %w\n%s%s", name, strings.Join(args, " "), err, out.String(), errb.String())
+	}
+	return out.String(), nil
+}
+
+// rendered is one release's manifests, typed.
+type rendered struct {
+	deployments  map[string]*appsv1.Deployment
+	statefulsets map[string]*appsv1.StatefulSet
+	services     map[string]*corev1.Service
+	secrets      map[string]*corev1.Secret
+	pods         map[string]*corev1.Pod
+	pdbs         map[string]*policyv1.PodDisruptionBudget
+	netpols      map[string]*networkingv1.NetworkPolicy
+	others       map[string]map[string]any // kind/name
+	kinds        []string                  // kind/name of every object, in order
+}
+
+func templateArgs(sets []string) []string {
+	args := []string{"template", release, chartDir(), "--namespace", namespace}
+	for _, s := range sets {
+		args = append(args, "--set", s)
+	}
+	return args
+}
+
+func render(t *testing.T, sets ...string) *rendered {
+	t.Helper()
+	out, err := run(t, "helm", templateArgs(sets)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &rendered{
+		deployments: map[string]*appsv1.Deployment{}, statefulsets: map[string]*appsv1.StatefulSet{},
+		services: map[string]*corev1.Service{}, secrets: map[string]*corev1.Secret{}, pods: map[string]*corev1.Pod{},
+		pdbs: map[string]*policyv1.PodDisruptionBudget{}, netpols: map[string]*networkingv1.NetworkPolicy{},
+		others: map[string]map[string]any{},
+	}
+	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(out, -1) {
+		if strings.TrimSpace(stripComments(doc)) == "" {
+			continue
+		}
+		var head struct {
+			Kind     string `json:"kind"`
+			Metadata struct {
+				Name      string `json:"name"`
+				Namespace string `json:"namespace"`
+			} `json:"metadata"`
+		}
+		if err := yaml.Unmarshal([]byte(doc), &head); err != nil {
+			t.Fatalf("rendered YAML does not parse: %v\n%s", err, doc)
+		}
+		key := head.Kind + "/" + head.Metadata.Name
+		r.kinds = append(r.kinds, key)
+		if head.Metadata.Namespace != namespace && head.Kind != "" {
+			t.Errorf("%s: namespace %q, want the release namespace %q", key, head.Metadata.Namespace, namespace)
+		}
+		strict := func(into any) {
+			if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
+				t.Fatalf("%s is not a valid %s: %v\n%s", key, head.Kind, err, doc)
+			}
+		}
+		switch head.Kind {
+		case "Deployment":
+			o := &appsv1.Deployment{}
+			strict(o)
+			r.deployments[head.Metadata.Name] = o
+		case "StatefulSet":
+			o := &appsv1.StatefulSet{}
+			strict(o)
+			r.statefulsets[head.Metadata.Name] = o
+		case "Service":
+			o := &corev1.Service{}
+			strict(o)
+			r.services[head.Metadata.Name] = o
+		case "Secret":
+			o := &corev1.Secret{}
+			strict(o)
+			r.secrets[head.Metadata.Name] = o
+		case "Pod":
+			o := &corev1.Pod{}
+			strict(o)
+			r.pods[head.Metadata.Name] = o
+		case "PodDisruptionBudget":
+			o := &policyv1.PodDisruptionBudget{}
+			strict(o)
+			r.pdbs[head.Metadata.Name] = o
+		case "NetworkPolicy":
+			o := &networkingv1.NetworkPolicy{}
+			strict(o)
+			r.netpols[head.Metadata.Name] = o
+		case "ServiceAccount":
+			strict(&corev1.ServiceAccount{})
+		default:
+			m := map[string]any{}
+			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
+				t.Fatal(err)
+			}
+			r.others[key] = m
+		}
+	}
+	return r
+}
+
+func stripComments(doc string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(doc, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "#") {
+			b.WriteString(l + "\n")
+		}
+	}
+	return b.String()
+}
+
+func (r *rendered) deployment(t *testing.T, name string) *appsv1.Deployment {
+	t.Helper()
+	d, ok := r.deployments[name]
+	if !ok {
+		t.Fatalf("no Deployment %s; rendered %v", name, r.kinds)
+	}
+	return d
+}
+
+// env returns a container's environment as a map; values from the downward
+// API read "fieldRef:<path>".
+func env(c corev1.Container) map[string]string {
+	m := map[string]string{}
+	for _, e := range c.Env {
+		switch {
+		case e.ValueFrom != nil && e.ValueFrom.FieldRef != nil:
+			m[e.Name] = "fieldRef:" + e.ValueFrom.FieldRef.FieldPath
+		default:
+			m[e.Name] = e.Value
+		}
+	}
+	return m
+}
+
+func portNames(c corev1.Container) []string {
+	var names []string
+	for _, p := range c.Ports {
+		names = append(names, fmt.Sprintf("%s=%d", p.Name, p.ContainerPort))
+	}
+	return names
+}
+
+func want(t *testing.T, what string, got, wantV any) {
+	t.Helper()
+	if fmt.Sprint(got) != fmt.Sprint(wantV) {
+		t.Errorf("%s = %v, want %v", what, got, wantV)
+	}
+}
+
+func TestLintStrict(t *testing.T) {
+	cases := [][]string{{"networkPolicy.enabled=true", "serviceMonitor.enabled=true"}}
+	for _, tr := range transports {
+		cases = append(cases, []string{"transport=" + tr})
+	}
+	cases = append(cases, externalEtcdSets, tlsSets)
+	for _, sets := range cases {
+		args := []string{"lint", "--strict", chartDir()}
+		for _, s := range sets {
+			args = append(args, "--set", s)
+		}
+		out, err := run(t, "helm", args...)
+		if err != nil {
+			t.Fatalf("helm lint --strict with %v: %v", sets, err)
+		}
+		if !strings.Contains(out, "0 chart(s) failed") {
+			t.Fatalf("helm lint output: %s", out)
+		}
+	}
+}
+
+func TestEveryTransport(t *testing.T) {
+	for _, tr := range transports {
+		t.Run(tr, func(t *testing.T) {
+			r := render(t, "transport="+tr, "networkPolicy.enabled=true")
+			echo := r.deployment(t, "demo-echo")
+			caller := r.deployment(t, "demo-caller")
+			ec, cc := echo.Spec.Template.Spec.Containers[0], caller.Spec.Template.Spec.Containers[0]
+			ee, ce := env(ec), env(cc)
+
+			for _, e := range []map[string]string{ee, ce} {
+				want(t, "TRANSPORT", e["TRANSPORT"], tr)
+				want(t, "ETCD_ENDPOINTS", e["ETCD_ENDPOINTS"], "demo-etcd.prod.svc:2379")
+				want(t, "LOG_FORMAT", e["LOG_FORMAT"], "json")
+			}
+			want(t, "echo SERVICE_NAME", ee["SERVICE_NAME"], "demo-echo")
+			want(t, "caller ECHO_SERVICE", ce["ECHO_SERVICE"], "demo-echo")
+			want(t, "echo ADMIN_ADDR", ee["ADMIN_ADDR"], ":9090")
+			want(t, "caller ADMIN_ADDR", ce["ADMIN_ADDR"], ":9091")
+			want(t, "echo DRAIN_DELAY", ee["DRAIN_DELAY"], "5s")
+			want(t, "echo image", ec.Image, "kitex-anyconn/echo:0.1.0")
+			want(t, "caller image", cc.Image, "kitex-anyconn/caller:0.1.0")
+
+			echoSvc := r.services["demo-echo"]
+			if echoSvc == nil {
+				t.Fatalf("no echo Service; rendered %v", r.kinds)
+			}
+			var svcPorts []string
+			for _, p := range echoSvc.Spec.Ports {
+				svcPorts = append(svcPorts, fmt.Sprintf("%s=%d", p.Name, p.Port))
+			}
+			echoIngress := r.netpols["demo-echo"].Spec.Ingress
+			if tr == "yamux" {
+				// echo accepts no RPC connection: no port, no Service port, no ingress rule.
+				want(t, "echo container ports", portNames(ec), []string{"admin=9090"})
+				want(t, "echo Service ports", svcPorts, []string{"admin=9090"})
+				want(t, "caller container ports", portNames(cc), []string{"admin=9091", "tunnel=7000"})
+				want(t, "echo TUNNEL_AGENT_ID", ee["TUNNEL_AGENT_ID"], "$(POD_NAME)")
+				want(t, "caller TUNNEL_ADVERTISE_ADDR", ce["TUNNEL_ADVERTISE_ADDR"], "$(POD_IP):7000")
+				want(t, "TUNNEL_TOKEN_FILE", ee["TUNNEL_TOKEN_FILE"], "/etc/kitex-anyconn/tunnel-token/token")
+				want(t, "caller TUNNEL_TOKEN_FILE", ce["TUNNEL_TOKEN_FILE"], ee["TUNNEL_TOKEN_FILE"])
+				if _, ok := ee["LISTEN_ADDR"]; ok {
+					t.Error("yamux echo must not set LISTEN_ADDR")
+				}
+				s := r.secrets["demo-tunnel-token"]
+				if s == nil || len(s.Data["token"]) < 32 {
+					t.Fatalf("generated tunnel token secret %+v, want a token of at least 32 bytes", s)
+				}
+				mountsToken(t, echo.Spec.Template.Spec, "demo-tunnel-token")
+				mountsToken(t, caller.Spec.Template.Spec, "demo-tunnel-token")
+				want(t, "echo ingress rules (admin only)", len(echoIngress), 1)
+				egressTo(t, r.netpols["demo-echo"], 7000)
+			} else {
+				want(t, "echo container ports", portNames(ec), []string{"rpc=8888", "admin=9090"})
+				want(t, "echo Service ports", svcPorts, []string{"rpc=8888", "admin=9090"})
+				want(t, "caller container ports", portNames(cc), []string{"admin=9091"})
+				want(t, "echo LISTEN_ADDR", ee["LISTEN_ADDR"], ":8888")
+				want(t, "echo ADVERTISE_ADDR", ee["ADVERTISE_ADDR"], "$(POD_IP):8888")
+				if len(r.secrets) != 0 {
+					t.Errorf("secrets rendered without yamux: %v", r.kinds)
+				}
+				want(t, "echo ingress rules (admin, rpc)", len(echoIngress), 2)
+				want(t, "echo rpc ingress port", echoIngress[1].Ports[0].Port.IntValue(), 8888)
+				egressTo(t, r.netpols["demo-caller"], 8888)
+			}
+			if tr == "websocket" {
+				want(t, "echo WS_PATH", ee["WS_PATH"], "/kitex")
+				want(t, "caller WS_PATH", ce["WS_PATH"], "/kitex")
+				want(t, "rpc appProtocol", *echoSvc.Spec.Ports[0].AppProtocol, "kubernetes.io/ws")
+			}
+			for _, name := range []string{"POD_IP", "POD_NAME"} {
+				want(t, "echo "+name+" comes first", ee[name] != "" && ec.Env[0].Name == "POD_NAME" && ec.Env[1].Name == "POD_IP", true)
+			}
+
+			test := r.pods["demo-test-calls"]
+			if test == nil {
+				t.Fatalf("no helm test pod; rendered %v", r.kinds)
+			}
+			want(t, "test hook", test.Annotations["helm.sh/hook"], "test")
+			want(t, "test restartPolicy", test.Spec.RestartPolicy, corev1.RestartPolicyNever)
+			te := env(test.Spec.Containers[0])
+			want(t, "test CALL_COUNT", te["CALL_COUNT"], "5")
+			want(t, "test TRANSPORT", te["TRANSPORT"], tr)
+			want(t, "test image", test.Spec.Containers[0].Image, cc.Image)
+		})
+	}
+}
+
+func mountsToken(t *testing.T, spec corev1.PodSpec, secret string) {
+	t.Helper()
+	for _, v := range spec.Volumes {
+		if v.Secret != nil && v.Secret.SecretName == secret {
+			for _, m := range spec.Containers[0].VolumeMounts {
+				if m.Name == v.Name && m.ReadOnly && m.MountPath == "/etc/kitex-anyconn/tunnel-token" {
+					return
+				}
+			}
+		}
+	}
+	t.Errorf("secret %s is not mounted read-only at /etc/kitex-anyconn/tunnel-token: %+v", secret, spec.Volumes)
+}
+
+func egressTo(t *testing.T, np *networkingv1.NetworkPolicy, port int) {
+	t.Helper()
+	for _, e := range np.Spec.Egress {
+		for _, p := range e.Ports {
+			if p.Port.IntValue() == port && len(e.To) == 1 && e.To[0].PodSelector != nil {
+				return
+			}
+		}
+	}
+	t.Errorf("NetworkPolicy %s allows no egress to pods on port %d: %+v", np.Name, port, np.Spec.Egress)
+}
+
+// TestSecureWorkloads checks every pod the chart makes: non-root, read-only root,
+// no privilege escalation, no capabilities, RuntimeDefault seccomp, no API token,
+// probes on the admin port, and a grace period that covers echo's drain.
+func TestSecureWorkloads(t *testing.T) {
+	for _, tr := range transports {
+		r := render(t, "transport="+tr)
+		specs := map[string]corev1.PodSpec{}
+		for n, d := range r.deployments {
+			specs["Deployment/"+n] = d.Spec.Template.Spec
+		}
+		for n, s := range r.statefulsets {
+			specs["StatefulSet/"+n] = s.Spec.Template.Spec
+		}
+		for n, p := range r.pods {
+			specs["Pod/"+n] = p.Spec
+		}
+		want(t, "workloads", len(specs), 4)
+		for name, spec := range specs {
+			psc := spec.SecurityContext
+			if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil ||
+				psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
+				t.Errorf("%s: pod security context %+v", name, psc)
+			}
+			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+				t.Errorf("%s mounts a service account token", name)
+			}
+			for _, c := range spec.Containers {
+				sc := c.SecurityContext
+				if sc == nil || sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem ||
+					sc.AllowPrivilegeEscalation == nil || *sc.AllowPrivilegeEscalation ||
+					sc.Capabilities == nil || !slices.Equal(sc.Capabilities.Drop, []corev1.Capability{"ALL"}) {
+					t.Errorf("%s/%s: container security context %+v", name, c.Name, sc)
+				}
+				if c.Resources.Requests.Memory().IsZero() || c.Resources.Limits.Memory().IsZero() {
+					t.Errorf("%s/%s: no memory request or limit", name, c.Name)
+				}
+				if strings.HasPrefix(name, "Deployment/") {
+					if c.LivenessProbe == nil || c.LivenessProbe.HTTPGet.Path != "/healthz" || c.LivenessProbe.HTTPGet.Port.String() != "admin" ||
+						c.ReadinessProbe == nil || c.ReadinessProbe.HTTPGet.Path != "/readyz" || c.ReadinessProbe.HTTPGet.Port.String() != "admin" {
+						t.Errorf("%s: probes %+v %+v", name, c.LivenessProbe, c.ReadinessProbe)
+					}
+				}
+			}
+		}
+		grace := *r.deployment(t, "demo-echo").Spec.Template.Spec.TerminationGracePeriodSeconds
+		want(t, "echo grace period (5s drain + 5s shutdown + 5)", grace, 15)
+	}
+	r := render(t, "echo.drainDelaySeconds=20", "echo.shutdownTimeoutSeconds=10")
+	want(t, "echo grace period follows the drain", *r.deployment(t, "demo-echo").Spec.Template.Spec.TerminationGracePeriodSeconds, 35)
+	want(t, "DRAIN_DELAY", env(r.deployment(t, "demo-echo").Spec.Template.Spec.Containers[0])["DRAIN_DELAY"], "20s")
+}
+
+var externalEtcdSets = []string{
+	"etcd.enabled=false",
+	"externalEtcd.endpoints={https://etcd-0.db:2379,https://etcd-1.db:2379}",
+	"externalEtcd.tls.enabled=true", "externalEtcd.tls.existingSecret=etcd-client",
+	"externalEtcd.tls.clientCert=true", "externalEtcd.tls.serverName=etcd.db",
+	"externalEtcd.auth.username=kitex", "externalEtcd.auth.existingSecret=etcd-password",
+}
+
+func TestExternalEtcd(t *testing.T) {
+	r := render(t, externalEtcdSets...)
+	if len(r.statefulsets) != 0 {
+		t.Fatalf("etcd StatefulSet rendered with etcd.enabled=false: %v", r.kinds)
+	}
+	for _, k := range r.kinds {
+		if strings.Contains(k, "etcd") {
+			t.Errorf("%s rendered with etcd.enabled=false", k)
+		}
+	}
+	for _, name := range []string{"demo-echo", "demo-caller"} {
+		spec := r.deployment(t, name).Spec.Template.Spec
+		e := env(spec.Containers[0])
+		want(t, name+" ETCD_ENDPOINTS", e["ETCD_ENDPOINTS"], "https://etcd-0.db:2379,https://etcd-1.db:2379")
+		want(t, name+" ETCD_CA_FILE", e["ETCD_CA_FILE"], "/etc/kitex-anyconn/etcd-tls/ca.crt")
+		want(t, name+" ETCD_CERT_FILE", e["ETCD_CERT_FILE"], "/etc/kitex-anyconn/etcd-tls/tls.crt")
+		want(t, name+" ETCD_KEY_FILE", e["ETCD_KEY_FILE"], "/etc/kitex-anyconn/etcd-tls/tls.key")
+		want(t, name+" ETCD_SERVER_NAME", e["ETCD_SERVER_NAME"], "etcd.db")
+		want(t, name+" ETCD_USERNAME", e["ETCD_USERNAME"], "kitex")
+		want(t, name+" ETCD_PASSWORD_FILE", e["ETCD_PASSWORD_FILE"], "/etc/kitex-anyconn/etcd-auth/password")
+		secrets := map[string]string{}
+		for _, v := range spec.Volumes {
+			if v.Secret != nil {
+				secrets[v.Name] = v.Secret.SecretName
+			}
+		}
+		want(t, name+" secret volumes", secrets, map[string]string{"etcd-tls": "etcd-client", "etcd-auth": "etcd-password"})
+	}
+}
+
+var tlsSets = []string{
+	"transport=yamux", "tunnel.tls.enabled=true", "tunnel.tls.existingSecret=gw-tls",
+	"tunnel.tls.mutual=true", "tunnel.tls.clientSecret=agent-tls", "tunnel.token.existingSecret=shared-token",
+}
+
+func TestTLSAndExistingSecrets(t *testing.T) {
+	r := render(t, tlsSets...)
+	if len(r.secrets) != 0 {
+		t.Errorf("a token secret was generated although tunnel.token.existingSecret is set: %v", r.kinds)
+	}
+	echo := r.deployment(t, "demo-echo").Spec.Template.Spec
+	caller := r.deployment(t, "demo-caller").Spec.Template.Spec
+	ee, ce := env(echo.Containers[0]), env(caller.Containers[0])
+	want(t, "echo verifies the gateway", ee["TUNNEL_TLS_CA_FILE"], "/etc/kitex-anyconn/tunnel-tls/ca.crt")
+	want(t, "echo expects the gateway name", ee["TUNNEL_TLS_SERVER_NAME"], "demo-caller")
+	want(t, "echo client certificate", ee["TUNNEL_TLS_CERT_FILE"], "/etc/kitex-anyconn/tunnel-tls/tls.crt")
+	want(t, "gateway certificate", ce["TUNNEL_TLS_CERT_FILE"], "/etc/kitex-anyconn/tunnel-tls/tls.crt")
+	want(t, "gateway requires client certificates", ce["TUNNEL_TLS_CA_FILE"], "/etc/kitex-anyconn/tunnel-tls/ca.crt")
+	volumeSecret := func(spec corev1.PodSpec, vol string) string {
+		for _, v := range spec.Volumes {
+			if v.Name == vol && v.Secret != nil {
+				return v.Secret.SecretName
+			}
+		}
+		return ""
+	}
+	want(t, "echo tunnel-tls secret", volumeSecret(echo, "tunnel-tls"), "agent-tls")
+	want(t, "caller tunnel-tls secret", volumeSecret(caller, "tunnel-tls"), "gw-tls")
+	want(t, "token secret", volumeSecret(echo, "tunnel-token"), "shared-token")
+
+	r = render(t, "transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=echo-tls",
+		"websocket.allowedOrigins={https://a.example,https://b.example}")
+	ee = env(r.deployment(t, "demo-echo").Spec.Template.Spec.Containers[0])
+	ce = env(r.deployment(t, "demo-caller").Spec.Template.Spec.Containers[0])
+	want(t, "echo TLS_CERT_FILE", ee["TLS_CERT_FILE"], "/etc/kitex-anyconn/ws-tls/tls.crt")
+	want(t, "echo WS_ALLOWED_ORIGINS", ee["WS_ALLOWED_ORIGINS"], "https://a.example,https://b.example")
+	want(t, "caller TLS_CA_FILE", ce["TLS_CA_FILE"], "/etc/kitex-anyconn/ws-tls/ca.crt")
+	want(t, "caller TLS_SERVER_NAME", ce["TLS_SERVER_NAME"], "demo-echo")
+	want(t, "wss appProtocol", *r.services["demo-echo"].Spec.Ports[0].AppProtocol, "kubernetes.io/wss")
+}
+
+func TestOptionsAndOverrides(t *testing.T) {
+	r := render(t, "image.registry=ghcr.io/acme", "image.tag=1.2.3", "echo.image.digest=sha256:"+strings.Repeat("a", 64),
+		"imagePullSecrets[0].name=regcred", "echo.replicas=3", "caller.extraEnv[0].name=CALL_MESSAGE",
+		"caller.extraEnv[0].value=hi", "serviceMonitor.enabled=true", "serviceMonitor.labels.release=prom",
+		"etcd.persistence.enabled=false", "fullnameOverride=kx", "echo.pdb.minAvailable=2")
+	echo := r.deployment(t, "kx-echo")
+	want(t, "digest wins", echo.Spec.Template.Spec.Containers[0].Image, "ghcr.io/acme/kitex-anyconn/echo@sha256:"+strings.Repeat("a", 64))
+	want(t, "registry and tag", r.deployment(t, "kx-caller").Spec.Template.Spec.Containers[0].Image, "ghcr.io/acme/kitex-anyconn/caller:1.2.3")
+	want(t, "pull secret", echo.Spec.Template.Spec.ImagePullSecrets[0].Name, "regcred")
+	want(t, "replicas", *echo.Spec.Replicas, 3)
+	want(t, "rolling update never drops below replicas", echo.Spec.Strategy.RollingUpdate.MaxUnavailable.IntValue(), 0)
+	callerEnv := r.deployment(t, "kx-caller").Spec.Template.Spec.Containers[0].Env
+	want(t, "extraEnv comes last (and wins)", callerEnv[len(callerEnv)-1].Name+"="+callerEnv[len(callerEnv)-1].Value, "CALL_MESSAGE=hi")
+	want(t, "PDB minAvailable", r.pdbs["kx-echo"].Spec.MinAvailable.IntValue(), 2)
+	if r.pdbs["kx-echo"].Spec.MaxUnavailable != nil {
+		t.Error("PDB sets both minAvailable and maxUnavailable")
+	}
+	sts := r.statefulsets["kx-etcd"]
+	if sts == nil || len(sts.Spec.VolumeClaimTemplates) != 0 || sts.Spec.Template.Spec.Volumes[0].EmptyDir == nil {
+		t.Errorf("etcd without persistence must use an emptyDir: %+v", sts)
+	}
+	for _, c := range []string{"echo", "caller", "etcd"} {
+		sm, ok := r.others["ServiceMonitor/kx-"+c]
+		if !ok {
+			t.Fatalf("no ServiceMonitor for %s: %v", c, r.kinds)
+		}
+		labels := sm["metadata"].(map[string]any)["labels"].(map[string]any)
+		want(t, c+" ServiceMonitor release label", labels["release"], "prom")
+	}
+
+	r = render(t)
+	sts = r.statefulsets["demo-etcd"]
+	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String() != "1Gi" {
+		t.Errorf("etcd persistence by default: %+v", sts.Spec.VolumeClaimTemplates)
+	}
+	if len(r.netpols) != 0 || len(r.others) != 0 {
+		t.Errorf("NetworkPolicy or ServiceMonitor rendered by default: %v", r.kinds)
+	}
+}
+
+// TestRejected checks that mistakes stop `helm install` with a message that
+// names the value.
+func TestRejected(t *testing.T) {
+	cases := []struct {
+		sets []string
+		msg  string
+	}{
+		{[]string{"transport=quic"}, "netpoll"},
+		{[]string{"transport=NetPoll"}, "transport"},
+		{[]string{"echo.replicass=3"}, "replicass"},
+		{[]string{"echo.replicas=two"}, "replicas"},
+		{[]string{"tunnel.port=70000"}, "port"},
+		{[]string{"discovery.refresh=2"}, "refresh"},
+		{[]string{"log.level=loud"}, "level"},
+		{[]string{"etcd.enabled=false"}, "externalEtcd.endpoints"},
+		{[]string{"echo.terminationGracePeriodSeconds=8"}, "drainDelaySeconds + shutdownTimeoutSeconds + 1 = 11"},
+		{[]string{"transport=websocket", "websocket.tls.enabled=true"}, "websocket.tls.existingSecret"},
+		{[]string{"transport=yamux", "tunnel.tls.enabled=true"}, "tunnel.tls.existingSecret"},
+		{[]string{"etcd.enabled=false", "externalEtcd.endpoints={a:2379}", "externalEtcd.auth.username=u"}, "externalEtcd.auth.existingSecret"},
+	}
+	for _, c := range cases {
+		out, err := run(t, "helm", templateArgs(c.sets)...)
+		if err == nil {
+			t.Errorf("helm template with %v succeeded, want an error; rendered %d bytes", c.sets, len(out))
+			continue
+		}
+		if !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("helm template with %v: error does not mention %q: %v", c.sets, c.msg, err)
+		}
+	}
+}
+
+// TestEnvNamesAreRead checks that every variable the chart sets is one the
+// services read: a typo in the chart would otherwise be silently ignored.
+func TestEnvNamesAreRead(t *testing.T) {
+	src, err := os.ReadFile(filepath.Join(root, "internal", "config", "config.go"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	set := map[string]bool{}
+	for _, sets := range [][]string{{"transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=s"}, tlsSets, externalEtcdSets} {
+		r := render(t, sets...)
+		for _, d := range r.deployments {
+			for _, e := range d.Spec.Template.Spec.Containers[0].Env {
+				set[e.Name] = true
+			}
+		}
+	}
+	for name := range set {
+		if name == "POD_NAME" || name == "POD_IP" {
+			continue // inputs for $(…) expansion in other variables
+		}
+		if !strings.Contains(string(src), `"`+name+`"`) {
+			t.Errorf("the chart sets %s, which the services do not read", name)
+		}
+	}
+	if len(set) < 30 {
+		t.Fatalf("only %d variables seen; the renders above should set more", len(set))
+	}
+}
+
+// TestChartREADMEFresh checks that the chart README's values table is what
+// helm-docs makes from values.yaml (`make chart-docs` regenerates it).
+func TestChartREADMEFresh(t *testing.T) {
+	out, err := run(t, "helm-docs", "--dry-run", "--chart-search-root", filepath.Join(root, "charts"),
+		"--template-files", "README.md.gotmpl", "--sort-values-order", "file")
+	if err != nil {
+		t.Fatal(err)
+	}
+	have, err := os.ReadFile(filepath.Join(chartDir(), "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.TrimSpace(out) != strings.TrimSpace(string(have)) {
+		t.Fatalf("charts/kitex-anyconn/README.md is stale: run `make chart-docs`.\nhelm-docs makes:\n%s", out)
+	}
+	for _, key := range []string{"transport", "tunnel.token.existingSecret", "externalEtcd.auth.username", "echo.drainDelaySeconds"} {
+		if !strings.Contains(string(have), "| "+key+" |") {
+			t.Errorf("README table lacks %s", key)
+		}
+	}
+}
