@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/server/v3/embed"
+	"golang.org/x/crypto/bcrypt"
 	"go.uber.org/zap"
 )
 
@@ -20,11 +21,25 @@ type Server struct {
 	endpoint string
 }
 
+// TLS makes the embedded etcd serve clients over TLS.
+type TLS struct {
+	// CertFile and KeyFile are the server certificate and key.
+	CertFile, KeyFile string
+	// ClientCAFile, when set, makes etcd require client certificates
+	// signed by it.
+	ClientCAFile string
+}
+
 // Start starts etcd with its data in dir, listening for clients on
 // clientAddr (a free loopback port if empty).
 func Start(dir, clientAddr string) (*Server, error) {
+	return StartTLS(dir, clientAddr, nil)
+}
+
+// StartTLS is Start with clients served over TLS when tlsFiles is set.
+func StartTLS(dir, clientAddr string, tlsFiles *TLS) (*Server, error) {
 	if clientAddr != "" {
-		return start(dir, clientAddr)
+		return start(dir, clientAddr, tlsFiles)
 	}
 	// A port found free may be taken by someone else before etcd binds it:
 	// try a few.
@@ -35,7 +50,7 @@ func Start(dir, clientAddr string) (*Server, error) {
 			return nil, err
 		}
 		var s *Server
-		if s, err = start(dir, addr); err == nil {
+		if s, err = start(dir, addr, tlsFiles); err == nil {
 			return s, nil
 		}
 		if !errors.Is(err, syscall.EADDRINUSE) {
@@ -45,7 +60,7 @@ func Start(dir, clientAddr string) (*Server, error) {
 	return nil, err
 }
 
-func start(dir, clientAddr string) (*Server, error) {
+func start(dir, clientAddr string, tlsFiles *TLS) (*Server, error) {
 	peerAddr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -54,7 +69,18 @@ func start(dir, clientAddr string) (*Server, error) {
 	cfg.Dir = dir
 	cfg.Name = "embedded"
 	cfg.ZapLoggerBuilder = embed.NewZapLoggerBuilder(zap.NewNop())
+	// Passwords of users added to this etcd (tests, make run) need no real
+	// bcrypt cost; the default makes every authentication slow under -race.
+	cfg.BcryptCost = uint(bcrypt.MinCost)
 	cu := url.URL{Scheme: "http", Host: clientAddr}
+	endpoint := clientAddr
+	if tlsFiles != nil {
+		cu.Scheme = "https"
+		endpoint = cu.String()
+		cfg.ClientTLSInfo.CertFile, cfg.ClientTLSInfo.KeyFile = tlsFiles.CertFile, tlsFiles.KeyFile
+		cfg.ClientTLSInfo.TrustedCAFile = tlsFiles.ClientCAFile
+		cfg.ClientTLSInfo.ClientCertAuth = tlsFiles.ClientCAFile != ""
+	}
 	pu := url.URL{Scheme: "http", Host: peerAddr}
 	cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{cu}, []url.URL{cu}
 	cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{pu}, []url.URL{pu}
@@ -72,10 +98,11 @@ func start(dir, clientAddr string) (*Server, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd not ready after 30s")
 	}
-	return &Server{e: e, endpoint: clientAddr}, nil
+	return &Server{e: e, endpoint: endpoint}, nil
 }
 
-// Endpoint returns the client address (host:port).
+// Endpoint returns the client address: host:port, or https://host:port
+// with TLS.
 func (s *Server) Endpoint() string { return s.endpoint }
 
 // Close stops etcd.

@@ -10,9 +10,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/signal"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -71,13 +73,41 @@ func run() int {
 }
 
 func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
-	etcd, err := cfg.Etcd.NewClient(log)
+	m := newMetrics(cfg.Transport)
+	// The admin server comes first, so that probes get an answer (alive, not
+	// ready) while etcd is being reached.
+	var found atomic.Pointer[outbound]
+	admin, err := obs.StartAdmin(cfg.AdminAddr, m.registry, func() error {
+		out := found.Load()
+		if out == nil {
+			return errors.New("connecting to etcd")
+		}
+		rctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		return out.hasInstance(rctx)
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = admin.Close(sctx)
+	}()
+
+	// With CALL_COUNT the caller must finish: reaching etcd counts against
+	// DISCOVERY_TIMEOUT.
+	connectCtx, cancelConnect := ctx, context.CancelFunc(func() {})
+	if cfg.CallCount > 0 {
+		connectCtx, cancelConnect = context.WithTimeout(ctx, cfg.DiscoveryTimeout)
+	}
+	etcd, err := cfg.Etcd.Connect(connectCtx, log)
+	cancelConnect()
 	if err != nil {
 		return err
 	}
 	defer etcd.Close()
 
-	m := newMetrics(cfg.Transport)
 	var out *outbound
 	if cfg.Transport == transport.Yamux {
 		out, err = tunnelOutbound(cfg, etcd, m.registry, log)
@@ -88,6 +118,7 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 		return err
 	}
 	defer out.close()
+	found.Store(out)
 
 	ct, err := transport.NewClient(out.transport)
 	if err != nil {
@@ -104,19 +135,6 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 		return fmt.Errorf("kitex client: %w", err)
 	}
 
-	admin, err := obs.StartAdmin(cfg.AdminAddr, m.registry, func() error {
-		rctx, cancel := context.WithTimeout(ctx, time.Second)
-		defer cancel()
-		return out.hasInstance(rctx)
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = admin.Close(sctx)
-	}()
 	log.Info("caller started", zap.String("version", version), zap.String("transport", string(cfg.Transport)),
 		zap.String("echo_service", cfg.EchoService), zap.String("admin", admin.Addr().String()),
 		zap.Strings("etcd", cfg.Etcd.Endpoints), zap.Int("call_count", cfg.CallCount))

@@ -69,18 +69,40 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stopSignals()
 
-	etcd, err := cfg.Etcd.NewClient(log)
-	if err != nil {
-		return err
-	}
-	defer etcd.Close()
-
 	metrics := obs.NewMetricsRegistry()
 	requests := prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "echo_requests_total", Help: "Echo calls handled.",
 		ConstLabels: prometheus.Labels{"transport": string(cfg.Transport)},
 	})
 	metrics.MustRegister(requests)
+
+	// The admin server comes first, so that probes get an answer (alive, not
+	// ready) while etcd is being reached.
+	var draining atomic.Bool
+	var in atomic.Pointer[inbound]
+	admin, err := obs.StartAdmin(cfg.AdminAddr, metrics, func() error {
+		if draining.Load() {
+			return errors.New("shutting down")
+		}
+		if i := in.Load(); i != nil {
+			return i.ready()
+		}
+		return errors.New("connecting to etcd")
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer cancel()
+		_ = admin.Close(ctx)
+	}()
+
+	etcd, err := cfg.Etcd.Connect(ctx, log)
+	if err != nil {
+		return err
+	}
+	defer etcd.Close()
 
 	// The transport decides how callers find this instance and how it leaves.
 	var inbound *inbound
@@ -93,22 +115,7 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 		return err
 	}
 	defer inbound.finish()
-
-	var draining atomic.Bool
-	admin, err := obs.StartAdmin(cfg.AdminAddr, metrics, func() error {
-		if draining.Load() {
-			return errors.New("shutting down")
-		}
-		return inbound.ready()
-	})
-	if err != nil {
-		return err
-	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = admin.Close(ctx)
-	}()
+	in.Store(inbound)
 
 	exit := make(chan error, 1)
 	svr := echo.NewServer(&echoHandler{requests: requests}, append(inbound.opts,

@@ -21,8 +21,11 @@ import (
 	"testing"
 	"time"
 
+	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
+	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 )
 
@@ -396,4 +399,73 @@ func TestTLSConfiguration(t *testing.T) {
 			t.Fatalf("tunnel caller over mutual TLS exited %d", code)
 		}
 	})
+}
+
+// The services reach an etcd that requires TLS, a client certificate and a
+// user name and password (ETCD_*), as the Helm chart's externalEtcd wires
+// them; a wrong password stops the process with an error.
+func TestEtcdOverTLSWithAuth(t *testing.T) {
+	dir := t.TempDir()
+	ca := testutil.NewCA(t)
+	caFile := ca.WriteCAFile(t, dir)
+	srvCert, srvKey := testutil.WriteFiles(t, dir, "etcd", ca.Issue(t, "etcd", x509.ExtKeyUsageServerAuth))
+	cliCert, cliKey := testutil.WriteFiles(t, dir, "client", ca.Issue(t, "client", x509.ExtKeyUsageClientAuth))
+	srv, err := etcdembed.StartTLS(t.TempDir(), "", &etcdembed.TLS{CertFile: srvCert, KeyFile: srvKey, ClientCAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Close)
+	etcd := srv.Endpoint()
+	if !strings.HasPrefix(etcd, "https://") {
+		t.Fatalf("endpoint %s, want https", etcd)
+	}
+
+	// Turn authentication on: root, and a user "kitex" that may only read and
+	// write the registry's keys.
+	admin, err := config.Etcd{Endpoints: []string{etcd}, CAFile: caFile, CertFile: cliCert, KeyFile: cliKey}.Connect(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for _, step := range []func() error{
+		func() error { _, err := admin.UserAdd(ctx, "root", "root-pw"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := admin.RoleAdd(ctx, "registry"); return err },
+		func() error {
+			_, err := admin.RoleGrantPermission(ctx, "registry", "kitex/", clientv3.GetPrefixRangeEnd("kitex/"), clientv3.PermissionType(clientv3.PermReadWrite))
+			return err
+		},
+		func() error { _, err := admin.UserAdd(ctx, "kitex", "s3cret"); return err },
+		func() error { _, err := admin.UserGrantRole(ctx, "kitex", "registry"); return err },
+		func() error { _, err := admin.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatalf("set up etcd auth: %v", err)
+		}
+	}
+	_ = admin.Close()
+
+	pwFile := filepath.Join(dir, "password")
+	if err := os.WriteFile(pwFile, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	etcdEnv := []string{"ETCD_ENDPOINTS=" + etcd, "ETCD_CA_FILE=" + caFile, "ETCD_CERT_FILE=" + cliCert,
+		"ETCD_KEY_FILE=" + cliKey, "ETCD_USERNAME=kitex"}
+
+	startEcho(t, etcd, "gonet", append(etcdEnv, "SERVICE_NAME=guarded", "ETCD_PASSWORD_FILE="+pwFile)...)
+	caller := start(t, "caller", append(etcdEnv, "TRANSPORT=gonet", "ECHO_SERVICE=guarded", "ETCD_PASSWORD=s3cret",
+		"ADMIN_ADDR=127.0.0.1:0", "CALL_COUNT=3", "CALL_INTERVAL=50ms", "DISCOVERY_TIMEOUT=20s")...)
+	if code := caller.wait(60 * time.Second); code != 0 {
+		t.Fatalf("caller through an etcd with TLS and auth exited %d", code)
+	}
+
+	denied := start(t, "caller", append(etcdEnv, "TRANSPORT=gonet", "ECHO_SERVICE=guarded", "ETCD_PASSWORD=wrong",
+		"ADMIN_ADDR=127.0.0.1:0", "CALL_COUNT=1", "DISCOVERY_TIMEOUT=5s")...)
+	if code := denied.wait(30 * time.Second); code != 1 {
+		t.Fatalf("caller with a wrong etcd password exited %d, want 1", code)
+	}
+	if !strings.Contains(denied.stdout.String()+denied.stderr.String(), "authentication failed") {
+		t.Fatalf("caller with a wrong password does not say why:\n%s", denied.stdout.String()+denied.stderr.String())
+	}
 }

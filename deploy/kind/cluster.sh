@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# Offline kind cluster for kitex-anyconn's end-to-end tests (issue #6, `make e2e-kind`).
+#
+#   deploy/kind/cluster.sh up          ensure docker (with the runc wrapper runtime where the
+#                                      host lacks capabilities), the node image, the cluster
+#                                      "kitex-anyconn"; wait until the node and CoreDNS are Ready
+#   deploy/kind/cluster.sh down        delete the cluster
+#   deploy/kind/cluster.sh node-image  only build (or find) the node image and print its name
+#
+# No container registry is needed: when kindest/node:v1.34.x is neither local nor
+# pullable, the node image is built here from the Go module proxy (Kubernetes, etcd,
+# CoreDNS) and Debian packages (debootstrap), see node/build.sh. Build outputs are cached
+# under deploy/kind/.cache/ keyed by version; the node image is tagged with a hash of its
+# inputs, so a warm `up` skips every build. Environment:
+#   KIND_CLUSTER_NAME (kitex-anyconn)   NODE_IMAGE (use this image, build nothing)
+#   KUBECONFIG (kind's default: $KUBECONFIG or ~/.kube/config; a copy also goes to .cache/kubeconfig)
+#   DEBIAN_MIRROR (http://deb.debian.org/debian)   PULL_TIMEOUT (10 s for kindest/node)
+set -euo pipefail
+
+KIND_DIR=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$KIND_DIR/../.." && pwd)
+CACHE=$KIND_DIR/.cache
+
+CLUSTER=${KIND_CLUSTER_NAME:-kitex-anyconn}
+KIND=$REPO/bin/kind
+KIND_VERSION=v0.30.0
+K8S_VERSION=v1.34.4
+ETCD_VERSION=v3.6.5
+ETCD_IMAGE_TAG=3.6.5-0
+COREDNS_VERSION=v1.12.1
+PAUSE_TAGS="3.10.1 3.10" # kubeadm v1.34 wants 3.10.1, kind's containerd config names 3.10
+KINDEST_NODE=kindest/node:v1.34.0 # kind v0.30.0's default node image
+DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PULL_TIMEOUT=${PULL_TIMEOUT:-10}
+WAIT=180s # each wait below is bounded by this
+
+K8S_BIN=$CACHE/bin/k8s-$K8S_VERSION
+ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION/etcd
+COREDNS_BIN=$CACHE/bin/coredns-$COREDNS_VERSION/coredns
+K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubeadm kubectl kubelet"
+
+t0=$(date +%s)
+log() { printf '%s cluster.sh: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# go_build DIR OUT PKG LDFLAGS...: a static, trimmed build from the module in DIR, niced
+# (the machines are shared); written to OUT.tmp first so a killed build leaves no OUT.
+go_build() {
+	local dir=$1 out=$2 pkg=$3 ldflags=$4 t
+	t=$(date +%s)
+	mkdir -p "$(dirname "$out")"
+	(cd "$dir" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w $ldflags" -o "$out.tmp" $pkg)
+	mv "$out.tmp" "$out"
+	log "built $(basename "$out") in $(($(date +%s) - t)) s"
+}
+
+build_k8s() {
+	local missing=false c ld="" p
+	for c in $K8S_CMDS; do [ -x "$K8S_BIN/$c" ] || missing=true; done
+	$missing || return 0
+	log "building Kubernetes $K8S_VERSION ($K8S_CMDS; about 6 min on 2 free cores)"
+	for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
+		ld="$ld -X $p.gitVersion=$K8S_VERSION -X $p.gitMajor=1 -X $p.gitMinor=$(echo "$K8S_VERSION" | cut -d. -f2)"
+		ld="$ld -X $p.gitTreeState=clean -X $p.buildDate=1970-01-01T00:00:00Z"
+	done
+	rm -rf "$K8S_BIN.tmp"
+	mkdir -p "$K8S_BIN.tmp"
+	local t=$(date +%s) pkgs=""
+	for c in $K8S_CMDS; do pkgs="$pkgs k8s.io/kubernetes/cmd/$c"; done
+	(cd "$KIND_DIR/k8s" && CGO_ENABLED=0 nice -n 10 go build -trimpath -ldflags "-s -w $ld" -o "$K8S_BIN.tmp/" $pkgs)
+	rm -rf "$K8S_BIN"
+	mv "$K8S_BIN.tmp" "$K8S_BIN"
+	log "built Kubernetes in $(($(date +%s) - t)) s"
+}
+
+build_binaries() {
+	build_k8s
+	[ -x "$ETCD_BIN" ] || go_build "$KIND_DIR/etcd" "$ETCD_BIN" go.etcd.io/etcd/server/v3 ""
+	[ -x "$COREDNS_BIN" ] || go_build "$KIND_DIR/coredns" "$COREDNS_BIN" github.com/coredns/coredns \
+		"-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+	# Tiny std-lib binaries of the main module: rebuilt each time (Go's cache makes it quick).
+	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$CACHE/bin/" ./deploy/kind/runc-wrapper ./deploy/kind/pause)
+}
+
+ensure_docker() {
+	"$REPO/deploy/docker/dockerd.sh"
+}
+
+ensure_kind() {
+	if [ ! -x "$KIND" ]; then
+		log "building the pinned kind ($KIND)"
+		make -C "$REPO" bin/kind >/dev/null
+	fi
+	"$KIND" version | grep -q "^kind $KIND_VERSION " || die "$KIND is not kind $KIND_VERSION: $("$KIND" version)"
+}
+
+# kind's base files (images/base/files) from the Go module cache.
+kind_base_files() {
+	local dir
+	dir=$(go env GOMODCACHE)/sigs.k8s.io/kind@$KIND_VERSION/images/base/files
+	if [ ! -d "$dir" ]; then
+		(cd "$(mktemp -d)" && go mod download sigs.k8s.io/kind@"$KIND_VERSION")
+	fi
+	[ -d "$dir" ] || die "no $dir after go mod download"
+	echo "$dir"
+}
+
+# input_hash: everything the node image is made of, so a change rebuilds it.
+input_hash() {
+	local files
+	files=$(kind_base_files)
+	{
+		echo "$K8S_VERSION $ETCD_VERSION $ETCD_IMAGE_TAG $COREDNS_VERSION $PAUSE_TAGS $KIND_VERSION"
+		cd "$KIND_DIR"
+		cat node/build.sh node/10-ptp.conflist runc-wrapper/main.go pause/main.go \
+			k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum coredns/go.mod coredns/go.sum
+		cd "$files" && find . -type f | LC_ALL=C sort | xargs sha256sum
+	} | sha256sum | cut -c1-10
+}
+
+# node_image sets IMAGE to the node image to use, building it if needed, and NODE_KIND to
+# "kindest" when that is an upstream kindest/node image (which brings its own CNI).
+NODE_KIND=own
+IMAGE=
+node_image() {
+	if [ -n "${NODE_IMAGE:-}" ]; then
+		case $NODE_IMAGE in kindest/*) NODE_KIND=kindest ;; esac
+		IMAGE=$NODE_IMAGE
+		return
+	fi
+	local img
+	img=$(docker images --format '{{.Repository}}:{{.Tag}}' kindest/node | grep -m1 ':v1\.34\.' || true)
+	if [ -z "$img" ] && timeout "$PULL_TIMEOUT" docker pull -q "$KINDEST_NODE" >/dev/null 2>&1; then
+		img=$KINDEST_NODE
+	fi
+	if [ -n "$img" ]; then
+		log "using $img"
+		NODE_KIND=kindest
+		IMAGE=$img
+		return
+	fi
+	local hash image
+	hash=$(input_hash)
+	image=kitex-anyconn/kind-node:$K8S_VERSION-$hash
+	if docker image inspect "$image" >/dev/null 2>&1; then
+		log "node image $image cached"
+		IMAGE=$image
+		return
+	fi
+	log "no kindest/node:v1.34.x (not local, pull failed within ${PULL_TIMEOUT} s): building $image"
+	build_binaries
+	local t=$(date +%s)
+	NODE_IMAGE=$image INPUT_HASH=$hash CACHE=$CACHE K8S_BIN=$K8S_BIN ETCD_BIN=$ETCD_BIN \
+		COREDNS_BIN=$COREDNS_BIN PAUSE_BIN=$CACHE/bin/pause RUNC_WRAPPER_BIN=$CACHE/bin/runc-wrapper \
+		KIND_BASE_FILES=$(kind_base_files) K8S_VERSION=$K8S_VERSION ETCD_IMAGE_TAG=$ETCD_IMAGE_TAG \
+		COREDNS_VERSION=$COREDNS_VERSION PAUSE_TAGS=$PAUSE_TAGS DEBIAN_MIRROR=$DEBIAN_MIRROR \
+		"$KIND_DIR/node/build.sh"
+	log "node image assembled in $(($(date +%s) - t)) s"
+	# Older node images of ours are dead weight (2-3 GB each).
+	docker images --format '{{.Repository}}:{{.Tag}}' kitex-anyconn/kind-node | grep -vx "$image" | xargs -r docker rmi >/dev/null 2>&1 || true
+	docker images --format '{{.Repository}}:{{.Tag}}' kitex-anyconn/kind-base | grep -vx "kitex-anyconn/kind-base:$hash" | xargs -r docker rmi >/dev/null 2>&1 || true
+	IMAGE=$image
+}
+
+# kubectl: ours if built, else the node's own.
+kctl() {
+	if [ -x "$K8S_BIN/kubectl" ]; then
+		"$K8S_BIN/kubectl" --context "kind-$CLUSTER" "$@"
+	else
+		docker exec -i "$CLUSTER-control-plane" kubectl --kubeconfig /etc/kubernetes/admin.conf "$@"
+	fi
+}
+
+cluster_exists() {
+	"$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"
+}
+
+up() {
+	mkdir -p "$CACHE"
+	ensure_docker
+	ensure_kind
+	node_image
+	local image=$IMAGE
+	if cluster_exists; then
+		local state
+		state=$(docker inspect -f '{{.State.Status}}' "$CLUSTER-control-plane" 2>/dev/null || echo missing)
+		if [ "$state" != running ]; then
+			log "cluster $CLUSTER exists but its node is $state (dockerd restarted?): recreating it"
+			"$KIND" delete cluster --name "$CLUSTER" >&2
+		else
+			log "cluster $CLUSTER already exists"
+		fi
+	fi
+	if ! cluster_exists; then
+		local config=$KIND_DIR/kind-config.yaml t=$(date +%s)
+		if [ "$NODE_KIND" = kindest ]; then
+			config=$CACHE/kind-config-kindest.yaml # upstream images bring kindnet: keep the default CNI
+			grep -v disableDefaultCNI "$KIND_DIR/kind-config.yaml" >"$config"
+		fi
+		log "creating cluster $CLUSTER from $image"
+		"$KIND" create cluster --name "$CLUSTER" --image "$image" --config "$config" --wait "$WAIT" >&2
+		log "kind create cluster took $(($(date +%s) - t)) s"
+	fi
+	"$KIND" get kubeconfig --name "$CLUSTER" >"$CACHE/kubeconfig"
+	kctl wait --for=condition=Ready node --all --timeout="$WAIT" >/dev/null
+	kctl -n kube-system rollout status deployment/coredns --timeout="$WAIT" >/dev/null
+	log "cluster $CLUSTER is ready ($(($(date +%s) - t0)) s); node image $image"
+	log "kubeconfig: context kind-$CLUSTER in kind's default (${KUBECONFIG:-$HOME/.kube/config}); copy in $CACHE/kubeconfig"
+	[ -x "$K8S_BIN/kubectl" ] && log "kubectl $K8S_VERSION: $K8S_BIN/kubectl" || true
+}
+
+down() {
+	ensure_kind
+	if cluster_exists; then
+		"$KIND" delete cluster --name "$CLUSTER" >&2
+	else
+		log "no cluster $CLUSTER"
+	fi
+	rm -f "$CACHE/kubeconfig"
+}
+
+main() {
+	case ${1:-} in
+	up | down | node-image) ;;
+	*)
+		echo "usage: $0 up|down|node-image" >&2
+		exit 2
+		;;
+	esac
+	mkdir -p "$CACHE"
+	# One run at a time (builds and cluster creation share the cache and names).
+	exec 9>"$CACHE/.lock"
+	flock -w 3600 9 || die "another cluster.sh holds $CACHE/.lock"
+	case $1 in
+	up) up ;;
+	down) down ;;
+	node-image)
+		ensure_docker
+		node_image
+		echo "$IMAGE"
+		;;
+	esac
+}
+
+main "$@"
