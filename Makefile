@@ -23,18 +23,18 @@ IMAGE_PREFIX   := $(if $(IMAGE_REGISTRY),$(IMAGE_REGISTRY)/,)kitex-anyconn
 
 .PHONY: help
 help: ## List the targets.
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-12s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z0-9_-]+:.*## / {printf "  %-15s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 .PHONY: build
 build: ## Build the echo, caller and devrun binaries into bin/.
 	go build $(GOFLAGS_BUILD) -o $(BIN)/ ./services/echo ./services/caller ./internal/devrun
 
 .PHONY: run
-run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=gonet|websocket|netpoll make run); Ctrl-C stops.
+run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=netpoll|gonet|websocket|yamux make run); Ctrl-C stops.
 	$(BIN)/devrun -bin $(BIN)
 
 .PHONY: test
-test: tools ## Run every test with the race detector, then the chart and Tiltfile tests with the pinned helm, helm-docs and tilt.
+test: $(HELM) $(HELM_DOCS) $(TILT) ## Run every test with the race detector, then the chart and Tiltfile tests with the pinned helm, helm-docs and tilt.
 	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
 	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -timeout 120s ./...
 

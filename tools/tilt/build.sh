@@ -9,7 +9,7 @@
 set -eu
 out=$1
 here=$(cd "$(dirname "$0")" && pwd)
-export GONOSUMDB=github.com/tilt-dev GOFLAGS=-mod=mod CGO_ENABLED=0
+export GONOSUMDB=github.com/tilt-dev GOFLAGS=-mod=mod
 
 cd "$here"
 go mod download github.com/tilt-dev/tilt
