@@ -87,6 +87,10 @@ image-binaries: ## Compile the static linux binaries of the images into bin/imag
 	  if [ -f $$f ]; then cp $$f $(BIN)/image/ca-certificates.crt; exit 0; fi; done; \
 	  echo "no CA bundle found on this machine for the images" >&2; exit 1
 
+.PHONY: e2e-kind
+e2e-kind: $(HELM) $(KIND) ## Every transport end to end in an offline kind cluster, then tilt ci (deploy/kind; E2E_FLAGS=-keep keeps it).
+	go run ./deploy/kind/e2e $(E2E_FLAGS)
+
 .PHONY: lint
 lint: ## Run go vet and check formatting.
 	go vet ./...

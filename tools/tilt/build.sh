@@ -9,6 +9,8 @@
 set -eu
 out=$1
 here=$(cd "$(dirname "$0")" && pwd)
+# Two tilt-dev modules are not in the checksum database (go.sum pins them); Tilt needs
+# cgo (tree-sitter), so gcc must be installed.
 export GONOSUMDB=github.com/tilt-dev GOFLAGS=-mod=mod
 
 cd "$here"
@@ -16,8 +18,12 @@ go mod download github.com/tilt-dev/tilt
 src=$(go list -m -f '{{.Dir}}' github.com/tilt-dev/tilt)
 version=$(go list -m -f '{{.Version}}' github.com/tilt-dev/tilt)
 
-work=$(mktemp -d)
-trap 'chmod -R u+w "$work"; rm -rf "$work"' EXIT
+# A fixed folder (not mktemp) keeps Go's build cache warm across builds.
+work=${TMPDIR:-/tmp}/kitex-anyconn-tilt-$version
+clean() { if [ -d "$work" ]; then chmod -R u+w "$work" && rm -rf "$work"; fi; }
+clean
+trap clean EXIT
+mkdir -p "$work"
 cp -R "$src" "$work/tilt"
 chmod -R u+w "$work/tilt"
 cat >"$work/tilt/pkg/assets/build/index.html" <<'HTML'

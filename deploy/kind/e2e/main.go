@@ -1,0 +1,619 @@
+// Command e2e runs every transport end to end in a kind cluster: `make e2e-kind`.
+//
+// It brings up the cluster (deploy/kind/cluster.sh up), builds the project's
+// images and loads them into it, then for each transport installs the chart,
+// waits for the rollout, reads the caller's log until 20 consecutive calls on
+// that transport reached echo, runs `helm test`, deletes an echo pod and
+// restarts echo under load (no call may fail), and for yamux checks that echo
+// opens no RPC port. It prints a summary table and, on failure, the pods,
+// events and logs. Finally `tilt ci` deploys the project's Tiltfile in the same
+// cluster. The cluster is deleted at the end unless -keep is given.
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+var (
+	keep       = flag.Bool("keep", false, "keep the cluster (and the last release) for debugging")
+	only       = flag.String("transports", "netpoll,gonet,websocket,yamux", "transports to run, comma-separated")
+	skipTilt   = flag.Bool("skip-tilt", false, "skip the `tilt ci` step")
+	cluster    = flag.String("cluster", "kitex-anyconn", "kind cluster name")
+	namespace  = flag.String("namespace", "kitex-e2e", "namespace of the releases")
+	consecutiv = flag.Int("calls", 20, "consecutive successful calls required per transport")
+)
+
+const release = "e2e"
+
+func main() {
+	flag.Parse()
+	e := &env{start: time.Now()}
+	err := e.run()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "\ne2e-kind: FAILED: %v\n", err)
+		e.dump()
+	}
+	e.printSummary()
+	if !*keep {
+		if derr := e.cmd(10*time.Minute, "deploy/kind/cluster.sh", "down"); derr != nil {
+			fmt.Fprintln(os.Stderr, "e2e-kind: deleting the cluster:", derr)
+		}
+	} else {
+		fmt.Printf("e2e-kind: cluster kept: kubectl --context %s get pods -A\n", e.context())
+	}
+	fmt.Printf("e2e-kind: %s in %s\n", map[bool]string{true: "PASSED", false: "FAILED"}[err == nil], time.Since(e.start).Round(time.Second))
+	if err != nil {
+		os.Exit(1)
+	}
+}
+
+type result struct {
+	transport        string
+	ok, failed       int
+	p50, p99         float64
+	firstSuccess     time.Duration
+	podDeleteFailed  int
+	podDeleteResume  time.Duration
+	restartFailed    int
+	helmTest, noPort string
+}
+
+type env struct {
+	start   time.Time
+	results []*result
+	kubectl string
+	helm    string
+	steps   []string
+}
+
+func (e *env) context() string { return "kind-" + *cluster }
+
+func (e *env) step(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	e.steps = append(e.steps, msg)
+	fmt.Printf("\n== %s  (+%s)\n", msg, time.Since(e.start).Round(time.Second))
+}
+
+func (e *env) run() error {
+	e.helm = abs("bin/helm")
+	e.step("cluster up")
+	if err := e.cmd(60*time.Minute, "deploy/kind/cluster.sh", "up"); err != nil {
+		return err
+	}
+	e.kubectl = abs(filepath.Join("deploy/kind/.cache/bin/k8s-v1.34.4/kubectl"))
+	if _, err := os.Stat(e.kubectl); err != nil {
+		if e.kubectl, err = exec.LookPath("kubectl"); err != nil {
+			return errors.New("no kubectl: neither deploy/kind/.cache/bin nor PATH has one")
+		}
+	}
+	e.step("images")
+	if err := e.cmd(20*time.Minute, "make", "images", "tools-helm"); err != nil {
+		return err
+	}
+	tag, err := appVersion()
+	if err != nil {
+		return err
+	}
+	var images []string
+	for _, c := range []string{"echo", "caller", "etcd"} {
+		images = append(images, "kitex-anyconn/"+c+":"+tag)
+	}
+	if err := e.cmd(10*time.Minute, abs("bin/kind"), append([]string{"load", "docker-image", "--name", *cluster}, images...)...); err != nil {
+		return err
+	}
+	for _, tr := range strings.Split(*only, ",") {
+		if err := e.transport(strings.TrimSpace(tr)); err != nil {
+			return fmt.Errorf("%s: %w", tr, err)
+		}
+	}
+	if !*skipTilt {
+		if err := e.tilt(); err != nil {
+			return fmt.Errorf("tilt ci: %w", err)
+		}
+	}
+	return nil
+}
+
+// transport installs the chart with one transport and checks it.
+func (e *env) transport(tr string) error {
+	r := &result{transport: tr, helmTest: "-", noPort: "n/a"}
+	e.results = append(e.results, r)
+	ns := *namespace + "-" + tr
+	e.step("%s: helm install", tr)
+	installed := time.Now()
+	if err := e.cmd(8*time.Minute, e.helm, "--kube-context", e.context(), "upgrade", "--install", release,
+		"charts/kitex-anyconn", "-n", ns, "--create-namespace", "--wait", "--timeout", "5m",
+		"--set", "transport="+tr, "--set", "caller.callInterval=250ms"); err != nil {
+		return err
+	}
+	if err := e.kube(5*time.Minute, "-n", ns, "rollout", "status", "deploy/"+release+"-echo", "deploy/"+release+"-caller", "--timeout=4m"); err != nil {
+		return err
+	}
+
+	e.step("%s: %d consecutive calls that reached echo", tr, *consecutiv)
+	echoes, err := e.echoTargets(ns, tr)
+	if err != nil {
+		return err
+	}
+	var calls []call
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		if calls, err = e.callerLog(ns); err != nil {
+			return err
+		}
+		if run := trailingOK(calls, tr, echoes); run >= *consecutiv {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("no %d consecutive successful %s calls to echo within 2 min; last calls: %v", *consecutiv, tr, tail(calls, 5))
+		}
+		time.Sleep(2 * time.Second)
+	}
+	for _, c := range calls {
+		if c.ok {
+			r.firstSuccess = c.ts.Sub(installed).Round(100 * time.Millisecond)
+			break
+		}
+	}
+	if n, err := e.echoRequests(ns); err != nil {
+		return err
+	} else if n == 0 {
+		return errors.New("echo's metrics count no request")
+	}
+
+	e.step("%s: helm test", tr)
+	if err := e.cmd(4*time.Minute, e.helm, "--kube-context", e.context(), "test", release, "-n", ns, "--timeout", "3m", "--logs"); err != nil {
+		r.helmTest = "failed"
+		return err
+	}
+	r.helmTest = "passed"
+
+	e.step("%s: delete an echo pod", tr)
+	pods, err := e.pods(ns, "echo")
+	if err != nil {
+		return err
+	}
+	deleted := time.Now()
+	if err := e.kube(2*time.Minute, "-n", ns, "delete", "pod", pods[0], "--wait=false"); err != nil {
+		return err
+	}
+	time.Sleep(15 * time.Second)
+	calls, err = e.callerLog(ns)
+	if err != nil {
+		return err
+	}
+	after := since(calls, deleted)
+	r.podDeleteFailed = countFailed(after)
+	resume, okAfter := firstOKAfterFailure(after, deleted)
+	r.podDeleteResume = resume
+	if okAfter < 10 {
+		return fmt.Errorf("after deleting %s only %d successful calls in 15 s: %v", pods[0], okAfter, tail(after, 5))
+	}
+	if r.podDeleteFailed > 0 {
+		return fmt.Errorf("%d calls failed after deleting echo pod %s (graceful deletion must lose none): %v", r.podDeleteFailed, pods[0], failedOnly(after))
+	}
+
+	e.step("%s: rolling restart of echo under load", tr)
+	restarted := time.Now()
+	if err := e.kube(time.Minute, "-n", ns, "rollout", "restart", "deploy/"+release+"-echo"); err != nil {
+		return err
+	}
+	if err := e.kube(5*time.Minute, "-n", ns, "rollout", "status", "deploy/"+release+"-echo", "--timeout=4m"); err != nil {
+		return err
+	}
+	time.Sleep(10 * time.Second) // old pods drain (DRAIN_DELAY) after the rollout reports done
+	calls, err = e.callerLog(ns)
+	if err != nil {
+		return err
+	}
+	during := since(calls, restarted)
+	r.restartFailed = countFailed(during)
+	if r.restartFailed > 0 {
+		return fmt.Errorf("%d of %d calls failed during the rolling restart: %v", r.restartFailed, len(during), failedOnly(during))
+	}
+	if okCount(during) < 10 {
+		return fmt.Errorf("only %d successful calls during the rolling restart", okCount(during))
+	}
+
+	if tr == "yamux" {
+		e.step("yamux: echo accepts no inbound RPC connection")
+		if err := e.noInboundRPC(ns); err != nil {
+			r.noPort = "FAILED"
+			return err
+		}
+		r.noPort = "verified"
+	}
+
+	all, err := e.callerLog(ns)
+	if err != nil {
+		return err
+	}
+	var lat []float64
+	for _, c := range all {
+		if c.ok {
+			r.ok++
+			lat = append(lat, c.latency)
+		} else if c.failed {
+			r.failed++
+		}
+	}
+	r.p50, r.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
+
+	if !*keep || tr != lastTransport() {
+		e.step("%s: uninstall", tr)
+		if err := e.cmd(3*time.Minute, e.helm, "--kube-context", e.context(), "uninstall", release, "-n", ns, "--wait", "--timeout", "2m"); err != nil {
+			return err
+		}
+		if err := e.kube(3*time.Minute, "delete", "namespace", ns, "--wait=true", "--timeout=2m"); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func lastTransport() string {
+	parts := strings.Split(*only, ",")
+	return strings.TrimSpace(parts[len(parts)-1])
+}
+
+// echoTargets returns what the caller's log names as target when a call
+// reaches an echo pod of the release: pod IP:port, or with yamux the pod name.
+func (e *env) echoTargets(ns, tr string) (map[string]bool, error) {
+	out, err := e.kubeOut("-n", ns, "get", "pods", "-l", "app.kubernetes.io/component=echo",
+		"-o", `jsonpath={range .items[*]}{.metadata.name} {.status.podIP}{"\n"}{end}`)
+	if err != nil {
+		return nil, err
+	}
+	targets := map[string]bool{}
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		if tr == "yamux" {
+			targets[f[0]] = true
+		} else {
+			targets[net.JoinHostPort(f[1], "8888")] = true
+		}
+	}
+	if len(targets) == 0 {
+		return nil, errors.New("no echo pod found")
+	}
+	return targets, nil
+}
+
+func (e *env) pods(ns, component string) ([]string, error) {
+	out, err := e.kubeOut("-n", ns, "get", "pods", "-l", "app.kubernetes.io/component="+component,
+		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
+	if err != nil {
+		return nil, err
+	}
+	pods := strings.Fields(out)
+	if len(pods) == 0 {
+		return nil, fmt.Errorf("no running %s pod", component)
+	}
+	return pods, nil
+}
+
+// echoRequests sums echo_requests_total over the echo pods, read through the
+// API server's pod proxy (the images have no shell).
+func (e *env) echoRequests(ns string) (float64, error) {
+	pods, err := e.pods(ns, "echo")
+	if err != nil {
+		return 0, err
+	}
+	var sum float64
+	for _, p := range pods {
+		out, err := e.kubeOut("get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:9090/proxy/metrics", ns, p))
+		if err != nil {
+			return 0, err
+		}
+		for _, line := range strings.Split(out, "\n") {
+			if strings.HasPrefix(line, "echo_requests_total") {
+				f := strings.Fields(line)
+				v, _ := strconv.ParseFloat(f[len(f)-1], 64)
+				sum += v
+			}
+		}
+	}
+	return sum, nil
+}
+
+// noInboundRPC checks that no echo pod declares or listens on an RPC port:
+// the pod spec names only the admin port, and a connection forwarded to port
+// 8888 of the pod is refused.
+func (e *env) noInboundRPC(ns string) error {
+	pods, err := e.pods(ns, "echo")
+	if err != nil {
+		return err
+	}
+	ports, err := e.kubeOut("-n", ns, "get", "pod", pods[0], "-o", "jsonpath={.spec.containers[*].ports[*].containerPort}")
+	if err != nil {
+		return err
+	}
+	if strings.TrimSpace(ports) != "9090" {
+		return fmt.Errorf("echo pod %s declares ports %q, want only the admin port 9090", pods[0], ports)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return err
+	}
+	local := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pf := exec.CommandContext(ctx, e.kubectl, "--context", e.context(), "-n", ns, "port-forward", "pod/"+pods[0], fmt.Sprintf("%d:8888", local))
+	var pfOut bytes.Buffer
+	pf.Stdout, pf.Stderr = &pfOut, &pfOut
+	if err := pf.Start(); err != nil {
+		return err
+	}
+	defer func() { cancel(); _ = pf.Wait() }()
+	addr := fmt.Sprintf("127.0.0.1:%d", local)
+	for i := 0; i < 50 && !strings.Contains(pfOut.String(), "Forwarding from"); i++ {
+		time.Sleep(200 * time.Millisecond)
+	}
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return fmt.Errorf("port-forward did not start: %v\n%s", err, pfOut.String())
+	}
+	// The forward accepts locally, then fails to connect inside the pod and
+	// closes this end; a listening echo would answer a framed call instead.
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	_, _ = c.Write([]byte{0, 0, 0, 0})
+	_, rerr := c.Read(make([]byte, 1))
+	c.Close()
+	time.Sleep(500 * time.Millisecond)
+	if rerr == nil || !strings.Contains(pfOut.String(), "refused") {
+		return fmt.Errorf("port 8888 of echo pod %s did not refuse the connection (read: %v):\n%s", pods[0], rerr, pfOut.String())
+	}
+	return nil
+}
+
+// tilt runs the project's Tiltfile in the cluster with `tilt ci`.
+func (e *env) tilt() error {
+	e.step("tilt ci")
+	if err := e.cmd(45*time.Minute, "make", "bin/tilt"); err != nil {
+		return err
+	}
+	path := strings.Join([]string{abs("bin"), filepath.Dir(e.kubectl), os.Getenv("PATH")}, string(os.PathListSeparator))
+	run := func(timeout time.Duration, args ...string) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		c := exec.CommandContext(ctx, abs("bin/tilt"), args...)
+		c.Env = append(os.Environ(), "PATH="+path)
+		c.Stdout, c.Stderr = os.Stdout, os.Stderr
+		return c.Run()
+	}
+	if err := e.kube(time.Minute, "config", "use-context", e.context()); err != nil {
+		return err
+	}
+	// This Tilt has a placeholder web UI (tools/tilt/build.sh): serve it as built.
+	err := run(15*time.Minute, "ci", "--timeout", "10m", "--web-mode", "prod")
+	if derr := run(5*time.Minute, "down"); derr != nil && err == nil {
+		err = fmt.Errorf("tilt down: %w", derr)
+	}
+	return err
+}
+
+// call is one line of the caller's log.
+type call struct {
+	ts         time.Time
+	ok, failed bool
+	transport  string
+	target     string
+	latency    float64
+	errText    string
+}
+
+func (c call) String() string {
+	if c.ok {
+		return fmt.Sprintf("%s ok %s", c.ts.Format("15:04:05.000"), c.target)
+	}
+	return fmt.Sprintf("%s FAILED %s: %s", c.ts.Format("15:04:05.000"), c.target, c.errText)
+}
+
+func (e *env) callerLog(ns string) ([]call, error) {
+	out, err := e.kubeOut("-n", ns, "logs", "deploy/"+release+"-caller", "--tail=-1")
+	if err != nil {
+		return nil, err
+	}
+	var calls []call
+	sc := bufio.NewScanner(strings.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var l struct {
+			Msg       string  `json:"msg"`
+			TS        string  `json:"ts"`
+			Transport string  `json:"transport"`
+			Target    string  `json:"target"`
+			Latency   float64 `json:"latency_ms"`
+			Error     string  `json:"error"`
+		}
+		if json.Unmarshal(sc.Bytes(), &l) != nil || (l.Msg != "call ok" && l.Msg != "call failed") {
+			continue
+		}
+		ts, err := time.Parse(time.RFC3339Nano, l.TS)
+		if err != nil {
+			return nil, fmt.Errorf("caller log: ts %q: %w", l.TS, err)
+		}
+		calls = append(calls, call{ts: ts, ok: l.Msg == "call ok", failed: l.Msg == "call failed",
+			transport: l.Transport, target: l.Target, latency: l.Latency, errText: l.Error})
+	}
+	return calls, sc.Err()
+}
+
+// trailingOK counts the successful calls at the end of the log that used
+// transport tr and reached one of the echo targets.
+func trailingOK(calls []call, tr string, targets map[string]bool) int {
+	n := 0
+	for i := len(calls) - 1; i >= 0; i-- {
+		c := calls[i]
+		if !c.ok || c.transport != tr || !targets[c.target] {
+			break
+		}
+		n++
+	}
+	return n
+}
+
+func since(calls []call, t time.Time) []call {
+	i := sort.Search(len(calls), func(i int) bool { return !calls[i].ts.Before(t) })
+	return calls[i:]
+}
+
+func countFailed(calls []call) int {
+	n := 0
+	for _, c := range calls {
+		if c.failed {
+			n++
+		}
+	}
+	return n
+}
+
+func okCount(calls []call) int { return len(calls) - countFailed(calls) }
+
+func failedOnly(calls []call) []call {
+	var f []call
+	for _, c := range calls {
+		if c.failed {
+			f = append(f, c)
+		}
+	}
+	return tail(f, 5)
+}
+
+// firstOKAfterFailure returns how long after t calls were succeeding again
+// (the first success after the last failure; 0 when none failed) and how many
+// calls succeeded after t.
+func firstOKAfterFailure(calls []call, t time.Time) (time.Duration, int) {
+	last := -1
+	for i, c := range calls {
+		if c.failed {
+			last = i
+		}
+	}
+	var resume time.Duration
+	if last >= 0 && last+1 < len(calls) {
+		resume = calls[last+1].ts.Sub(t).Round(100 * time.Millisecond)
+	}
+	return resume, okCount(calls)
+}
+
+func tail(calls []call, n int) []call {
+	if len(calls) > n {
+		return calls[len(calls)-n:]
+	}
+	return calls
+}
+
+func percentile(v []float64, p float64) float64 {
+	if len(v) == 0 {
+		return 0
+	}
+	s := slices.Clone(v)
+	sort.Float64s(s)
+	return s[int(float64(len(s)-1)*p+0.5)]
+}
+
+func (e *env) printSummary() {
+	if len(e.results) == 0 {
+		return
+	}
+	fmt.Println("\n| transport | calls ok | calls failed | p50 ms | p99 ms | first success after install | failed after pod delete | failed during rolling restart | helm test | no inbound RPC port |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
+	for _, r := range e.results {
+		fmt.Printf("| %s | %d | %d | %.2f | %.2f | %s | %d | %d | %s | %s |\n", r.transport, r.ok, r.failed, r.p50, r.p99,
+			r.firstSuccess, r.podDeleteFailed, r.restartFailed, r.helmTest, r.noPort)
+	}
+}
+
+// dump prints what explains a failure: pods, events and logs of the test namespaces.
+func (e *env) dump() {
+	if e.kubectl == "" {
+		return
+	}
+	fmt.Println("\n== dump: pods")
+	_ = e.kube(time.Minute, "get", "pods", "-A", "-o", "wide")
+	fmt.Println("\n== dump: events")
+	_ = e.kube(time.Minute, "get", "events", "-A", "--sort-by=.lastTimestamp")
+	out, _ := e.kubeOut("get", "pods", "-A", "-l", "app.kubernetes.io/part-of=kitex-anyconn",
+		"-o", `jsonpath={range .items[*]}{.metadata.namespace} {.metadata.name}{"\n"}{end}`)
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		fmt.Printf("\n== dump: logs %s/%s (last 60 lines)\n", f[0], f[1])
+		_ = e.kube(time.Minute, "-n", f[0], "logs", f[1], "--all-containers", "--tail=60")
+	}
+}
+
+func (e *env) kube(timeout time.Duration, args ...string) error {
+	return e.cmd(timeout, e.kubectl, append([]string{"--context", e.context()}, args...)...)
+}
+
+func (e *env) kubeOut(args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c := exec.CommandContext(ctx, e.kubectl, append([]string{"--context", e.context()}, args...)...)
+	var out, errb bytes.Buffer
+	c.Stdout, c.Stderr = &out, &errb
+	if err := c.Run(); err != nil {
+		return "", fmt.Errorf("kubectl %s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(errb.String()))
+	}
+	return out.String(), nil
+}
+
+// cmd runs a command with its output on ours, bounded by timeout.
+func (e *env) cmd(timeout time.Duration, name string, args ...string) error {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	fmt.Printf("$ %s %s\n", filepath.Base(name), strings.Join(args, " "))
+	c := exec.CommandContext(ctx, name, args...)
+	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if err := c.Run(); err != nil {
+		if ctx.Err() != nil {
+			return fmt.Errorf("%s %s: timed out after %s", filepath.Base(name), strings.Join(args, " "), timeout)
+		}
+		return fmt.Errorf("%s %s: %w", filepath.Base(name), strings.Join(args, " "), err)
+	}
+	return nil
+}
+
+func abs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}
+
+func appVersion() (string, error) {
+	b, err := os.ReadFile("charts/kitex-anyconn/Chart.yaml")
+	if err != nil {
+		return "", err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "appVersion:"); ok {
+			return strings.Trim(strings.TrimSpace(v), `"`), nil
+		}
+	}
+	return "", errors.New("no appVersion in Chart.yaml")
+}
