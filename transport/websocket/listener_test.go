@@ -40,7 +40,7 @@ func (r *rejections) count() int {
 	return len(r.statuses)
 }
 
-func listen(t *testing.T, cfg websocket.ListenerConfig) *websocket.Listener {
+func listen(t testing.TB, cfg websocket.ListenerConfig) *websocket.Listener {
 	t.Helper()
 	l, err := websocket.Listen("127.0.0.1:0", cfg)
 	if err != nil {
@@ -51,7 +51,7 @@ func listen(t *testing.T, cfg websocket.ListenerConfig) *websocket.Listener {
 }
 
 // acceptEcho accepts connections and echoes their bytes until the listener closes.
-func acceptEcho(t *testing.T, l net.Listener) {
+func acceptEcho(t testing.TB, l net.Listener) {
 	var wg sync.WaitGroup
 	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
 	wg.Add(1)
@@ -103,7 +103,7 @@ func TestNonWebSocketRequestsGetHTTPErrors(t *testing.T) {
 	roundTrip(t, l.Addr().String(), websocket.DialerConfig{})
 }
 
-func roundTrip(t *testing.T, addr string, cfg websocket.DialerConfig) {
+func roundTrip(t testing.TB, addr string, cfg websocket.DialerConfig) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()

@@ -1,0 +1,74 @@
+package tunnel_test
+
+import (
+	"bytes"
+	"encoding/binary"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// helloBytes is a well-formed agent hello.
+func helloBytes(id, tok string) []byte {
+	b := append([]byte("KXTN\x01"), byte(len(id)))
+	b = append(b, id...)
+	b = binary.BigEndian.AppendUint16(b, uint16(len(tok)))
+	return append(b, tok...)
+}
+
+// FuzzGatewayHandshake sends arbitrary bytes to a real gateway as the first
+// bytes of a connection. Whatever they are, the gateway must answer or close
+// within its handshake timeout, never accept a session without the token,
+// never panic, and keep serving the legitimate agent. `make test` runs the
+// seeds; `go test -fuzz FuzzGatewayHandshake ./transport/tunnel` explores.
+func FuzzGatewayHandshake(f *testing.F) {
+	f.Add(helloBytes("agent-1", "wrong"))
+	f.Add(helloBytes("agent-1", ""))
+	f.Add(helloBytes("bad/identity", token))
+	f.Add(helloBytes("", token))
+	f.Add(helloBytes(strings.Repeat("a", 200), token))
+	f.Add([]byte("KXTN\x02\x01a\x00\x00"))                              // wrong version
+	f.Add([]byte("KXTN\x01\x05ab"))                                     // identity cut short
+	f.Add([]byte("KXTN\x01\x01a\xff\xff"))                              // token length over the limit
+	f.Add(append(helloBytes("a", "x"), bytes.Repeat([]byte{0}, 64)...)) // trailing bytes
+	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
+	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05}) // a TLS ClientHello on a plain gateway
+	f.Add([]byte{})
+
+	gw := startGateway(f, "127.0.0.1:0")
+	addr := gw.Addr().String()
+	good := startAgent(f, "good", addr)
+	waitAgents(f, gw, 1)
+	cli := newClient(f, gw)
+
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = c.Write(data)
+		// The gateway's handshake timeout is 500 ms: it must have answered or
+		// closed well before this deadline.
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 512)
+		for {
+			if _, err := c.Read(buf); err != nil {
+				if isTimeout(err) {
+					t.Fatalf("gateway kept the connection open after %q", data)
+				}
+				break
+			}
+		}
+		if ids := gw.Agents(); len(ids) != 1 || ids[0] != "good" {
+			t.Fatalf("after %q the agents are %v, want only the legitimate one", data, ids)
+		}
+		if got, err := call(cli, "ping"); err != nil || got != "good:ping" {
+			t.Fatalf("after %q the gateway no longer serves: %q, %v", data, got, err)
+		}
+		if good.agent.Stats().Reconnects != 0 {
+			t.Fatalf("after %q the legitimate agent lost its session", data)
+		}
+	})
+}
