@@ -116,6 +116,9 @@ func (e *env) run() error {
 	if err := e.cmd(10*time.Minute, abs("bin/kind"), append([]string{"load", "docker-image", "--name", *cluster}, images...)...); err != nil {
 		return err
 	}
+	if err := e.validateManifests(); err != nil {
+		return err
+	}
 	for _, tr := range strings.Split(*only, ",") {
 		if err := e.transport(strings.TrimSpace(tr)); err != nil {
 			return fmt.Errorf("%s: %w", tr, err)
@@ -127,6 +130,45 @@ func (e *env) run() error {
 		}
 	}
 	return nil
+}
+
+// validateManifests renders the chart in its main variants and has the API
+// server validate every object (kubectl apply --dry-run=server), so a field
+// the cluster's schema rejects fails here, before any install.
+func (e *env) validateManifests() error {
+	e.step("chart: server-side dry run of every variant")
+	ns := *namespace + "-validate"
+	if err := e.kube(time.Minute, "create", "namespace", ns); err != nil {
+		return err
+	}
+	variants := [][]string{
+		{"transport=netpoll", "networkPolicy.enabled=true"},
+		{"transport=gonet", "echo.pdb.minAvailable=1"},
+		{"transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=ws-tls", "websocket.allowedOrigins={*}"},
+		{"transport=yamux", "networkPolicy.enabled=true", "tunnel.tls.enabled=true", "tunnel.tls.existingSecret=gw", "tunnel.tls.mutual=true"},
+		{"etcd.enabled=false", "externalEtcd.endpoints={https://etcd.example:2379}", "externalEtcd.tls.enabled=true",
+			"externalEtcd.tls.existingSecret=etcd-tls", "externalEtcd.auth.username=u", "externalEtcd.auth.existingSecret=etcd-pw"},
+	}
+	for _, v := range variants {
+		args := []string{"template", release, "charts/kitex-anyconn", "-n", ns}
+		for _, s := range v {
+			args = append(args, "--set", s)
+		}
+		out, err := exec.Command(e.helm, args...).Output()
+		if err != nil {
+			return fmt.Errorf("helm template %v: %w", v, err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		c := exec.CommandContext(ctx, e.kubectl, "--context", e.context(), "-n", ns, "apply", "--dry-run=server", "-f", "-")
+		c.Stdin = bytes.NewReader(out)
+		res, err := c.CombinedOutput()
+		cancel()
+		if err != nil {
+			return fmt.Errorf("the API server rejects the chart with %v: %w\n%s", v, err, res)
+		}
+		fmt.Printf("server-side dry run OK: %v (%d objects)\n", v, strings.Count(string(res), "(server dry run)"))
+	}
+	return e.kube(3*time.Minute, "delete", "namespace", ns, "--wait=true", "--timeout=2m")
 }
 
 // transport installs the chart with one transport and checks it.
