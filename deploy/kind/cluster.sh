@@ -28,6 +28,7 @@ K8S_VERSION=v1.34.4
 ETCD_VERSION=v3.6.5
 ETCD_IMAGE_TAG=3.6.5-0
 COREDNS_VERSION=v1.12.1
+LOCAL_PATH_VERSION=v0.0.30 # rancher/local-path-provisioner, as kind v0.30.0 ships
 PAUSE_TAGS="3.10.1 3.10" # kubeadm v1.34 wants 3.10.1, kind's containerd config names 3.10
 KINDEST_NODE=kindest/node:v1.34.0 # kind v0.30.0's default node image
 DEBIAN_MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -37,6 +38,7 @@ WAIT=180s # each wait below is bounded by this
 K8S_BIN=$CACHE/bin/k8s-$K8S_VERSION
 ETCD_BIN=$CACHE/bin/etcd-$ETCD_VERSION/etcd
 COREDNS_BIN=$CACHE/bin/coredns-$COREDNS_VERSION/coredns
+LOCAL_PATH_BIN=$CACHE/bin/local-path-provisioner-$LOCAL_PATH_VERSION/local-path-provisioner
 K8S_CMDS="kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubeadm kubectl kubelet"
 
 t0=$(date +%s)
@@ -78,6 +80,8 @@ build_binaries() {
 	[ -x "$ETCD_BIN" ] || go_build "$KIND_DIR/etcd" "$ETCD_BIN" go.etcd.io/etcd/server/v3 ""
 	[ -x "$COREDNS_BIN" ] || go_build "$KIND_DIR/coredns" "$COREDNS_BIN" github.com/coredns/coredns \
 		"-X github.com/coredns/coredns/coremain.GitCommit=$COREDNS_VERSION"
+	[ -x "$LOCAL_PATH_BIN" ] || go_build "$KIND_DIR/local-path" "$LOCAL_PATH_BIN" github.com/rancher/local-path-provisioner \
+		"-X main.VERSION=$LOCAL_PATH_VERSION"
 	# Tiny std-lib binaries of the main module: rebuilt each time (Go's cache makes it quick).
 	(cd "$REPO" && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$CACHE/bin/" ./deploy/kind/runc-wrapper ./deploy/kind/pause)
 }
@@ -105,15 +109,21 @@ kind_base_files() {
 	echo "$dir"
 }
 
+# kind_storage_go: the kind source file holding its default storage manifest (local-path).
+kind_storage_go() {
+	echo "$(dirname "$(dirname "$(dirname "$(kind_base_files)")")")/pkg/build/nodeimage/const_storage.go"
+}
+
 # input_hash: everything the node image is made of, so a change rebuilds it.
 input_hash() {
 	local files
 	files=$(kind_base_files)
 	{
-		echo "$K8S_VERSION $ETCD_VERSION $ETCD_IMAGE_TAG $COREDNS_VERSION $PAUSE_TAGS $KIND_VERSION"
+		echo "$K8S_VERSION $ETCD_VERSION $ETCD_IMAGE_TAG $COREDNS_VERSION $PAUSE_TAGS $LOCAL_PATH_VERSION $KIND_VERSION"
 		cd "$KIND_DIR"
 		cat node/build.sh node/10-ptp.conflist runc-wrapper/main.go pause/main.go \
-			k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum coredns/go.mod coredns/go.sum
+			k8s/go.mod k8s/go.sum etcd/go.mod etcd/go.sum coredns/go.mod coredns/go.sum local-path/go.mod local-path/go.sum \
+			"$(kind_storage_go)"
 		cd "$files" && find . -type f | LC_ALL=C sort | xargs sha256sum
 	} | sha256sum | cut -c1-10
 }
@@ -154,6 +164,7 @@ node_image() {
 		COREDNS_BIN=$COREDNS_BIN PAUSE_BIN=$CACHE/bin/pause RUNC_WRAPPER_BIN=$CACHE/bin/runc-wrapper \
 		KIND_BASE_FILES=$(kind_base_files) K8S_VERSION=$K8S_VERSION ETCD_IMAGE_TAG=$ETCD_IMAGE_TAG \
 		COREDNS_VERSION=$COREDNS_VERSION PAUSE_TAGS=$PAUSE_TAGS DEBIAN_MIRROR=$DEBIAN_MIRROR \
+		LOCAL_PATH_BIN=$LOCAL_PATH_BIN LOCAL_PATH_VERSION=$LOCAL_PATH_VERSION KIND_STORAGE_GO=$(kind_storage_go) \
 		"$KIND_DIR/node/build.sh"
 	log "node image assembled in $(($(date +%s) - t)) s"
 	# Older node images of ours are dead weight (2-3 GB each).

@@ -10,6 +10,8 @@
 #   ETCD_BIN COREDNS_BIN PAUSE_BIN RUNC_WRAPPER_BIN   the other static binaries
 #   KIND_BASE_FILES  images/base/files of the kind module (read from the Go module cache)
 #   K8S_VERSION ETCD_IMAGE_TAG COREDNS_VERSION PAUSE_TAGS DEBIAN_MIRROR
+#   LOCAL_PATH_BIN LOCAL_PATH_VERSION KIND_STORAGE_GO  local-path-provisioner and kind's
+#                    const_storage.go (its default-storage manifest, images replaced by ours)
 #
 # Steps: a debootstrap bookworm minbase (cached as a tar by package list), kind's base
 # files and systemd clean-up, Debian's containerd/runc/CNI plugins wired where kind's
@@ -21,12 +23,19 @@ set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 log() { printf '%s node-image: %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
+# quiet CMD...: run CMD, showing its output only if it fails (the legacy builder's deprecation banner).
+quiet() {
+	local out
+	out=$("$@" 2>&1) || { printf '%s\n' "$out" >&2; return 1; }
+}
 
 # Debian packages of the node (kind's base Dockerfile installs about these).
 PKGS=systemd,systemd-sysv,dbus,containerd,runc,containernetworking-plugins,iptables,iproute2,ethtool,socat,util-linux,mount,ebtables,kmod,ca-certificates,conntrack,procps,libseccomp2,bash,nftables,jq
 SUITE=bookworm
 BASE_IMAGE=kitex-anyconn/kind-base:$INPUT_HASH
 BUILD_CTR=kitex-anyconn-node-build
+LOCAL_PATH_IMAGE=kitex-anyconn/local-path-provisioner:$LOCAL_PATH_VERSION
+LOCAL_PATH_HELPER=kitex-anyconn/local-path-helper:$INPUT_HASH # the node base: has sh, mkdir, rm
 work=$CACHE/work
 mkdir -p "$work" "$CACHE/debootstrap"
 
@@ -45,7 +54,7 @@ debootstrap_tar() {
 	fi
 	tree=$CACHE/debootstrap/tree-$key
 	rm -rf "$tree"
-	log "debootstrap $SUITE minbase (about 2 min)"
+	log "debootstrap $SUITE minbase (2 to 5 min)"
 	nice -n 10 debootstrap --variant=minbase --include="$PKGS" "$SUITE" "$tree" "$DEBIAN_MIRROR" >"$CACHE/debootstrap/$key.log" 2>&1 ||
 		{ tail -n 20 "$CACHE/debootstrap/$key.log" >&2; exit 1; }
 	rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/*_* || true
@@ -108,6 +117,16 @@ build_base() {
 	sed -i 's/^\([[:space:]]*restrict_oom_score_adj[[:space:]]*=\).*/\1 true/' "$R/etc/containerd/config.toml"
 	grep -q 'restrict_oom_score_adj = true' "$R/etc/containerd/config.toml"
 	echo "$K8S_VERSION" >"$R/kind/version"
+	# kind's default storage (local-path-provisioner) from the kind module, with our images.
+	mkdir -p "$R/kind/manifests"
+	awk '/^const defaultStorageManifest = `/ { f = 1; next } f && /^`/ { exit } f' "$KIND_STORAGE_GO" |
+		sed -e 's|` + storageProvisionerImage + `|'"$LOCAL_PATH_IMAGE"'|' -e 's|` + storageHelperImage + `|'"$LOCAL_PATH_HELPER"'|' \
+			>"$R/kind/manifests/default-storage.yaml"
+	grep -q "image: $LOCAL_PATH_IMAGE" "$R/kind/manifests/default-storage.yaml"
+	if grep -q '`' "$R/kind/manifests/default-storage.yaml"; then
+		log "could not extract kind's storage manifest from $KIND_STORAGE_GO"
+		exit 1
+	fi
 	rm -f "$R/etc/machine-id" && touch "$R/etc/machine-id"
 
 	log "docker import of the base"
@@ -117,7 +136,7 @@ build_base() {
 		--change 'ENTRYPOINT ["/usr/local/bin/entrypoint", "/sbin/init"]' \
 		- "$BASE_IMAGE-import" >/dev/null
 	# STOPSIGNAL cannot be set by import: systemd exits on SIGRTMIN+3.
-	printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$BASE_IMAGE-import" | DOCKER_BUILDKIT=0 docker build -q -t "$BASE_IMAGE" - >/dev/null
+	printf 'FROM %s\nSTOPSIGNAL SIGRTMIN+3\n' "$BASE_IMAGE-import" | DOCKER_BUILDKIT=0 quiet docker build -q -t "$BASE_IMAGE" -
 	docker rmi "$BASE_IMAGE-import" >/dev/null
 	rm -rf "$R"
 }
@@ -137,7 +156,7 @@ scratch_image() {
 		fi
 		echo "ENTRYPOINT [\"$dest\"]"
 	} >"$ctx/Dockerfile"
-	DOCKER_BUILDKIT=0 docker build -q -t "$tag" "$ctx" >/dev/null
+	DOCKER_BUILDKIT=0 quiet docker build -q -t "$tag" "$ctx"
 	rm -rf "$ctx"
 }
 
@@ -159,6 +178,9 @@ scratch_image "registry.k8s.io/etcd:$ETCD_IMAGE_TAG" "$ETCD_BIN" /usr/local/bin/
 images+=("registry.k8s.io/etcd:$ETCD_IMAGE_TAG")
 scratch_image "registry.k8s.io/coredns/coredns:$COREDNS_VERSION" "$COREDNS_BIN" /coredns
 images+=("registry.k8s.io/coredns/coredns:$COREDNS_VERSION")
+scratch_image "$LOCAL_PATH_IMAGE" "$LOCAL_PATH_BIN" /usr/local/bin/local-path-provisioner
+docker tag "$BASE_IMAGE" "$LOCAL_PATH_HELPER"
+images+=("$LOCAL_PATH_IMAGE" "$LOCAL_PATH_HELPER")
 first=
 for t in $PAUSE_TAGS; do
 	if [ -z "$first" ]; then
