@@ -469,3 +469,64 @@ func TestEtcdOverTLSWithAuth(t *testing.T) {
 		t.Fatalf("caller with a wrong password does not say why:\n%s", denied.stdout.String()+denied.stderr.String())
 	}
 }
+
+// An echo killed with SIGKILL stays registered until its lease expires, but
+// the caller loses at most one call: the one in flight at that instant, or,
+// on gonet and WebSocket (whose pooled connections only learn of the peer's
+// death when they read), the first call sent on a pooled connection to it.
+// A call that cannot connect is retried on another instance (Kitex's
+// resolver middleware does that for connection errors), and with yamux the
+// gateway drops the dead agent's session at once. The report line
+// gives the failed calls and whether the dead instance was still in etcd.
+func TestSIGKILLedEchoCostsNoCall(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	cli := testutil.EtcdClient(t, etcd)
+	for _, transport := range []string{"netpoll", "gonet", "websocket", "yamux"} {
+		t.Run(transport, func(t *testing.T) {
+			t.Parallel()
+			svc := "kill-" + transport
+			env := append([]string{"SERVICE_NAME=" + svc, "ECHO_SERVICE=" + svc, "DISCOVERY_REFRESH=200ms"}, tunnelEnv("")...)
+			victim := startEcho(t, etcd, transport, append(env[:len(env):len(env)], "TUNNEL_AGENT_ID="+svc+"-a")...)
+			startEcho(t, etcd, transport, append(env[:len(env):len(env)], "TUNNEL_AGENT_ID="+svc+"-b")...)
+			caller := start(t, "caller", append(env, "TRANSPORT="+transport, "ETCD_ENDPOINTS="+etcd,
+				"ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=20ms")...)
+			okCalls := func() int {
+				n := 0
+				for _, l := range caller.logLines() {
+					if l["msg"] == "call ok" {
+						n++
+					}
+				}
+				return n
+			}
+			eventually(t, "calls flowing to both echoes", 30*time.Second, func() bool { return okCalls() >= 20 })
+
+			if err := victim.cmd.Process.Kill(); err != nil {
+				t.Fatal(err)
+			}
+			killed := time.Now()
+			before := okCalls()
+			eventually(t, "50 more calls", 20*time.Second, func() bool { return okCalls() >= before+50 })
+			stillRegistered := false
+			if transport != "yamux" {
+				resp, err := cli.Get(context.Background(), "kitex/registry-etcd/"+svc+"/"+victim.addr)
+				stillRegistered = err == nil && len(resp.Kvs) == 1
+			}
+			_ = caller.cmd.Process.Signal(syscall.SIGTERM)
+			caller.wait(10 * time.Second)
+			failed := 0
+			for _, l := range caller.logLines() {
+				ts, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(l["ts"]))
+				if l["msg"] == "call failed" && !ts.Before(killed.Add(-time.Millisecond)) {
+					failed++
+					t.Logf("failed call: %v", l)
+				}
+			}
+			t.Logf("report: SIGKILL %s: %d calls failed, %d succeeded in the %s after the kill; killed instance still in etcd then: %v",
+				transport, failed, okCalls()-before, time.Since(killed).Round(time.Millisecond), stillRegistered)
+			if failed > 1 {
+				t.Fatalf("%d calls failed after SIGKILL of one echo, want at most one", failed)
+			}
+		})
+	}
+}
