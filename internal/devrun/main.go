@@ -14,10 +14,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -67,11 +69,16 @@ func run(bin string) int {
 		{name: "caller", path: filepath.Join(bin, "caller"), env: env},
 	}
 	exited := make(chan *child, len(children))
-	for _, c := range children {
+	for i, c := range children {
 		if err := c.start(exited); err != nil {
 			fmt.Fprintln(os.Stderr, "devrun:", err)
 			stopAll(children)
 			return 1
+		}
+		if i == 0 && !strings.EqualFold(os.Getenv("TRANSPORT"), "yamux") {
+			// Let echo register before the caller's first call (with yamux
+			// echo is ready only once the caller's gateway exists).
+			waitReady(ctx, "http://127.0.0.1"+echoAdminPort(echoEnv)+"/readyz", 10*time.Second)
 		}
 	}
 	code := 0
@@ -85,6 +92,35 @@ func run(bin string) int {
 	}
 	stopAll(children)
 	return code
+}
+
+// echoAdminPort returns ":<port>" of echo's ADMIN_ADDR (":9090" by default).
+func echoAdminPort(env []string) string {
+	addr := ":9090"
+	for _, kv := range env {
+		if v, ok := strings.CutPrefix(kv, "ADMIN_ADDR="); ok {
+			addr = v
+		}
+	}
+	if i := strings.LastIndex(addr, ":"); i >= 0 {
+		return addr[i:]
+	}
+	return ":9090"
+}
+
+// waitReady polls url until it answers 200, ctx ends or timeout passes.
+func waitReady(ctx context.Context, url string, timeout time.Duration) {
+	deadline := time.Now().Add(timeout)
+	for time.Now().Before(deadline) && ctx.Err() == nil {
+		resp, err := http.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return
+			}
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func withDefault(env []string, key, value string) []string {
