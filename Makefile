@@ -91,6 +91,10 @@ image-binaries: ## Compile the static linux binaries of the images into bin/imag
 e2e-kind: $(HELM) $(KIND) ## Every transport end to end in an offline kind cluster, then tilt ci (deploy/kind; E2E_FLAGS=-keep keeps it).
 	go run ./deploy/kind/e2e $(E2E_FLAGS)
 
+.PHONY: chaos
+chaos: ## The fault tests with long outages (etcd down 30 s…), real processes on loopback; prints the recovery figures.
+	KITEX_ANYCONN_CHAOS=1 go test -race -count=1 -timeout 10m -v -run 'TestEtcd|TestSIGKILL|TestEchoDeregisters' ./test/e2e/ | grep -E '^(=== RUN|--- |ok|FAIL|\s+\S+_test.go:[0-9]+: report)'
+
 .PHONY: lint
 lint: ## Run go vet and check formatting.
 	go vet ./...

@@ -19,6 +19,7 @@ import (
 type Server struct {
 	e        *embed.Etcd
 	endpoint string
+	dir      string
 }
 
 // TLS makes the embedded etcd serve clients over TLS.
@@ -98,12 +99,15 @@ func start(dir, clientAddr string, tlsFiles *TLS) (*Server, error) {
 		e.Close()
 		return nil, fmt.Errorf("embedded etcd not ready after 30s")
 	}
-	return &Server{e: e, endpoint: endpoint}, nil
+	return &Server{e: e, endpoint: endpoint, dir: dir}, nil
 }
 
 // Endpoint returns the client address: host:port, or https://host:port
 // with TLS.
 func (s *Server) Endpoint() string { return s.endpoint }
+
+// Dir returns the data directory.
+func (s *Server) Dir() string { return s.dir }
 
 // Close stops etcd.
 func (s *Server) Close() { s.e.Close() }
