@@ -93,7 +93,10 @@ e2e-kind: $(HELM) $(KIND) ## Every transport end to end in an offline kind clust
 
 .PHONY: chaos
 chaos: ## The fault tests with long outages (etcd down 30 s…), real processes on loopback; prints the recovery figures.
-	KITEX_ANYCONN_CHAOS=1 go test -race -count=1 -timeout 10m -v -run 'TestEtcd|TestSIGKILL|TestEchoDeregisters' ./test/e2e/ | grep -E '^(=== RUN|--- |ok|FAIL|\s+\S+_test.go:[0-9]+: report)'
+	@mkdir -p $(BIN); KITEX_ANYCONN_CHAOS=1 go test -race -count=1 -timeout 10m -v -run 'TestEtcd|TestSIGKILL|TestEchoDeregisters' \
+	  ./test/e2e/ > $(BIN)/chaos.log 2>&1; rc=$$?; \
+	  grep -E '^(=== RUN|--- |ok|FAIL|\s+\S+_test.go:[0-9]+: report)' $(BIN)/chaos.log; \
+	  echo "full output: $(BIN)/chaos.log"; exit $$rc
 
 .PHONY: lint
 lint: ## Run go vet and check formatting.

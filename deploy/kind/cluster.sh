@@ -130,6 +130,8 @@ input_hash() {
 
 # node_image sets IMAGE to the node image to use, building it if needed, and NODE_KIND to
 # "kindest" when that is an upstream kindest/node image (which brings its own CNI).
+# Order: $NODE_IMAGE; a local kindest/node:v1.34.x; our cached image for these inputs;
+# pulling kindest/node (bounded by PULL_TIMEOUT); building ours.
 NODE_KIND=own
 IMAGE=
 node_image() {
@@ -138,23 +140,25 @@ node_image() {
 		IMAGE=$NODE_IMAGE
 		return
 	fi
-	local img
+	local img hash image
 	img=$(docker images --format '{{.Repository}}:{{.Tag}}' kindest/node | grep -m1 ':v1\.34\.' || true)
-	if [ -z "$img" ] && timeout "$PULL_TIMEOUT" docker pull -q "$KINDEST_NODE" >/dev/null 2>&1; then
-		img=$KINDEST_NODE
-	fi
 	if [ -n "$img" ]; then
-		log "using $img"
+		log "using the local $img"
 		NODE_KIND=kindest
 		IMAGE=$img
 		return
 	fi
-	local hash image
 	hash=$(input_hash)
 	image=kitex-anyconn/kind-node:$K8S_VERSION-$hash
 	if docker image inspect "$image" >/dev/null 2>&1; then
 		log "node image $image cached"
 		IMAGE=$image
+		return
+	fi
+	if timeout "$PULL_TIMEOUT" docker pull -q "$KINDEST_NODE" >/dev/null 2>&1; then
+		log "pulled $KINDEST_NODE"
+		NODE_KIND=kindest
+		IMAGE=$KINDEST_NODE
 		return
 	fi
 	log "no kindest/node:v1.34.x (not local, pull failed within ${PULL_TIMEOUT} s): building $image"
@@ -167,10 +171,20 @@ node_image() {
 		LOCAL_PATH_BIN=$LOCAL_PATH_BIN LOCAL_PATH_VERSION=$LOCAL_PATH_VERSION KIND_STORAGE_GO=$(kind_storage_go) \
 		"$KIND_DIR/node/build.sh"
 	log "node image assembled in $(($(date +%s) - t)) s"
-	# Older node images of ours are dead weight (2-3 GB each).
-	docker images --format '{{.Repository}}:{{.Tag}}' kitex-anyconn/kind-node | grep -vx "$image" | xargs -r docker rmi >/dev/null 2>&1 || true
-	docker images --format '{{.Repository}}:{{.Tag}}' kitex-anyconn/kind-base | grep -vx "kitex-anyconn/kind-base:$hash" | xargs -r docker rmi >/dev/null 2>&1 || true
 	IMAGE=$image
+	prune_images
+}
+
+# prune_images removes our node and base images other than the current ones (1.5 GB each);
+# one still used by a running node stays (docker refuses), until the next run.
+prune_images() {
+	[ "$NODE_KIND" = own ] || return 0
+	local hash=${IMAGE##*-}
+	{
+		docker images --format '{{.Repository}}:{{.Tag}}' kitex-anyconn/kind-node | grep -vx "$IMAGE" || true
+		docker images --format '{{.Repository}}:{{.Tag}}' kitex-anyconn/kind-base | grep -vx "kitex-anyconn/kind-base:$hash" || true
+		docker images --format '{{.Repository}}:{{.Tag}}' kitex-anyconn/local-path-helper | grep -vx "kitex-anyconn/local-path-helper:$hash" || true
+	} | xargs -r docker rmi >/dev/null 2>&1 || true
 }
 
 # kubectl: ours if built, else the node's own.
@@ -191,12 +205,16 @@ up() {
 	ensure_docker
 	ensure_kind
 	node_image
-	local image=$IMAGE
+	local image=$IMAGE node=$CLUSTER-control-plane
 	if cluster_exists; then
-		local state
-		state=$(docker inspect -f '{{.State.Status}}' "$CLUSTER-control-plane" 2>/dev/null || echo missing)
+		local state current
+		state=$(docker inspect -f '{{.State.Status}}' "$node" 2>/dev/null || echo missing)
+		current=$(docker inspect -f '{{.Config.Image}}' "$node" 2>/dev/null || true)
 		if [ "$state" != running ]; then
 			log "cluster $CLUSTER exists but its node is $state (dockerd restarted?): recreating it"
+			"$KIND" delete cluster --name "$CLUSTER" >&2
+		elif [ "$current" != "$image" ]; then
+			log "cluster $CLUSTER runs $current, not $image: recreating it"
 			"$KIND" delete cluster --name "$CLUSTER" >&2
 		else
 			log "cluster $CLUSTER already exists"
@@ -211,10 +229,17 @@ up() {
 		log "creating cluster $CLUSTER from $image"
 		"$KIND" create cluster --name "$CLUSTER" --image "$image" --config "$config" --wait "$WAIT" >&2
 		log "kind create cluster took $(($(date +%s) - t)) s"
+		prune_images
 	fi
 	"$KIND" get kubeconfig --name "$CLUSTER" >"$CACHE/kubeconfig"
 	kctl wait --for=condition=Ready node --all --timeout="$WAIT" >/dev/null
 	kctl -n kube-system rollout status deployment/coredns --timeout="$WAIT" >/dev/null
+	# The default StorageClass's provisioner: PVCs stay Pending without it, but a cluster
+	# without PVCs works, so only warn.
+	if kctl -n local-path-storage get deployment/local-path-provisioner >/dev/null 2>&1 &&
+		! kctl -n local-path-storage rollout status deployment/local-path-provisioner --timeout=60s >/dev/null; then
+		log "warning: local-path-provisioner (default StorageClass) is not ready"
+	fi
 	log "cluster $CLUSTER is ready ($(($(date +%s) - t0)) s); node image $image"
 	log "kubeconfig: context kind-$CLUSTER in kind's default (${KUBECONFIG:-$HOME/.kube/config}); copy in $CACHE/kubeconfig"
 	[ -x "$K8S_BIN/kubectl" ] && log "kubectl $K8S_VERSION: $K8S_BIN/kubectl" || true

@@ -206,7 +206,7 @@ docker exec "$BUILD_CTR" bash -ec '
 	for i in $(seq 120); do ctr version >/dev/null 2>&1 && break; sleep 0.5; done
 	ctr version >/dev/null || { tail -n 20 /tmp/containerd.log; exit 1; }
 	ctr -n k8s.io images import --all-platforms --no-unpack --digests /kind-images.tar >/dev/null
-	ctr -n k8s.io images ls -q | grep -v "^sha256:"
+	ctr -n k8s.io images ls -q | grep -v -e "^sha256:" -e "^import-"
 	kill $pid
 	for i in $(seq 60); do kill -0 $pid 2>/dev/null || break; sleep 0.5; done
 	rm -rf /tmp/containerd.log /run/containerd
