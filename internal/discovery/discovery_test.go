@@ -112,6 +112,33 @@ func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
 	}
 }
 
+// KeepLast bridges an emptied etcd for a while, then lets the emptiness show.
+func TestResolverKeepLast(t *testing.T) {
+	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	register(t, cli, "10.0.0.1:1", map[string]string{discovery.TagTransport: "gonet"})
+	r := discovery.NewResolver(cli, "", map[string]string{discovery.TagTransport: "gonet"}).KeepLast(500 * time.Millisecond)
+	count := func() int {
+		res, err := r.Resolve(context.Background(), "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(res.Instances)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("resolved %d instances, want 1", n)
+	}
+	if _, err := cli.Delete(context.Background(), discovery.DefaultPrefix+"/", clientv3.WithPrefix()); err != nil {
+		t.Fatal(err)
+	}
+	if n := count(); n != 1 {
+		t.Fatalf("right after etcd emptied: %d instances, want the last one kept", n)
+	}
+	time.Sleep(600 * time.Millisecond)
+	if n := count(); n != 0 {
+		t.Fatalf("after KeepLast passed: %d instances, want none", n)
+	}
+}
+
 // A lease lost behind the registry's back (etcd restarted without its data,
 // or the lease expired while etcd was unreachable) is registered again.
 func TestRegistrationComesBackAfterLeaseLoss(t *testing.T) {

@@ -7,6 +7,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc"
+	grpcbackoff "google.golang.org/grpc/backoff"
 )
 
 // EtcdConfig says where etcd is and how to authenticate to it.
@@ -36,6 +38,13 @@ func NewEtcdClient(cfg EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
+		// gRPC's default reconnection backoff grows to 2 minutes: after a
+		// long etcd outage the client would come back long after etcd.
+		// Redial at least every 2 s instead.
+		DialOptions: []grpc.DialOption{grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           grpcbackoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		})},
 	})
 	if err != nil {
 		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)

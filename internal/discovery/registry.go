@@ -149,7 +149,9 @@ func (r *Registry) Register(info *registry.Info) error {
 // registers again, with backoff, until ctx ends.
 func (r *Registry) keep(ctx context.Context, key, val string, done chan struct{}) {
 	defer close(done)
-	retry := backoff.New(200*time.Millisecond, 5*time.Second)
+	// Retries (backoff plus one attempt's timeout) stay within one TTL, so
+	// that a registration comes back within a TTL of etcd coming back.
+	retry := backoff.New(200*time.Millisecond, min(5*time.Second, r.opts.TTL/2))
 	failures := 0
 	for ctx.Err() == nil {
 		err := r.registerOnce(ctx, key, val)
@@ -178,7 +180,7 @@ func (r *Registry) keep(ctx context.Context, key, val string, done chan struct{}
 }
 
 func (r *Registry) registerOnce(ctx context.Context, key, val string) error {
-	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, min(3*time.Second, max(r.opts.TTL/2, 500*time.Millisecond)))
 	defer cancel()
 	ttl := int64(r.opts.TTL / time.Second)
 	if ttl < 1 {

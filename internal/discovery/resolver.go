@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/cloudwego/kitex/pkg/discovery"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
@@ -19,6 +21,15 @@ type Resolver struct {
 	prefix string
 	tags   map[string]string
 	name   string
+
+	keepLast time.Duration
+	mu       sync.Mutex
+	last     map[string]lastResult // by service, while keepLast > 0
+}
+
+type lastResult struct {
+	res discovery.Result
+	at  time.Time
 }
 
 var _ discovery.Resolver = (*Resolver)(nil)
@@ -31,6 +42,16 @@ func NewResolver(cli *clientv3.Client, prefix string, tags map[string]string) *R
 	}
 	r := &Resolver{cli: cli, prefix: prefix, tags: tags}
 	r.name = r.buildName()
+	return r
+}
+
+// KeepLast makes an empty answer from etcd fall back, for up to d, to the
+// last instances seen: after etcd is restarted with its data wiped, the
+// services register again within a lease TTL, and the callers meanwhile keep
+// calling the instances they knew instead of failing. It returns r.
+func (r *Resolver) KeepLast(d time.Duration) *Resolver {
+	r.keepLast = d
+	r.last = map[string]lastResult{}
 	return r
 }
 
@@ -61,6 +82,16 @@ func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Resul
 			network = "tcp"
 		}
 		res.Instances = append(res.Instances, discovery.NewInstance(network, in.Address, in.Weight, in.Tags))
+	}
+	if r.keepLast > 0 {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		now := time.Now()
+		if len(res.Instances) > 0 {
+			r.last[service] = lastResult{res: res, at: now}
+		} else if l, ok := r.last[service]; ok && now.Sub(l.at) < r.keepLast {
+			return l.res, nil
+		}
 	}
 	return res, nil
 }

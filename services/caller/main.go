@@ -172,7 +172,10 @@ func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
 			tags[discovery.TagWSScheme] = "wss"
 		}
 	}
-	resolver := discovery.NewResolver(etcd, "", tags)
+	// An emptied etcd (restarted with its data wiped) does not stop the
+	// calls: the instances known last stay in use while echo registers again
+	// (within its lease TTL, 10 s by default).
+	resolver := discovery.NewResolver(etcd, "", tags).KeepLast(15 * time.Second)
 	return &outbound{
 		transport: ccfg,
 		opts: []client.Option{
