@@ -8,10 +8,14 @@
 #   deploy/kind/cluster.sh node-image  only build (or find) the node image and print its name
 #
 # No container registry is needed: when kindest/node:v1.34.x is neither local nor
-# pullable, the node image is built here from the Go module proxy (Kubernetes, etcd,
-# CoreDNS) and Debian packages (debootstrap), see node/build.sh. Build outputs are cached
-# under deploy/kind/.cache/ keyed by version; the node image is tagged with a hash of its
-# inputs, so a warm `up` skips every build. Environment:
+# pullable, the node image is built here (Linux, root) from the Go module proxy
+# (Kubernetes, etcd, CoreDNS, local-path-provisioner) and Debian packages (debootstrap),
+# see node/build.sh. Build outputs are cached under deploy/kind/.cache/ keyed by version;
+# the node image is tagged with a hash of its inputs, so a warm `up` skips every build,
+# and `up` recreates a running cluster whose node runs another image. Order: $NODE_IMAGE,
+# a local kindest/node:v1.34.x, our cached image, a pull of kindest/node, our build.
+# Our own image has no default CNI (kind-config.yaml) but a static ptp config for one
+# node, and a default StorageClass (local-path). Environment:
 #   KIND_CLUSTER_NAME (kitex-anyconn)   NODE_IMAGE (use this image, build nothing)
 #   KUBECONFIG (kind's default: $KUBECONFIG or ~/.kube/config; a copy also goes to .cache/kubeconfig)
 #   DEBIAN_MIRROR (http://deb.debian.org/debian)   PULL_TIMEOUT (10 s for kindest/node)
@@ -148,19 +152,29 @@ node_image() {
 		IMAGE=$img
 		return
 	fi
-	hash=$(input_hash)
-	image=kitex-anyconn/kind-node:$K8S_VERSION-$hash
-	if docker image inspect "$image" >/dev/null 2>&1; then
-		log "node image $image cached"
-		IMAGE=$image
-		return
+	# Our own image is built with debootstrap and chroot: Linux, as root, only.
+	local own=false
+	if [ "$(uname -s)" = Linux ] && [ "$(id -u)" = 0 ]; then
+		own=true
+		hash=$(input_hash)
+		image=kitex-anyconn/kind-node:$K8S_VERSION-$hash
+		if docker image inspect "$image" >/dev/null 2>&1; then
+			log "node image $image cached"
+			IMAGE=$image
+			return
+		fi
 	fi
-	if timeout "$PULL_TIMEOUT" docker pull -q "$KINDEST_NODE" >/dev/null 2>&1; then
+	local pull=(docker pull -q "$KINDEST_NODE")
+	if command -v timeout >/dev/null 2>&1; then
+		pull=(timeout "$PULL_TIMEOUT" "${pull[@]}")
+	fi
+	if "${pull[@]}" >/dev/null 2>&1; then
 		log "pulled $KINDEST_NODE"
 		NODE_KIND=kindest
 		IMAGE=$KINDEST_NODE
 		return
 	fi
+	$own || die "cannot pull $KINDEST_NODE, and building a node image needs Linux and root (debootstrap, chroot)"
 	log "no kindest/node:v1.34.x (not local, pull failed within ${PULL_TIMEOUT} s): building $image"
 	build_binaries
 	local t=$(date +%s)
@@ -265,8 +279,10 @@ main() {
 	esac
 	mkdir -p "$CACHE"
 	# One run at a time (builds and cluster creation share the cache and names).
-	exec 9>"$CACHE/.lock"
-	flock -w 3600 9 || die "another cluster.sh holds $CACHE/.lock"
+	if command -v flock >/dev/null 2>&1; then
+		exec 9>"$CACHE/.lock"
+		flock -w 3600 9 || die "another cluster.sh has held $CACHE/.lock for an hour"
+	fi
 	case $1 in
 	up) up ;;
 	down) down ;;
