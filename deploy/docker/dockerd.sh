@@ -107,10 +107,10 @@ if ! pgrep -x dockerd >/dev/null 2>&1; then
 	if $wrap; then
 		install_wrapper
 		echo "dockerd.sh: starting dockerd with the runc wrapper (log: $log)" >&2
-		nohup dockerd --add-runtime "wrapped=$wrapper" --default-runtime wrapped >>"$log" 2>&1 &
+		nohup dockerd --add-runtime "wrapped=$wrapper" --default-runtime wrapped >>"$log" 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	else
 		echo "dockerd.sh: starting dockerd (log: $log)" >&2
-		nohup dockerd >>"$log" 2>&1 &
+		nohup dockerd >>"$log" 2>&1 </dev/null 3>&- 4>&- 5>&- 6>&- 7>&- 8>&- 9>&- &
 	fi
 fi
 

@@ -91,7 +91,8 @@ build_binaries() {
 }
 
 ensure_docker() {
-	"$REPO/deploy/docker/dockerd.sh"
+	# Not fd 9 (the lock): a dockerd started from here would hold the lock forever.
+	"$REPO/deploy/docker/dockerd.sh" 9>&-
 }
 
 ensure_kind() {
@@ -214,6 +215,21 @@ cluster_exists() {
 	"$KIND" get clusters 2>/dev/null | grep -qx "$CLUSTER"
 }
 
+# wait_api waits (bounded by $WAIT) until the API server is ready and authorizes the
+# admin: a node that docker restarted (dockerd restarted) boots its control plane
+# again, and for a while the API server answers but refuses everything.
+wait_api() {
+	local i limit=${WAIT%s}
+	for ((i = 0; i < limit; i++)); do
+		if kctl get --raw=/readyz >/dev/null 2>&1 && kctl get nodes >/dev/null 2>&1; then
+			return 0
+		fi
+		sleep 1
+	done
+	kctl get --raw=/readyz?verbose >&2 || true
+	die "the API server of $CLUSTER is not ready after $WAIT"
+}
+
 up() {
 	mkdir -p "$CACHE"
 	ensure_docker
@@ -246,6 +262,7 @@ up() {
 		prune_images
 	fi
 	"$KIND" get kubeconfig --name "$CLUSTER" >"$CACHE/kubeconfig"
+	wait_api
 	kctl wait --for=condition=Ready node --all --timeout="$WAIT" >/dev/null
 	kctl -n kube-system rollout status deployment/coredns --timeout="$WAIT" >/dev/null
 	# The default StorageClass's provisioner: PVCs stay Pending without it, but a cluster
