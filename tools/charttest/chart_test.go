@@ -246,7 +246,7 @@ func TestEveryTransport(t *testing.T) {
 
 			for _, e := range []map[string]string{ee, ce} {
 				want(t, "TRANSPORT", e["TRANSPORT"], tr)
-				want(t, "ETCD_ENDPOINTS", e["ETCD_ENDPOINTS"], "demo-etcd.prod.svc:2379")
+				want(t, "ETCD_ENDPOINTS", e["ETCD_ENDPOINTS"], "demo-etcd-0.demo-etcd-headless.prod.svc:2379")
 				want(t, "LOG_FORMAT", e["LOG_FORMAT"], "json")
 			}
 			want(t, "echo SERVICE_NAME", ee["SERVICE_NAME"], "demo-echo")

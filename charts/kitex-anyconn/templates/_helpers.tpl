@@ -58,10 +58,16 @@ app.kubernetes.io/component: {{ .component }}
 {{- default (printf "%s-echo" (include "kitex-anyconn.prefix" .)) .Values.echo.serviceName -}}
 {{- end }}
 
-{{/* Comma-separated etcd endpoints the services use. */}}
+{{/*
+Comma-separated etcd endpoints the services use. The bundled etcd is reached at its
+pod's stable DNS name (headless Service), not through the ClusterIP: that name
+resolves to the pod itself, so a connection made before kube-proxy has programmed a
+new Service cannot go astray.
+*/}}
 {{- define "kitex-anyconn.etcdEndpoints" -}}
 {{- if .Values.etcd.enabled -}}
-{{ include "kitex-anyconn.prefix" . }}-etcd.{{ .Release.Namespace }}.svc:2379
+{{- $prefix := include "kitex-anyconn.prefix" . -}}
+{{ $prefix }}-etcd-0.{{ $prefix }}-etcd-headless.{{ .Release.Namespace }}.svc:2379
 {{- else -}}
 {{ join "," .Values.externalEtcd.endpoints }}
 {{- end -}}
