@@ -138,7 +138,16 @@ func (e *env) run() error {
 func (e *env) validateManifests() error {
 	e.step("chart: server-side dry run of every variant")
 	ns := *namespace + "-validate"
+	// A namespace left by an interrupted run is deleted first.
+	if err := e.kube(3*time.Minute, "delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=2m"); err != nil {
+		return err
+	}
 	if err := e.kube(time.Minute, "create", "namespace", ns); err != nil {
+		return err
+	}
+	// Admission checks that a pod's service account exists, which a dry run
+	// of the chart's own ServiceAccount does not create.
+	if err := e.kube(time.Minute, "-n", ns, "create", "serviceaccount", release); err != nil {
 		return err
 	}
 	variants := [][]string{
