@@ -354,6 +354,7 @@ const maxDrain = 30 * time.Second
 // closes them when its calls are done), or after maxDrain.
 func drain(sess *yamux.Session, ended <-chan struct{}) {
 	_ = sess.GoAway()
+	notifyLeaving(sess)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	limit := time.NewTimer(maxDrain)
@@ -369,6 +370,20 @@ func drain(sess *yamux.Session, ended <-chan struct{}) {
 		}
 	}
 	_ = sess.Close()
+}
+
+// notifyLeaving tells the gateway on a stream of our own that this agent is
+// leaving, so that it stops reusing the streams it has pooled (see the
+// gateway's watchNotices). Best effort: a gateway that misses it still sees
+// the GoAway at its next stream open.
+func notifyLeaving(sess *yamux.Session) {
+	st, err := sess.OpenStream()
+	if err != nil {
+		return
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = st.Write([]byte{noticeLeaving})
+	_ = st.Close()
 }
 
 // Accept waits for the next stream a gateway opens.

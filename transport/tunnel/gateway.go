@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"sync"
@@ -74,6 +75,8 @@ type Gateway struct {
 	sessions map[string]*yamux.Session
 	ids      []string // sorted identities, for the balancer
 	closed   bool
+
+	leaving sync.Map // *yamux.Session → struct{}: the agent said it is leaving
 
 	rr                atomic.Uint64
 	accepted          atomic.Uint64
@@ -219,13 +222,42 @@ func (g *Gateway) serveConn(c net.Conn) {
 	}
 	g.accepted.Add(1)
 	g.log.Info("tunnel gateway: agent connected", zap.String("agent", id), zap.String("peer", peer))
+	g.wg.Add(1)
+	go g.watchNotices(id, sess)
 	select {
 	case <-sess.CloseChan():
 	case <-g.done:
 		_ = sess.Close()
 	}
+	defer g.leaving.Delete(sess)
 	if g.remove(id, sess) {
 		g.log.Info("tunnel gateway: agent disconnected", zap.String("agent", id), zap.String("peer", peer))
+	}
+}
+
+// watchNotices reads the notices an agent sends on streams it opens itself
+// (a gateway never gets streams otherwise). noticeLeaving: the agent is
+// shutting down; it is no longer chosen, and its pooled streams stop being
+// reused (IsActive turns false), so calls move to other agents at once
+// while the ones in flight finish. yamux's own GoAway alone would only be
+// seen at the next stream open, never by streams already pooled.
+func (g *Gateway) watchNotices(id string, sess *yamux.Session) {
+	defer g.wg.Done()
+	for {
+		st, err := sess.AcceptStream()
+		if err != nil {
+			return
+		}
+		_ = st.SetReadDeadline(time.Now().Add(time.Second))
+		var b [1]byte
+		_, err = io.ReadFull(st, b[:])
+		_ = st.Close()
+		if err == nil && b[0] == noticeLeaving {
+			g.leaving.Store(sess, struct{}{})
+			if g.remove(id, sess) {
+				g.log.Info("tunnel gateway: agent leaving; no longer chosen", zap.String("agent", id))
+			}
+		}
 	}
 }
 
@@ -352,7 +384,7 @@ func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 		return nil, fmt.Errorf("tunnel: open stream to %q: %w", id, err)
 	}
 	g.streams.Add(1)
-	return sessionStream{Stream: st, sess: sess}, nil
+	return sessionStream{Stream: st, sess: sess, gw: g}, nil
 }
 
 // sessionStream is a stream that knows whether its session still lives, so
@@ -361,10 +393,18 @@ func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 type sessionStream struct {
 	*yamux.Stream
 	sess *yamux.Session
+	gw   *Gateway
 }
 
-// IsActive reports whether the stream's session is still open.
-func (s sessionStream) IsActive() bool { return !s.sess.IsClosed() }
+// IsActive reports whether the stream's session is still open and its agent
+// is not leaving.
+func (s sessionStream) IsActive() bool {
+	if s.sess.IsClosed() {
+		return false
+	}
+	_, leaving := s.gw.leaving.Load(s.sess)
+	return !leaving
+}
 
 // Dialer returns the Kitex dialer (for client.WithDialer) that reaches an
 // agent by its identity, the address Kitex dials.

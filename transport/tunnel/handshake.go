@@ -20,6 +20,11 @@
 // and the gateway's answer: status (1 byte: 0 accepted, 1 refused) |
 // reason length (1 byte) | reason. Tokens are compared in constant time;
 // a refused or silent agent is disconnected and never becomes a session.
+//
+// Streams are opened by the gateway, one per Kitex connection. The only
+// stream an agent opens carries the one byte 'L' when it starts leaving
+// (besides yamux's GoAway), so that the gateway stops choosing it and stops
+// reusing the streams it pooled.
 package tunnel
 
 import (
@@ -37,6 +42,9 @@ import (
 var magic = [4]byte{'K', 'X', 'T', 'N'}
 
 const (
+	// noticeLeaving is the one byte an agent sends, on a stream it opens,
+	// when it starts leaving.
+	noticeLeaving   = 'L'
 	protocolVersion = 1
 	maxTokenLen     = 4096
 	statusAccepted  = 0

@@ -436,3 +436,48 @@ func TestGatewayCloseDoesNotWaitForHandshakes(t *testing.T) {
 		t.Fatalf("Close took %v waiting for a silent peer", d)
 	}
 }
+
+// An agent that leaves while the client has streams to it pooled: the
+// gateway hears it at once, stops choosing it and stops reusing those
+// streams, so when the agent's server stops after its drain no call fails.
+func TestLeaveMovesPooledCallsAway(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	addr := gw.Addr().String()
+	a := startAgent(t, "a", addr)
+	startAgent(t, "b", addr)
+	waitAgents(t, gw, 2)
+	cli := newClient(t, gw)
+	for i := 0; i < 20; i++ { // streams to both agents are now pooled
+		if _, err := call(cli, "warm"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.agent.Leave()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(gw.Agents()) != 1 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway still lists %v after agent a left", gw.Agents())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// From now on every call goes to b, over new or pooled streams...
+	for i := 0; i < 20; i++ {
+		got, err := call(cli, "x")
+		if err != nil || got != "b:x" {
+			t.Fatalf("call %d after a left: %q, %v; want b to answer", i, got, err)
+		}
+	}
+	// ...and a's server stopping (the end of its drain) costs nothing.
+	// (The client's pool still holds a's idle streams; as echo does, give
+	// the sessions a bounded time to end.)
+	_ = a.svr.Stop()
+	<-a.done
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	_ = a.agent.Shutdown(ctx)
+	cancel()
+	for i := 0; i < 20; i++ {
+		if got, err := call(cli, "y"); err != nil || got != "b:y" {
+			t.Fatalf("call %d after a stopped: %q, %v", i, got, err)
+		}
+	}
+}
