@@ -1,18 +1,19 @@
 package testutil
 
 import (
-	"io"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
-// Proxy is a TCP proxy on loopback whose connections a test can cut.
+// Proxy is a TCP proxy on loopback whose connections a test can cut or
+// freeze.
 type Proxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
-	conns  map[net.Conn]struct{}
+	conns  map[net.Conn]*atomic.Bool // frozen flag, shared by both directions
 	wg     sync.WaitGroup
 }
 
@@ -23,7 +24,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]struct{}{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]*atomic.Bool{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(func() {
@@ -47,6 +48,17 @@ func (p *Proxy) Cut() {
 	}
 }
 
+// Freeze makes every connection through the proxy silently drop what it
+// carries from now on, in both directions, without closing anything (a
+// peer that vanished, a cable pulled). New connections are not frozen.
+func (p *Proxy) Freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, frozen := range p.conns {
+		frozen.Store(true)
+	}
+}
+
 func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
@@ -59,18 +71,30 @@ func (p *Proxy) serve() {
 			_ = in.Close()
 			continue
 		}
+		frozen := new(atomic.Bool)
 		p.mu.Lock()
-		p.conns[in], p.conns[out] = struct{}{}, struct{}{}
+		p.conns[in], p.conns[out] = frozen, frozen
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(in, out)
-		go p.pipe(out, in)
+		go p.pipe(in, out, frozen)
+		go p.pipe(out, in, frozen)
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn) {
+func (p *Proxy) pipe(dst, src net.Conn, frozen *atomic.Bool) {
 	defer p.wg.Done()
-	_, _ = io.Copy(dst, src)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
 	_ = dst.Close()
 	_ = src.Close()
 }

@@ -481,3 +481,40 @@ func TestLeaveMovesPooledCallsAway(t *testing.T) {
 		}
 	}
 }
+
+// A tunnel connection that goes silent (packets dropped, no reset): yamux
+// keep-alive (1 s in these tests) detects it on both sides, the gateway
+// forgets the session, the agent dials again, and calls resume.
+func TestFrozenConnectionIsDetected(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	proxy := testutil.StartProxy(t, gw.Addr().String())
+	a := startAgent(t, "frozen", proxy.Addr())
+	waitAgents(t, gw, 1)
+	cli := newClient(t, gw)
+	if got, err := call(cli, "before"); err != nil || got != "frozen:before" {
+		t.Fatalf("before the freeze: %q, %v", got, err)
+	}
+	reconnects := a.agent.Stats().Reconnects
+	frozen := time.Now()
+	proxy.Freeze()
+	deadline := time.Now().Add(15 * time.Second)
+	for a.agent.Stats().Reconnects == reconnects {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not notice the frozen connection in 15 s: %+v", a.agent.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	detected := time.Since(frozen)
+	for {
+		got, err := call(cli, "after")
+		if err == nil && got == "frozen:after" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no successful call after the freeze: %v", err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Logf("report: tunnel connection frozen: detected and redialed %s later (keep-alive 1 s), calls resumed %s after the freeze",
+		detected.Round(10*time.Millisecond), time.Since(frozen).Round(10*time.Millisecond))
+}
