@@ -68,7 +68,7 @@ func TestTiltfile(t *testing.T) {
 			keys = append(keys, k)
 		}
 		sort.Strings(keys)
-		want(t, "Tilt resources", keys, []string{"binaries", "caller", "echo", "etcd", "smoke-test"})
+		want(t, "Tilt resources", keys, []string{"binaries", "caller", "config", "echo", "etcd", "smoke-test"})
 
 		wantTransport := tr
 		if wantTransport == "" {
@@ -82,7 +82,7 @@ func TestTiltfile(t *testing.T) {
 			if name != "etcd" && !strings.Contains(m.DeployTarget.YAML, "value: "+wantTransport) {
 				t.Errorf("%s: the rendered chart does not carry TRANSPORT=%s", name, wantTransport)
 			}
-			if !slices.Contains(m.ResourceDependencies, map[string]string{"etcd": "binaries", "smoke-test": "caller"}[name]) &&
+			if !slices.Contains(m.ResourceDependencies, map[string]string{"etcd": "config", "smoke-test": "caller"}[name]) &&
 				name != "echo" && name != "caller" {
 				t.Errorf("%s depends on %v", name, m.ResourceDependencies)
 			}
@@ -105,8 +105,12 @@ func TestTiltfile(t *testing.T) {
 				t.Errorf("%s depends on %v, want binaries and etcd", name, m.ResourceDependencies)
 			}
 		}
-		if tr == "yamux" && !strings.Contains(r.Manifests[names["echo"]].DeployTarget.YAML, "kind: Secret") {
-			t.Error("yamux: the tunnel token Secret is not part of the echo resource")
+		cfgYAML := r.Manifests[names["config"]].DeployTarget.YAML
+		if !strings.Contains(cfgYAML, "kind: ServiceAccount") {
+			t.Error("the ServiceAccount is not in the config resource, which etcd, echo and caller wait for")
+		}
+		if tr == "yamux" && !strings.Contains(cfgYAML, "kind: Secret") {
+			t.Error("yamux: the tunnel token Secret is not in the config resource")
 		}
 	}
 
