@@ -118,42 +118,24 @@ func render(t *testing.T, sets ...string) *rendered {
 		if head.Metadata.Namespace != namespace && head.Kind != "" {
 			t.Errorf("%s: namespace %q, want the release namespace %q", key, head.Metadata.Namespace, namespace)
 		}
-		strict := func(into any) {
-			if err := yaml.UnmarshalStrict([]byte(doc), into); err != nil {
-				t.Fatalf("%s is not a valid %s: %v\n%s", key, head.Kind, err, doc)
-			}
-		}
+		name := head.Metadata.Name
 		switch head.Kind {
 		case "Deployment":
-			o := &appsv1.Deployment{}
-			strict(o)
-			r.deployments[head.Metadata.Name] = o
+			decodeInto(t, doc, key, name, r.deployments)
 		case "StatefulSet":
-			o := &appsv1.StatefulSet{}
-			strict(o)
-			r.statefulsets[head.Metadata.Name] = o
+			decodeInto(t, doc, key, name, r.statefulsets)
 		case "Service":
-			o := &corev1.Service{}
-			strict(o)
-			r.services[head.Metadata.Name] = o
+			decodeInto(t, doc, key, name, r.services)
 		case "Secret":
-			o := &corev1.Secret{}
-			strict(o)
-			r.secrets[head.Metadata.Name] = o
+			decodeInto(t, doc, key, name, r.secrets)
 		case "Pod":
-			o := &corev1.Pod{}
-			strict(o)
-			r.pods[head.Metadata.Name] = o
+			decodeInto(t, doc, key, name, r.pods)
 		case "PodDisruptionBudget":
-			o := &policyv1.PodDisruptionBudget{}
-			strict(o)
-			r.pdbs[head.Metadata.Name] = o
+			decodeInto(t, doc, key, name, r.pdbs)
 		case "NetworkPolicy":
-			o := &networkingv1.NetworkPolicy{}
-			strict(o)
-			r.netpols[head.Metadata.Name] = o
+			decodeInto(t, doc, key, name, r.netpols)
 		case "ServiceAccount":
-			strict(&corev1.ServiceAccount{})
+			decodeInto(t, doc, key, name, map[string]*corev1.ServiceAccount{})
 		default:
 			m := map[string]any{}
 			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
@@ -163,6 +145,17 @@ func render(t *testing.T, sets ...string) *rendered {
 		}
 	}
 	return r
+}
+
+// decodeInto decodes doc strictly (unknown fields fail) into a new T stored
+// under name.
+func decodeInto[T any](t *testing.T, doc, key, name string, into map[string]*T) {
+	t.Helper()
+	o := new(T)
+	if err := yaml.UnmarshalStrict([]byte(doc), o); err != nil {
+		t.Fatalf("%s is not a valid %T: %v\n%s", key, o, err, doc)
+	}
+	into[name] = o
 }
 
 func stripComments(doc string) string {
