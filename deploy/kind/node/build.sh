@@ -50,6 +50,7 @@ debootstrap_tar() {
 	fi
 	if ! command -v debootstrap >/dev/null 2>&1; then
 		log "installing debootstrap (apt)"
+		apt-get update -qq >/dev/null # a fresh machine may have no package lists yet
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null
 	fi
 	tree=$CACHE/debootstrap/tree-$key
