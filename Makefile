@@ -1,5 +1,6 @@
 # kitex-anyconn: run `make` (or `make help`) for the list of targets.
-# Every tool is pinned in go.mod; nothing is installed globally.
+# Every tool is pinned (go.mod, tools/go.mod, tools/tilt/go.mod) and built into bin/;
+# nothing is installed globally.
 
 MODULE  := github.com/anyconn/kitex-anyconn
 BIN     := bin
