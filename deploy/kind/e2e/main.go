@@ -454,12 +454,11 @@ func (e *env) tilt() error {
 		ctx, cancel := context.WithTimeout(context.Background(), timeout)
 		defer cancel()
 		c := exec.CommandContext(ctx, abs("bin/tilt"), args...)
-		c.Env = append(os.Environ(), "PATH="+path)
+		// Tilt deploys to the current context: give it the cluster's own
+		// kubeconfig (written by cluster.sh) instead of switching the user's.
+		c.Env = append(os.Environ(), "PATH="+path, "KUBECONFIG="+abs("deploy/kind/.cache/kubeconfig"))
 		c.Stdout, c.Stderr = os.Stdout, os.Stderr
 		return c.Run()
-	}
-	if err := e.kube(time.Minute, "config", "use-context", e.context()); err != nil {
-		return err
 	}
 	// This Tilt has a placeholder web UI (tools/tilt/build.sh): serve it as
 	// built. The default transport, and yamux (whose Tiltfile path differs).
