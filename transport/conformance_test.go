@@ -302,13 +302,7 @@ func sendGarbage(t *testing.T, kind transport.Kind, addr string, garbage []byte)
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	var c net.Conn
-	var err error
-	if kind == transport.WebSocket {
-		c, err = websocket.Dial(ctx, addr, websocket.DialerConfig{})
-	} else {
-		c, err = (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-	}
+	c, err := rawDial(ctx, kind, addr)
 	if err != nil {
 		t.Fatalf("dial %s: %v", addr, err)
 	}
@@ -316,15 +310,29 @@ func sendGarbage(t *testing.T, kind transport.Kind, addr string, garbage []byte)
 	if _, err := c.Write(garbage); err != nil {
 		t.Fatalf("write garbage: %v", err)
 	}
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	buf := make([]byte, 512)
+	var ne net.Error
+	if err := readUntilError(c, 5*time.Second); errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("server kept a connection that sent garbage open")
+	}
+}
+
+// rawDial opens a raw byte stream to a server's listener: TCP, or a
+// WebSocket connection for the WebSocket transport.
+func rawDial(ctx context.Context, kind transport.Kind, addr string) (net.Conn, error) {
+	if kind == transport.WebSocket {
+		return websocket.Dial(ctx, addr, websocket.DialerConfig{})
+	}
+	return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
+}
+
+// readUntilError reads and discards what c sends for at most d and returns
+// the error that ended reading (a timeout if c stayed open).
+func readUntilError(c net.Conn, d time.Duration) error {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 1024)
 	for {
 		if _, err := c.Read(buf); err != nil {
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				t.Fatalf("server kept a connection that sent garbage open")
-			}
-			return
+			return err
 		}
 	}
 }

@@ -3,13 +3,11 @@ package transport_test
 import (
 	"context"
 	"encoding/binary"
-	"net"
 	"testing"
 	"time"
 
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/transport"
-	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // frame is a Thrift Framed message: 4-byte length, then body.
@@ -51,25 +49,13 @@ func FuzzServerInput(f *testing.F) {
 	f.Fuzz(func(t *testing.T, data []byte) {
 		for _, tg := range targets {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			var c net.Conn
-			var err error
-			if tg.kind == transport.WebSocket {
-				c, err = websocket.Dial(ctx, tg.f.rawAddr, websocket.DialerConfig{})
-			} else {
-				c, err = (&net.Dialer{}).DialContext(ctx, "tcp", tg.f.rawAddr)
-			}
+			c, err := rawDial(ctx, tg.kind, tg.f.rawAddr)
 			if err != nil {
 				cancel()
 				t.Fatalf("%s: dial: %v", tg.kind, err)
 			}
 			_, _ = c.Write(data)
-			_ = c.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			buf := make([]byte, 1024)
-			for {
-				if _, err := c.Read(buf); err != nil {
-					break
-				}
-			}
+			_ = readUntilError(c, 50*time.Millisecond)
 			c.Close()
 			resp, err := tg.f.cli.Echo(ctx, &api.Request{Message: "still serving"})
 			cancel()
