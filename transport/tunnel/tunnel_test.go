@@ -136,6 +136,31 @@ func call(cli echo.Client, msg string, opts ...callopt.Option) (string, error) {
 	return resp.Message, nil
 }
 
+// answeredBy makes n calls and fails unless agent id answers every one.
+func answeredBy(t *testing.T, cli echo.Client, id, msg string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		if got, err := call(cli, msg); err != nil || got != id+":"+msg {
+			t.Fatalf("call %d: %q, %v; want %s to answer", i, got, err, id)
+		}
+	}
+}
+
+// answeredEventually calls until agent id answers or the deadline passes.
+func answeredEventually(t *testing.T, cli echo.Client, id, msg string, deadline time.Time) {
+	t.Helper()
+	for {
+		got, err := call(cli, msg)
+		if err == nil && got == id+":"+msg {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no call answered by %s before the deadline: %q, %v", id, got, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
 func TestCallTargetsAgentByIdentity(t *testing.T) {
 	gw := startGateway(t, "127.0.0.1:0")
 	startAgent(t, "alpha", gw.Addr().String())
@@ -320,17 +345,7 @@ func TestConnectionCutMidCall(t *testing.T) {
 	}
 	close(a.handler.release)
 	waitAgents(t, gw, 1)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, err := call(cli, "again")
-		if err == nil && got == "cut:again" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no successful call after reconnect: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	answeredEventually(t, cli, "cut", "again", time.Now().Add(10*time.Second))
 }
 
 // A session that ends leaves the instance list at once.
@@ -342,11 +357,7 @@ func TestDroppedSessionLeavesAtOnce(t *testing.T) {
 	cli := newClient(t, gw)
 	leaving.stop()
 	waitAgents(t, gw, 1)
-	for i := 0; i < 20; i++ {
-		if got, err := call(cli, "x"); err != nil || got != "stays:x" {
-			t.Fatalf("call %d after an agent left: %q, %v", i, got, err)
-		}
-	}
+	answeredBy(t, cli, "stays", "x", 20)
 }
 
 // Streams pooled before a session ended are not reused after the agent
@@ -461,12 +472,7 @@ func TestLeaveMovesPooledCallsAway(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	// From now on every call goes to b, over new or pooled streams...
-	for i := 0; i < 20; i++ {
-		got, err := call(cli, "x")
-		if err != nil || got != "b:x" {
-			t.Fatalf("call %d after a left: %q, %v; want b to answer", i, got, err)
-		}
-	}
+	answeredBy(t, cli, "b", "x", 20)
 	// ...and a's server stopping (the end of its drain) costs nothing.
 	// (The client's pool still holds a's idle streams; as echo does, give
 	// the sessions a bounded time to end.)
@@ -475,11 +481,7 @@ func TestLeaveMovesPooledCallsAway(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_ = a.agent.Shutdown(ctx)
 	cancel()
-	for i := 0; i < 20; i++ {
-		if got, err := call(cli, "y"); err != nil || got != "b:y" {
-			t.Fatalf("call %d after a stopped: %q, %v", i, got, err)
-		}
-	}
+	answeredBy(t, cli, "b", "y", 20)
 }
 
 // A tunnel connection that goes silent (packets dropped, no reset): yamux
@@ -505,16 +507,7 @@ func TestFrozenConnectionIsDetected(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	detected := time.Since(frozen)
-	for {
-		got, err := call(cli, "after")
-		if err == nil && got == "frozen:after" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no successful call after the freeze: %v", err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	answeredEventually(t, cli, "frozen", "after", deadline)
 	t.Logf("report: tunnel connection frozen: detected and redialed %s later (keep-alive 1 s), calls resumed %s after the freeze",
 		detected.Round(10*time.Millisecond), time.Since(frozen).Round(10*time.Millisecond))
 }
