@@ -52,9 +52,11 @@ $(HELM): tools/go.mod tools/go.sum
 	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$minor" \
 	  helm.sh/helm/v3/cmd/helm
 
-$(HELM_DOCS) $(KIND): tools/go.mod tools/go.sum
-	cd tools && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ \
-	  $(if $(filter $(KIND),$@),sigs.k8s.io/kind,github.com/norwoodj/helm-docs/cmd/helm-docs)
+$(HELM_DOCS): tools/go.mod tools/go.sum
+	cd tools && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ github.com/norwoodj/helm-docs/cmd/helm-docs
+
+$(KIND): tools/go.mod tools/go.sum
+	cd tools && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ sigs.k8s.io/kind
 
 $(TILT): tools/tilt/go.mod tools/tilt/go.sum tools/tilt/build.sh
 	tools/tilt/build.sh $(CURDIR)/$@
