@@ -155,12 +155,11 @@ func (e Etcd) validate() error {
 	if e.Password != "" && e.Username == "" {
 		return &Error{"ETCD_USERNAME", "", "must be set when ETCD_PASSWORD or ETCD_PASSWORD_FILE is set"}
 	}
-	if _, err := e.ClientConfig(); err != nil {
-		name, value := "ETCD_CA_FILE", e.CAFile
-		if e.CertFile != "" && !strings.Contains(err.Error(), "CA file") {
-			name, value = "ETCD_CERT_FILE", e.CertFile
-		}
-		return &Error{name, value, "TLS files must be readable PEM: " + err.Error()}
+	if _, err := tlsconf.Client(e.CAFile, "", "", ""); err != nil {
+		return &Error{"ETCD_CA_FILE", e.CAFile, "TLS files must be readable PEM: " + err.Error()}
+	}
+	if _, err := tlsconf.Client("", e.CertFile, e.KeyFile, ""); err != nil {
+		return &Error{"ETCD_CERT_FILE", e.CertFile, "TLS files must be readable PEM: " + err.Error()}
 	}
 	return nil
 }
