@@ -43,10 +43,11 @@ func (h *testHandler) Echo(ctx context.Context, req *api.Request) (*api.Response
 
 // fixture is one running server and a client connected to it.
 type fixture struct {
-	kind    transport.Kind
-	addr    string
-	rawAddr string
-	handler *testHandler
+	kind       transport.Kind
+	addr       string
+	rawAddr    string
+	dialServer func(ctx context.Context) (net.Conn, error)
+	handler    *testHandler
 	svr     server.Server
 	cli     echo.Client
 	stopped chan error
@@ -65,6 +66,9 @@ type caseEnv struct {
 	// rawAddr is where a raw TCP or WebSocket client reaches the listener;
 	// the server's address if empty.
 	rawAddr string
+	// dialServer, if set, opens a raw byte stream that reaches the Kitex
+	// server itself (through the tunnel); rawDial to rawAddr otherwise.
+	dialServer func(ctx context.Context) (net.Conn, error)
 }
 
 func cases() []transportCase {
@@ -101,14 +105,30 @@ func tunnelEnv(t testing.TB) caseEnv {
 		server:  transport.ServerConfig{Kind: transport.Yamux, Listener: agent},
 		client:  transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()},
 		rawAddr: gw.Addr().String(),
+		dialServer: func(ctx context.Context) (net.Conn, error) {
+			for ctx.Err() == nil && len(gw.Agents()) == 0 {
+				time.Sleep(10 * time.Millisecond)
+			}
+			return gw.Dialer().DialTimeout("tcp", "agent-1", 2*time.Second)
+		},
 	}
 }
 
 func startFixture(t testing.TB, tc transportCase, extra ...client.Option) *fixture {
 	t.Helper()
+	return startFixtureWith(t, tc, nil, extra...)
+}
+
+// startFixtureWith is startFixture with the server's config changed by
+// serverCfg (if not nil) before the server starts.
+func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.ServerConfig), extra ...client.Option) *fixture {
+	t.Helper()
 	env := tc.setup(t)
 	scfg := env.server
 	scfg.ExitWaitTime = time.Second
+	if serverCfg != nil {
+		serverCfg(&scfg)
+	}
 	sopts, addr, err := transport.ServerOptions(scfg)
 	if err != nil {
 		t.Fatalf("ServerOptions(%s): %v", tc.kind, err)
@@ -120,6 +140,10 @@ func startFixture(t testing.TB, tc transportCase, extra ...client.Option) *fixtu
 	f := &fixture{kind: tc.kind, addr: addr.String(), rawAddr: env.rawAddr, handler: h, svr: svr, stopped: make(chan error, 1)}
 	if f.rawAddr == "" {
 		f.rawAddr = f.addr
+	}
+	f.dialServer = env.dialServer
+	if f.dialServer == nil {
+		f.dialServer = func(ctx context.Context) (net.Conn, error) { return rawDial(ctx, f.kind, f.rawAddr) }
 	}
 	go func() { f.stopped <- svr.Run() }()
 	t.Cleanup(func() { f.stop(t) })

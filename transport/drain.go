@@ -4,6 +4,7 @@ import (
 	"context"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -16,17 +17,21 @@ import (
 // accepting and waits for its connections to end, but never closes one
 // itself; without this a client's pooled connection would keep a stopped
 // server's goroutines alive until the client gave up on it.
+//
+// Its connections also cap every read deadline at idle from now: Kitex's
+// gonet server waits for the next request until max(2 min, its idle time).
 type drainListener struct {
 	net.Listener
 	grace time.Duration
+	idle  time.Duration
 
 	mu     sync.Mutex
 	conns  map[*drainConn]struct{}
 	closed bool
 }
 
-func newDrainListener(ln net.Listener, grace time.Duration) *drainListener {
-	return &drainListener{Listener: ln, grace: grace, conns: make(map[*drainConn]struct{})}
+func newDrainListener(ln net.Listener, grace, idle time.Duration) *drainListener {
+	return &drainListener{Listener: ln, grace: grace, idle: idle, conns: make(map[*drainConn]struct{})}
 }
 
 func (l *drainListener) Accept() (net.Conn, error) {
@@ -76,6 +81,14 @@ type drainConn struct {
 	once sync.Once
 }
 
+// SetReadDeadline sets t, or idle from now if t is later.
+func (c *drainConn) SetReadDeadline(t time.Time) error {
+	if limit := time.Now().Add(c.l.idle); !t.IsZero() && t.After(limit) {
+		t = limit
+	}
+	return c.Conn.SetReadDeadline(t)
+}
+
 func (c *drainConn) Close() error {
 	err := net.ErrClosed
 	c.once.Do(func() {
@@ -91,16 +104,27 @@ func (c *drainConn) Close() error {
 // accepts on the listener's file descriptor itself, so connections are
 // tracked through Kitex's inbound handler chain, and the listener (which
 // netpoll uses as is, because it has Fd) only tells when the server stops.
+//
+// It also closes connections that received nothing for idle: netpoll's own
+// "idle timeout" is only the TCP keep-alive period. A sweep runs every
+// idle/4 while connections are open, and not at all otherwise.
 type netpollDrain struct {
 	grace time.Duration
+	idle  time.Duration
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]*atomic.Int64 // last read, in Unix nanoseconds
+	sweep *time.Timer                // nil while no sweep is scheduled
 	once  sync.Once
 }
 
 func (d *netpollDrain) OnActive(ctx context.Context, conn net.Conn) (context.Context, error) {
+	last := new(atomic.Int64)
+	last.Store(time.Now().UnixNano())
 	d.mu.Lock()
-	d.conns[conn] = struct{}{}
+	d.conns[conn] = last
+	if d.sweep == nil {
+		d.sweep = time.AfterFunc(d.idle/4, d.closeIdle)
+	}
 	d.mu.Unlock()
 	return ctx, nil
 }
@@ -112,8 +136,36 @@ func (d *netpollDrain) OnInactive(ctx context.Context, conn net.Conn) context.Co
 	return ctx
 }
 
-func (d *netpollDrain) OnRead(ctx context.Context, _ net.Conn) (context.Context, error) {
+func (d *netpollDrain) OnRead(ctx context.Context, conn net.Conn) (context.Context, error) {
+	d.mu.Lock()
+	last := d.conns[conn]
+	d.mu.Unlock()
+	if last != nil {
+		last.Store(time.Now().UnixNano())
+	}
 	return ctx, nil
+}
+
+// closeIdle closes the connections that read nothing for idle, and
+// schedules the next sweep if connections remain.
+func (d *netpollDrain) closeIdle() {
+	cutoff := time.Now().Add(-d.idle).UnixNano()
+	var idle []net.Conn
+	d.mu.Lock()
+	for c, last := range d.conns {
+		if last.Load() < cutoff {
+			idle = append(idle, c)
+		}
+	}
+	if len(d.conns) > len(idle) {
+		d.sweep.Reset(d.idle / 4)
+	} else {
+		d.sweep = nil
+	}
+	d.mu.Unlock()
+	for _, c := range idle {
+		_ = c.Close()
+	}
 }
 
 func (d *netpollDrain) OnMessage(ctx context.Context, _, _ remote.Message) (context.Context, error) {
@@ -149,12 +201,12 @@ func (l netpollListener) Close() error {
 
 // netpollDrained returns the listener and inbound handler that close a
 // netpoll server's remaining connections grace after it stops.
-func netpollDrained(ln net.Listener, grace time.Duration) (net.Listener, remote.InboundHandler, error) {
+func netpollDrained(ln net.Listener, grace, idle time.Duration) (net.Listener, remote.InboundHandler, error) {
 	nl, err := netpoll.ConvertListener(ln)
 	if err != nil {
 		return nil, nil, err
 	}
-	d := &netpollDrain{grace: grace, conns: make(map[net.Conn]struct{})}
+	d := &netpollDrain{grace: grace, idle: idle, conns: make(map[net.Conn]*atomic.Int64)}
 	return netpollListener{Listener: nl, d: d}, d, nil
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/connpool"
 	"github.com/cloudwego/kitex/pkg/remote"
+	"github.com/cloudwego/kitex/pkg/remote/codec"
 	kpool "github.com/cloudwego/kitex/pkg/remote/connpool"
 	"github.com/cloudwego/kitex/pkg/remote/trans/gonet"
 	"github.com/cloudwego/kitex/server"
@@ -94,11 +95,45 @@ type ServerConfig struct {
 	// finish before it closes the connections that remain;
 	// DefaultExitWaitTime if zero.
 	ExitWaitTime time.Duration
+	// MaxMessageBytes is the largest Thrift message the server reads or
+	// writes: a request that declares a longer frame is refused before it
+	// is read, and its connection closed. DefaultMaxMessageBytes if zero;
+	// no limit if negative.
+	MaxMessageBytes int
+	// ReadTimeout bounds the reading of one request from its first byte to
+	// its last: a client that sends too slowly has its connection closed.
+	// DefaultReadTimeout if zero; no limit if negative.
+	ReadTimeout time.Duration
+	// IdleTimeout closes connections that carry no request for this long,
+	// which also frees those of clients that went away without a word
+	// (half-open). Keep it longer than the clients' pool idle time (30 s
+	// with NewClient). DefaultIdleTimeout if zero.
+	IdleTimeout time.Duration
 }
 
-// DefaultExitWaitTime is ServerConfig.ExitWaitTime when it is zero (Kitex's
-// own default).
-const DefaultExitWaitTime = 5 * time.Second
+// Defaults of ServerConfig.
+const (
+	// DefaultExitWaitTime is Kitex's own default.
+	DefaultExitWaitTime = 5 * time.Second
+	// DefaultMaxMessageBytes is 4 MiB, as gRPC's default.
+	DefaultMaxMessageBytes = 4 << 20
+	// DefaultReadTimeout bounds the reading of one request.
+	DefaultReadTimeout = 30 * time.Second
+	// DefaultIdleTimeout is Kitex's own default.
+	DefaultIdleTimeout = 10 * time.Minute
+)
+
+// messageLimit returns the codec size limit for MaxMessageBytes n: Kitex's
+// 0 means no limit.
+func messageLimit(n int) int {
+	switch {
+	case n == 0:
+		return DefaultMaxMessageBytes
+	case n < 0:
+		return 0
+	}
+	return n
+}
 
 // ServerOptions returns the Kitex server options for cfg and the address the
 // server is bound to. It listens at once, so a busy port is reported here;
@@ -126,9 +161,22 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 	if exitWait <= 0 {
 		exitWait = DefaultExitWaitTime
 	}
-	var opts []server.Option
+	idle := cfg.IdleTimeout
+	if idle <= 0 {
+		idle = DefaultIdleTimeout
+	}
+	opts := []server.Option{
+		server.WithCodec(codec.NewDefaultCodecWithSizeLimit(messageLimit(cfg.MaxMessageBytes))),
+		server.WithMaxConnIdleTime(idle),
+	}
+	switch {
+	case cfg.ReadTimeout == 0:
+		opts = append(opts, server.WithReadWriteTimeout(DefaultReadTimeout))
+	case cfg.ReadTimeout > 0:
+		opts = append(opts, server.WithReadWriteTimeout(cfg.ReadTimeout))
+	}
 	if cfg.Kind == Netpoll {
-		nl, drain, err := netpollDrained(ln, exitWait)
+		nl, drain, err := netpollDrained(ln, exitWait, idle)
 		if err != nil {
 			_ = ln.Close()
 			return nil, nil, fmt.Errorf("transport %s: %w", cfg.Kind, err)
@@ -136,7 +184,9 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 		ln = nl
 		opts = append(opts, server.WithBoundHandler(drain))
 	} else {
-		ln = newDrainListener(ln, exitWait)
+		// Kitex's gonet server waits at least 2 minutes for a request on an
+		// idle connection; the listener's connections cut that to idle.
+		ln = newDrainListener(ln, exitWait, idle)
 		opts = append(opts,
 			server.WithTransServerFactory(gonet.NewTransServerFactory()),
 			server.WithTransHandlerFactory(gonet.NewSvrTransHandlerFactory()),
@@ -170,6 +220,10 @@ type ClientConfig struct {
 	MaxIdlePerAddress int
 	// MaxIdleTimeout closes connections idle for longer; 30 s if zero.
 	MaxIdleTimeout time.Duration
+	// MaxMessageBytes is the largest Thrift message the client writes or
+	// reads (a longer response fails its call and closes the connection).
+	// DefaultMaxMessageBytes if zero; no limit if negative.
+	MaxMessageBytes int
 }
 
 // Client holds the Kitex client options of one transport and the connection
@@ -223,6 +277,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 	opts := []client.Option{
 		client.WithTransportProtocol(ktransport.Framed),
 		client.WithConnPool(pool),
+		client.WithCodec(codec.NewDefaultCodecWithSizeLimit(messageLimit(cfg.MaxMessageBytes))),
 	}
 	if cfg.Kind != Netpoll {
 		opts = append(opts,

@@ -58,6 +58,15 @@ type Common struct {
 	DiscoveryRefresh time.Duration
 	// Tunnel holds the yamux tunnel settings (TRANSPORT=yamux).
 	Tunnel Tunnel
+	// MaxMessageBytes is MAX_MESSAGE_BYTES: the largest Thrift message
+	// read or written; a longer one closes its connection.
+	MaxMessageBytes int
+	// HandshakeTimeout is HANDSHAKE_TIMEOUT: how long a WebSocket upgrade
+	// (echo) or a tunnel handshake (both sides) may take.
+	HandshakeTimeout time.Duration
+	// MaxHandshakes is MAX_HANDSHAKES: WebSocket upgrades (echo) or tunnel
+	// handshakes (caller's gateway) in progress at once; more are closed.
+	MaxHandshakes int
 }
 
 // Etcd holds the ETCD_* settings: where etcd is and how to authenticate.
@@ -184,6 +193,9 @@ type Tunnel struct {
 	AgentID string
 	// KeepAlive is TUNNEL_KEEPALIVE: the yamux keep-alive interval.
 	KeepAlive time.Duration
+	// MaxStreams is TUNNEL_MAX_STREAMS (echo): the streams a gateway may
+	// have open at once on one session; more are closed.
+	MaxStreams int
 	// BackoffMax is TUNNEL_BACKOFF_MAX (echo): the longest wait between
 	// reconnection attempts.
 	BackoffMax time.Duration
@@ -222,6 +234,12 @@ type Echo struct {
 	// DrainDelay is DRAIN_DELAY: after SIGTERM, the time between
 	// deregistering and stopping the server, so callers stop choosing it.
 	DrainDelay time.Duration
+	// ReadTimeout is READ_TIMEOUT: a request must arrive whole within this
+	// of its first byte, or its connection is closed (slow clients).
+	ReadTimeout time.Duration
+	// IdleTimeout is IDLE_TIMEOUT: connections without a request for this
+	// long are closed (clients gone without a word).
+	IdleTimeout time.Duration
 	// ShutdownTimeout is SHUTDOWN_TIMEOUT: how long calls in flight may take
 	// to finish once the server stops.
 	ShutdownTimeout time.Duration
@@ -270,6 +288,15 @@ const (
 	DefaultTunnelListenAddr = ":7000"
 	DefaultTunnelKeepAlive  = 10 * time.Second
 	DefaultTunnelBackoffMax = 10 * time.Second
+	DefaultMaxMessageBytes  = transport.DefaultMaxMessageBytes
+	DefaultHandshakeTimeout = 10 * time.Second
+	DefaultMaxHandshakes    = 128
+	DefaultTunnelMaxStreams = 1024
+	DefaultReadTimeout      = transport.DefaultReadTimeout
+	DefaultIdleTimeout      = transport.DefaultIdleTimeout
+	// callerPoolIdle is how long callers keep an idle connection
+	// (transport.NewClient's default): echo must keep it longer.
+	callerPoolIdle = 30 * time.Second
 )
 
 var (
@@ -290,6 +317,8 @@ func LoadEcho(lookup LookupFunc) (Echo, error) {
 		WSAllowedOrigins: r.list("WS_ALLOWED_ORIGINS", ""),
 		RegistryTTL:      r.duration("REGISTRY_TTL", DefaultRegistryTTL),
 		DrainDelay:       r.duration("DRAIN_DELAY", DefaultDrainDelay),
+		ReadTimeout:      r.duration("READ_TIMEOUT", DefaultReadTimeout),
+		IdleTimeout:      r.duration("IDLE_TIMEOUT", DefaultIdleTimeout),
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 	}
 	if r.err != nil {
@@ -341,6 +370,15 @@ func (c Common) Validate() error {
 	if err := positive("DISCOVERY_REFRESH", c.DiscoveryRefresh); err != nil {
 		return err
 	}
+	if c.MaxMessageBytes < 1024 {
+		return &Error{"MAX_MESSAGE_BYTES", strconv.Itoa(c.MaxMessageBytes), "must be a number of bytes of at least 1024, such as 4194304 (4 MiB)"}
+	}
+	if err := positive("HANDSHAKE_TIMEOUT", c.HandshakeTimeout); err != nil {
+		return err
+	}
+	if c.MaxHandshakes < 1 {
+		return &Error{"MAX_HANDSHAKES", strconv.Itoa(c.MaxHandshakes), "must be a positive number of connections, such as 128"}
+	}
 	return c.Tunnel.validate(c.Transport)
 }
 
@@ -362,6 +400,9 @@ func (t Tunnel) validate(kind transport.Kind) error {
 	}
 	if err := positive("TUNNEL_KEEPALIVE", t.KeepAlive); err != nil {
 		return err
+	}
+	if t.MaxStreams < 1 {
+		return &Error{"TUNNEL_MAX_STREAMS", strconv.Itoa(t.MaxStreams), "must be a positive number of streams, such as 1024"}
 	}
 	return positive("TUNNEL_BACKOFF_MAX", t.BackoffMax)
 }
@@ -402,6 +443,12 @@ func (c Echo) Validate() error {
 	}
 	if c.DrainDelay < 0 {
 		return &Error{"DRAIN_DELAY", c.DrainDelay.String(), "must not be negative"}
+	}
+	if err := positive("READ_TIMEOUT", c.ReadTimeout); err != nil {
+		return err
+	}
+	if c.IdleTimeout <= callerPoolIdle {
+		return &Error{"IDLE_TIMEOUT", c.IdleTimeout.String(), "must be longer than the callers' pool idle time (30s), such as 10m"}
 	}
 	return positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 }
@@ -501,6 +548,7 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 			AdvertiseAddr: r.str("TUNNEL_ADVERTISE_ADDR", ""),
 			AgentID:       r.str("TUNNEL_AGENT_ID", host),
 			KeepAlive:     r.duration("TUNNEL_KEEPALIVE", DefaultTunnelKeepAlive),
+			MaxStreams:    r.integer("TUNNEL_MAX_STREAMS", DefaultTunnelMaxStreams),
 			BackoffMax:    r.duration("TUNNEL_BACKOFF_MAX", DefaultTunnelBackoffMax),
 			TLSCertFile:   r.str("TUNNEL_TLS_CERT_FILE", ""),
 			TLSKeyFile:    r.str("TUNNEL_TLS_KEY_FILE", ""),
@@ -523,6 +571,9 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 		LogFormat:        strings.ToLower(r.str("LOG_FORMAT", "json")),
 		WSPath:           r.str("WS_PATH", DefaultWSPath),
 		DiscoveryRefresh: r.duration("DISCOVERY_REFRESH", DefaultDiscoveryRefresh),
+		MaxMessageBytes:  r.integer("MAX_MESSAGE_BYTES", DefaultMaxMessageBytes),
+		HandshakeTimeout: r.duration("HANDSHAKE_TIMEOUT", DefaultHandshakeTimeout),
+		MaxHandshakes:    r.integer("MAX_HANDSHAKES", DefaultMaxHandshakes),
 	}
 }
 

@@ -86,6 +86,13 @@ func TestInvalidValues(t *testing.T) {
 		{"etcd password file", true, env("ETCD_USERNAME", "u", "ETCD_PASSWORD_FILE", "/nonexistent"), "ETCD_PASSWORD_FILE", "readable file"},
 		{"etcd ca file", false, env("ETCD_CA_FILE", "/nonexistent/ca.pem"), "ETCD_CA_FILE", "readable PEM"},
 		{"discovery refresh", true, env("DISCOVERY_REFRESH", "0"), "DISCOVERY_REFRESH", "positive"},
+		{"message size not a number", true, env("MAX_MESSAGE_BYTES", "4MiB"), "MAX_MESSAGE_BYTES", "whole number"},
+		{"message size too small", false, env("MAX_MESSAGE_BYTES", "100"), "MAX_MESSAGE_BYTES", "at least 1024"},
+		{"handshake timeout", false, env("HANDSHAKE_TIMEOUT", "0s"), "HANDSHAKE_TIMEOUT", "positive"},
+		{"max handshakes", true, env("MAX_HANDSHAKES", "0"), "MAX_HANDSHAKES", "positive number"},
+		{"read timeout", false, env("READ_TIMEOUT", "-1s"), "READ_TIMEOUT", "positive"},
+		{"idle timeout under the callers' pool idle", false, env("IDLE_TIMEOUT", "30s"), "IDLE_TIMEOUT", "longer than the callers' pool idle time"},
+		{"tunnel max streams", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "t", "TUNNEL_MAX_STREAMS", "0"), "TUNNEL_MAX_STREAMS", "positive number"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -159,7 +159,7 @@ type outbound struct {
 // etcdOutbound discovers echo instances of the caller's transport in etcd.
 func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
 	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
-	ccfg := transport.ClientConfig{Kind: cfg.Transport}
+	ccfg := transport.ClientConfig{Kind: cfg.Transport, MaxMessageBytes: cfg.MaxMessageBytes}
 	if cfg.Transport == transport.WebSocket {
 		ccfg.WebSocket.Path = cfg.WSPath
 		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
@@ -203,7 +203,10 @@ func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
 // agents to find, and calls the agents connected to it.
 func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*outbound, error) {
 	tc := cfg.Tunnel
-	gcfg := tunnel.GatewayConfig{Token: tc.Token, KeepAliveInterval: tc.KeepAlive, Logger: log}
+	gcfg := tunnel.GatewayConfig{
+		Token: tc.Token, KeepAliveInterval: tc.KeepAlive, HandshakeTimeout: cfg.HandshakeTimeout,
+		MaxHandshakes: cfg.MaxHandshakes, Logger: log,
+	}
 	if tc.TLSCertFile != "" {
 		var err error
 		if gcfg.TLSConfig, err = tlsconf.Server(tc.TLSCertFile, tc.TLSKeyFile, tc.TLSCAFile); err != nil {
@@ -224,7 +227,7 @@ func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheu
 	registerGatewayMetrics(metrics, gw)
 	log.Info("tunnel gateway listening", zap.String("listen", gw.Addr().String()), zap.String("service", tc.Service))
 	return &outbound{
-		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()},
+		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer(), MaxMessageBytes: cfg.MaxMessageBytes},
 		opts: []client.Option{
 			client.WithResolver(gw.Resolver()),
 			client.WithLoadBalancer(gw.Balancer(), &lbcache.Options{

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -161,21 +162,40 @@ type inbound struct {
 	finish func()       // release what is left after the server stopped
 }
 
+// serverConfig is the part of the server's transport settings that every
+// transport shares.
+func serverConfig(cfg config.Echo) transport.ServerConfig {
+	return transport.ServerConfig{
+		Kind:            cfg.Transport,
+		ExitWaitTime:    cfg.ShutdownTimeout,
+		MaxMessageBytes: cfg.MaxMessageBytes,
+		ReadTimeout:     cfg.ReadTimeout,
+		IdleTimeout:     cfg.IdleTimeout,
+	}
+}
+
 // listenInbound listens on LISTEN_ADDR and registers the instance in etcd
 // with tags naming its transport.
 func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*inbound, error) {
 	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{
 		TTL: cfg.RegistryTTL, Advertise: cfg.AdvertiseAddr, Logger: log,
 	})
-	scfg := transport.ServerConfig{Kind: cfg.Transport, Addr: cfg.ListenAddr, ExitWaitTime: cfg.ShutdownTimeout}
+	scfg := serverConfig(cfg)
+	scfg.Addr = cfg.ListenAddr
 	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
 	if cfg.Transport == transport.WebSocket {
 		scfg.WebSocket = websocket.ListenerConfig{
-			Path:           cfg.WSPath,
-			AllowedOrigins: cfg.WSAllowedOrigins,
+			Path:             cfg.WSPath,
+			AllowedOrigins:   cfg.WSAllowedOrigins,
+			HandshakeTimeout: cfg.HandshakeTimeout,
+			MaxHandshakes:    cfg.MaxHandshakes,
 			OnReject: func(r *http.Request, status int, reason error) {
 				log.Warn("websocket request refused", zap.String("peer", r.RemoteAddr),
 					zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(reason))
+			},
+			OnRefuse: func(peer net.Addr, reason error) {
+				log.Warn("websocket connection refused", zap.String("peer", peer.String()),
+					zap.Int("max_handshakes", cfg.MaxHandshakes), zap.Error(reason))
 			},
 		}
 		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
@@ -221,7 +241,8 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*inbound, error) {
 	tc := cfg.Tunnel
 	acfg := tunnel.AgentConfig{
-		ID: tc.AgentID, Token: tc.Token, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax, Logger: log,
+		ID: tc.AgentID, Token: tc.Token, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax,
+		HandshakeTimeout: cfg.HandshakeTimeout, MaxStreams: tc.MaxStreams, Logger: log,
 	}
 	if tc.TLSCAFile != "" {
 		var err error
@@ -233,9 +254,9 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	if err != nil {
 		return nil, err
 	}
-	sopts, addr, err := transport.ServerOptions(transport.ServerConfig{
-		Kind: transport.Yamux, Listener: agent, ExitWaitTime: cfg.ShutdownTimeout,
-	})
+	scfg := serverConfig(cfg)
+	scfg.Listener = agent
+	sopts, addr, err := transport.ServerOptions(scfg)
 	if err != nil {
 		return nil, err
 	}
@@ -315,6 +336,8 @@ func registerAgentMetrics(reg *prometheus.Registry, agent *tunnel.Agent) {
 			func() float64 { return float64(agent.Stats().Failures) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_streams_total", Help: "Streams accepted from gateways."},
 			func() float64 { return float64(agent.Stats().Streams) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_streams_refused_total", Help: "Streams closed at once because TUNNEL_MAX_STREAMS were open."},
+			func() float64 { return float64(agent.Stats().Refused) }),
 	)
 }
 

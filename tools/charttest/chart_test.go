@@ -241,6 +241,16 @@ func TestEveryTransport(t *testing.T) {
 				want(t, "TRANSPORT", e["TRANSPORT"], tr)
 				want(t, "ETCD_ENDPOINTS", e["ETCD_ENDPOINTS"], "demo-etcd-0.demo-etcd-headless.prod.svc:2379")
 				want(t, "LOG_FORMAT", e["LOG_FORMAT"], "json")
+				want(t, "MAX_MESSAGE_BYTES", e["MAX_MESSAGE_BYTES"], "4194304")
+				want(t, "HANDSHAKE_TIMEOUT", e["HANDSHAKE_TIMEOUT"], "10s")
+				want(t, "MAX_HANDSHAKES", e["MAX_HANDSHAKES"], "128")
+			}
+			want(t, "echo READ_TIMEOUT", ee["READ_TIMEOUT"], "30s")
+			want(t, "echo IDLE_TIMEOUT", ee["IDLE_TIMEOUT"], "10m")
+			if tr == "yamux" {
+				want(t, "echo TUNNEL_MAX_STREAMS", ee["TUNNEL_MAX_STREAMS"], "1024")
+			} else if _, ok := ee["TUNNEL_MAX_STREAMS"]; ok {
+				t.Errorf("TUNNEL_MAX_STREAMS set with transport %s", tr)
 			}
 			want(t, "echo SERVICE_NAME", ee["SERVICE_NAME"], "demo-echo")
 			want(t, "caller ECHO_SERVICE", ce["ECHO_SERVICE"], "demo-echo")
@@ -502,6 +512,18 @@ func TestOptionsAndOverrides(t *testing.T) {
 		want(t, c+" ServiceMonitor release label", labels["release"], "prom")
 	}
 
+	r = render(t, "transport=yamux", "limits.maxMessageBytes=16777216", "limits.maxHandshakes=8",
+		"limits.readTimeout=5s", "limits.idleTimeout=1h", "limits.tunnelMaxStreams=64", "limits.handshakeTimeout=3s")
+	ee, ce := env(r.deployment(t, "demo-echo").Spec.Template.Spec.Containers[0]), env(r.deployment(t, "demo-caller").Spec.Template.Spec.Containers[0])
+	for name, e := range map[string]map[string]string{"echo": ee, "caller": ce} {
+		want(t, name+" MAX_MESSAGE_BYTES (no exponent)", e["MAX_MESSAGE_BYTES"], "16777216")
+		want(t, name+" MAX_HANDSHAKES", e["MAX_HANDSHAKES"], "8")
+		want(t, name+" HANDSHAKE_TIMEOUT", e["HANDSHAKE_TIMEOUT"], "3s")
+	}
+	want(t, "READ_TIMEOUT", ee["READ_TIMEOUT"], "5s")
+	want(t, "IDLE_TIMEOUT", ee["IDLE_TIMEOUT"], "1h")
+	want(t, "TUNNEL_MAX_STREAMS", ee["TUNNEL_MAX_STREAMS"], "64")
+
 	r = render(t)
 	sts = r.statefulsets["demo-etcd"]
 	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String() != "1Gi" {
@@ -526,6 +548,10 @@ func TestRejected(t *testing.T) {
 		{[]string{"tunnel.port=70000"}, "port"},
 		{[]string{"discovery.refresh=2"}, "refresh"},
 		{[]string{"log.level=loud"}, "level"},
+		{[]string{"limits.maxMessageBytes=100"}, "maxMessageBytes"},
+		{[]string{"limits.maxHandshakes=0"}, "maxHandshakes"},
+		{[]string{"limits.idleTimeout=soon"}, "idleTimeout"},
+		{[]string{"limits.maxStreams=5"}, "maxStreams"},
 		{[]string{"etcd.enabled=false"}, "externalEtcd.endpoints"},
 		{[]string{"echo.terminationGracePeriodSeconds=8"}, "drainDelaySeconds + shutdownTimeoutSeconds + 1 = 11"},
 		{[]string{"transport=websocket", "websocket.tls.enabled=true"}, "websocket.tls.existingSecret"},

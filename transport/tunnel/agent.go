@@ -25,6 +25,9 @@ const (
 	DefaultBackoffMax = 10 * time.Second
 )
 
+// DefaultMaxStreams bounds the streams open at once on one session.
+const DefaultMaxStreams = 1024
+
 // stableSession is how long a session must last for the next reconnection
 // to start again from BackoffMin.
 const stableSession = 5 * time.Second
@@ -46,6 +49,10 @@ type AgentConfig struct {
 	// KeepAliveInterval is the yamux keep-alive interval;
 	// DefaultKeepAliveInterval if zero.
 	KeepAliveInterval time.Duration
+	// MaxStreams bounds the streams (Kitex connections) a gateway may have
+	// open at once on one session: a stream beyond it is closed at once and
+	// logged. DefaultMaxStreams if zero.
+	MaxStreams int
 	// BackoffMin and BackoffMax bound the delay between reconnection
 	// attempts, which doubles from min to max with jitter;
 	// DefaultBackoffMin and DefaultBackoffMax if zero.
@@ -62,6 +69,7 @@ type AgentStats struct {
 	Reconnects uint64 // sessions established again after one was lost
 	Failures   uint64 // connection or handshake attempts that failed
 	Streams    uint64 // streams accepted (one per Kitex connection)
+	Refused    uint64 // streams closed at once: MaxStreams were open
 }
 
 // Agent keeps a session to each of its gateways, reconnecting forever
@@ -89,6 +97,7 @@ type Agent struct {
 	reconnects atomic.Uint64
 	failures   atomic.Uint64
 	accepted   atomic.Uint64
+	refused    atomic.Uint64
 }
 
 type peer struct {
@@ -109,6 +118,9 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.MaxStreams <= 0 {
+		cfg.MaxStreams = DefaultMaxStreams
 	}
 	if cfg.BackoffMin <= 0 {
 		cfg.BackoffMin = DefaultBackoffMin
@@ -219,7 +231,7 @@ func (a *Agent) keep(ctx context.Context, addr string, p *peer) {
 		a.sessions.Add(1)
 		log.Info("tunnel agent: connected to gateway")
 		began := time.Now()
-		err = a.serve(ctx, sess)
+		err = a.serve(ctx, sess, log)
 		a.sessions.Add(-1)
 		if ctx.Err() != nil || a.closing() || isClosed(p.retired) {
 			return
@@ -314,7 +326,7 @@ func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error
 
 // serve hands the session's streams to Accept until the session ends. Once
 // the agent leaves, the session is drained: see Leave.
-func (a *Agent) serve(ctx context.Context, sess *yamux.Session) error {
+func (a *Agent) serve(ctx context.Context, sess *yamux.Session, log *zap.Logger) error {
 	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
 	defer stop()
 	defer sess.Close()
@@ -329,21 +341,44 @@ func (a *Agent) serve(ctx context.Context, sess *yamux.Session) error {
 		case <-ended:
 		}
 	}()
+	var open atomic.Int64 // streams accepted and not yet closed
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			return err
 		}
+		if n := open.Add(1); n > int64(a.cfg.MaxStreams) {
+			open.Add(-1)
+			_ = st.Close()
+			a.refused.Add(1)
+			log.Warn("tunnel agent: too many streams open on this session; stream closed",
+				zap.Int("max_streams", a.cfg.MaxStreams))
+			continue
+		}
+		c := &countedStream{Stream: st, open: &open}
 		select {
-		case a.streams <- st:
+		case a.streams <- c:
 			a.accepted.Add(1)
 		case <-a.done: // the listener is closed: nobody will serve it
-			_ = st.Close()
+			_ = c.Close()
 		case <-ctx.Done():
-			_ = st.Close()
+			_ = c.Close()
 			return ctx.Err()
 		}
 	}
+}
+
+// countedStream is an accepted stream that counts itself out of its
+// session's open streams when it is closed.
+type countedStream struct {
+	*yamux.Stream
+	open *atomic.Int64
+	once sync.Once
+}
+
+func (c *countedStream) Close() error {
+	c.once.Do(func() { c.open.Add(-1) })
+	return c.Stream.Close()
 }
 
 // maxDrain bounds how long a leaving agent keeps a session for its streams.
@@ -452,5 +487,6 @@ func (a *Agent) Stats() AgentStats {
 		Reconnects: a.reconnects.Load(),
 		Failures:   a.failures.Load(),
 		Streams:    a.accepted.Load(),
+		Refused:    a.refused.Load(),
 	}
 }

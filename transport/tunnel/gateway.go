@@ -26,7 +26,7 @@ import (
 const (
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultKeepAliveInterval = 10 * time.Second
-	DefaultMaxHandshakes     = 64
+	DefaultMaxHandshakes     = 128
 )
 
 // Network is the network name of agent instances in the Gateway's resolver.

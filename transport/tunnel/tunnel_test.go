@@ -511,3 +511,46 @@ func TestFrozenConnectionIsDetected(t *testing.T) {
 	t.Logf("report: tunnel connection frozen: detected and redialed %s later (keep-alive 1 s), calls resumed %s after the freeze",
 		detected.Round(10*time.Millisecond), time.Since(frozen).Round(10*time.Millisecond))
 }
+
+// TestMaxStreamsPerSession: streams beyond the agent's MaxStreams are closed
+// at once and counted; the streams within it, and later ones, are served.
+func TestMaxStreamsPerSession(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	a := startAgentWith(t, tunnel.AgentConfig{ID: "limited", MaxStreams: 2}, gw.Addr().String())
+	waitAgents(t, gw, 1)
+	open := func() net.Conn {
+		c, err := gw.Dialer().DialTimeout("tcp", "limited", time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		return c
+	}
+	first, second := open(), open()
+	third := open()
+	if err := readFor(third, 2*time.Second); isTimeout(err) {
+		t.Fatal("a third stream was served with MaxStreams 2")
+	}
+	for _, c := range []net.Conn{first, second} {
+		if err := readFor(c, 200*time.Millisecond); !isTimeout(err) {
+			t.Fatalf("a stream within MaxStreams was closed: %v", err)
+		}
+	}
+	if got := a.agent.Stats().Refused; got != 1 {
+		t.Fatalf("Stats().Refused = %d, want 1", got)
+	}
+	_, _ = first.Close(), second.Close()
+	cli := newClient(t, gw)
+	answeredEventually(t, cli, "limited", "after the limit", time.Now().Add(5*time.Second))
+}
+
+// readFor reads c for at most d and returns the error that ended reading.
+func readFor(c net.Conn, d time.Duration) error {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 64)
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return err
+		}
+	}
+}

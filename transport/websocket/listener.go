@@ -37,9 +37,17 @@ const DefaultPath = "/kitex"
 // upgrade request.
 const DefaultHandshakeTimeout = 10 * time.Second
 
+// DefaultMaxHandshakes bounds the connections not yet upgraded at once.
+const DefaultMaxHandshakes = 128
+
 // ErrOriginNotAllowed is reported to ListenerConfig.OnReject when a request's
 // Origin header names an origin that is not allowed.
 var ErrOriginNotAllowed = errors.New("websocket: origin not allowed")
+
+// ErrTooManyHandshakes is reported to ListenerConfig.OnRefuse for a
+// connection closed because MaxHandshakes connections were already in their
+// handshake.
+var ErrTooManyHandshakes = errors.New("websocket: too many handshakes in progress")
 
 // ListenerConfig configures a Listener. The zero value is usable.
 type ListenerConfig struct {
@@ -53,13 +61,20 @@ type ListenerConfig struct {
 	AllowedOrigins []string
 	// TLSConfig, when set, makes the listener serve wss:// (TLS) instead of ws://.
 	TLSConfig *tls.Config
-	// HandshakeTimeout bounds the reading of the upgrade request;
-	// DefaultHandshakeTimeout if zero.
+	// HandshakeTimeout bounds the TLS handshake and the reading of the
+	// upgrade request; DefaultHandshakeTimeout if zero.
 	HandshakeTimeout time.Duration
+	// MaxHandshakes bounds the TCP connections accepted but not yet
+	// upgraded; one beyond it is closed at once (see OnRefuse).
+	// DefaultMaxHandshakes if zero.
+	MaxHandshakes int
 	// OnReject, if set, is called once for every request that is refused
 	// (wrong path, not an upgrade, origin not allowed), with the HTTP status
 	// sent. It must not block.
 	OnReject func(r *http.Request, status int, reason error)
+	// OnRefuse, if set, is called once for every connection closed before
+	// any request was read (ErrTooManyHandshakes). It must not block.
+	OnRefuse func(peer net.Addr, reason error)
 	// ErrorLog receives the HTTP server's own errors (such as failed TLS
 	// handshakes); they are discarded if nil.
 	ErrorLog *log.Logger
@@ -100,6 +115,9 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
 	}
+	if cfg.MaxHandshakes <= 0 {
+		cfg.MaxHandshakes = DefaultMaxHandshakes
+	}
 	l := &Listener{
 		ln:     ln,
 		cfg:    cfg,
@@ -117,10 +135,11 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 		IdleTimeout:       cfg.HandshakeTimeout,
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errLog,
+		ConnState:         releaseUpgraded,
 	}
-	serveLn := ln
+	var serveLn net.Listener = &limitListener{Listener: ln, slots: make(chan struct{}, cfg.MaxHandshakes), onRefuse: cfg.OnRefuse}
 	if cfg.TLSConfig != nil {
-		serveLn = tls.NewListener(ln, cfg.TLSConfig)
+		serveLn = tls.NewListener(serveLn, cfg.TLSConfig)
 	}
 	go func() {
 		defer close(l.served)
@@ -250,4 +269,57 @@ func tcpAddr(hostport string) net.Addr {
 		return net.TCPAddrFromAddrPort(ap)
 	}
 	return connadapt.Addr{Net: "tcp", Address: hostport}
+}
+
+// limitListener admits at most cap(slots) connections in their handshake:
+// a connection holds a slot until it is upgraded (hijacked) or closed.
+type limitListener struct {
+	net.Listener
+	slots    chan struct{}
+	onRefuse func(net.Addr, error)
+}
+
+func (l *limitListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &slotConn{Conn: c, slots: l.slots}, nil
+		default:
+			_ = c.Close()
+			if l.onRefuse != nil {
+				l.onRefuse(c.RemoteAddr(), ErrTooManyHandshakes)
+			}
+		}
+	}
+}
+
+type slotConn struct {
+	net.Conn
+	slots chan struct{}
+	once  sync.Once
+}
+
+func (c *slotConn) release() { c.once.Do(func() { <-c.slots }) }
+
+func (c *slotConn) Close() error {
+	c.release()
+	return c.Conn.Close()
+}
+
+// releaseUpgraded is the HTTP server's ConnState hook: a connection leaves
+// its handshake when it is hijacked (upgraded) or closed.
+func releaseUpgraded(c net.Conn, state http.ConnState) {
+	if state != http.StateHijacked && state != http.StateClosed {
+		return
+	}
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if sc, ok := c.(*slotConn); ok {
+		sc.release()
+	}
 }

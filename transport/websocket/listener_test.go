@@ -287,3 +287,81 @@ func TestCloseWithStuckWrite(t *testing.T) {
 	}
 	<-stuck
 }
+
+// TestUnfinishedHandshakesAreBounded: a client that never finishes its
+// upgrade request is cut after HandshakeTimeout, and at most MaxHandshakes
+// such clients are held at once; upgraded connections do not count.
+func TestUnfinishedHandshakesAreBounded(t *testing.T) {
+	var mu sync.Mutex
+	var refused []error
+	l := listen(t, websocket.ListenerConfig{
+		HandshakeTimeout: 300 * time.Millisecond,
+		MaxHandshakes:    2,
+		OnRefuse: func(_ net.Addr, reason error) {
+			mu.Lock()
+			refused = append(refused, reason)
+			mu.Unlock()
+		},
+	})
+	acceptEcho(t, l)
+	// Upgraded connections leave their slot: three at once still work.
+	for i := 0; i < 3; i++ {
+		c, err := websocket.Dial(context.Background(), l.Addr().String(), websocket.DialerConfig{})
+		if err != nil {
+			t.Fatalf("upgrade %d with MaxHandshakes 2: %v", i, err)
+		}
+		defer c.Close()
+	}
+	stall := func() net.Conn {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		if _, err := io.WriteString(c, "GET /kitex HTTP/1.1\r\nHost: x\r\n"); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	a, b := stall(), stall()
+	time.Sleep(50 * time.Millisecond) // let the server accept both
+	start := time.Now()
+	third := stall()
+	if err := readUntil(third, 2*time.Second); isTimeout(err) || time.Since(start) > 200*time.Millisecond {
+		t.Fatalf("a third unfinished handshake was held (%v after %v); MaxHandshakes is 2", err, time.Since(start))
+	}
+	for _, c := range []net.Conn{a, b} {
+		if err := readUntil(c, 3*time.Second); isTimeout(err) {
+			t.Fatal("an unfinished handshake outlived HandshakeTimeout (300ms) by 3 s")
+		}
+	}
+	if d := time.Since(start); d < 200*time.Millisecond {
+		t.Fatalf("unfinished handshakes were cut after %v, before HandshakeTimeout (300ms)", d)
+	}
+	mu.Lock()
+	if len(refused) != 1 || !errors.Is(refused[0], websocket.ErrTooManyHandshakes) {
+		t.Errorf("OnRefuse got %v, want one ErrTooManyHandshakes", refused)
+	}
+	mu.Unlock()
+	// The slots are free again.
+	c, err := websocket.Dial(context.Background(), l.Addr().String(), websocket.DialerConfig{})
+	if err != nil {
+		t.Fatalf("upgrade after the stalled handshakes ended: %v", err)
+	}
+	_ = c.Close()
+}
+
+// readUntil reads c until an error or d passes.
+func readUntil(c net.Conn, d time.Duration) error {
+	_ = c.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, c)
+	if err == nil {
+		err = io.EOF
+	}
+	return err
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}

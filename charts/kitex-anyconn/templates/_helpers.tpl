@@ -156,6 +156,12 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ .Values.log.format | quote }}
 - name: DISCOVERY_REFRESH
   value: {{ .Values.discovery.refresh | quote }}
+- name: MAX_MESSAGE_BYTES
+  value: {{ int64 .Values.limits.maxMessageBytes | toString | quote }}
+- name: HANDSHAKE_TIMEOUT
+  value: {{ .Values.limits.handshakeTimeout | quote }}
+- name: MAX_HANDSHAKES
+  value: {{ int64 .Values.limits.maxHandshakes | toString | quote }}
 {{- if eq .Values.transport "websocket" }}
 - name: WS_PATH
   value: {{ .Values.websocket.path | quote }}

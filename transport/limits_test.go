@@ -1,0 +1,155 @@
+package transport_test
+
+import (
+	"context"
+	"errors"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/transport"
+)
+
+// TestLimits checks, on every transport, that a peer cannot take more than
+// the server's limits allow, and that the server keeps serving others.
+func TestLimits(t *testing.T) {
+	for _, tc := range cases() {
+		t.Run(string(tc.kind), func(t *testing.T) {
+			t.Run("OversizedMessage", func(t *testing.T) { testOversizedMessage(t, tc) })
+			t.Run("SlowClients", func(t *testing.T) { testSlowClients(t, tc) })
+			t.Run("SilentClients", func(t *testing.T) { testSilentClients(t, tc) })
+		})
+	}
+}
+
+func testOversizedMessage(t *testing.T, tc transportCase) {
+	const limit = 64 << 10
+	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.MaxMessageBytes = limit })
+	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: strings.Repeat("x", 4*limit)}); err == nil {
+		t.Fatalf("a %d-byte request passed a %d-byte limit", 4*limit, limit)
+	}
+	// A frame that declares 2 GiB is refused before anything is read.
+	c, err := f.dialServer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	huge := []byte{0x7f, 0xff, 0xff, 0xff, 0x80, 0x01, 0x00, 0x01}
+	if _, err := c.Write(huge); err != nil {
+		t.Fatal(err)
+	}
+	if err := readUntilError(c, 5*time.Second); isTimeout(err) {
+		t.Fatal("the server kept a connection that declared a 2 GiB frame open")
+	}
+	if resp, err := f.cli.Echo(context.Background(), &api.Request{Message: strings.Repeat("y", limit/2)}); err != nil || len(resp.Message) != limit/2 {
+		t.Fatalf("a message under the limit after refusals: %v", err)
+	}
+}
+
+// testSlowClients sends the first bytes of a request, then one byte every
+// 100 ms, on several connections: each is closed once ReadTimeout has passed
+// since its first byte, and the goroutines behind them end.
+func testSlowClients(t *testing.T, tc transportCase) {
+	const readTimeout = 400 * time.Millisecond
+	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.ReadTimeout = readTimeout })
+	before := runtime.NumGoroutine()
+	const clients = 8
+	var wg sync.WaitGroup
+	lasted := make(chan time.Duration, clients)
+	for i := 0; i < clients; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			lasted <- trickle(t, f, 5*time.Second)
+		}()
+	}
+	wg.Wait()
+	close(lasted)
+	for d := range lasted {
+		if d < readTimeout || d > readTimeout+2*time.Second {
+			t.Errorf("a slow client was cut after %v; want about %v", d, readTimeout)
+		}
+	}
+	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "after slow clients"}); err != nil {
+		t.Fatalf("after slow clients: %v", err)
+	}
+	waitGoroutines(t, before+4)
+}
+
+// trickle opens a raw stream to the server, writes a frame header that
+// announces 100 bytes and then one byte every 100 ms, and returns how long
+// the server kept the connection (up to limit).
+func trickle(t *testing.T, f *fixture, limit time.Duration) time.Duration {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := f.dialServer(ctx)
+	if err != nil {
+		t.Errorf("dial: %v", err)
+		return 0
+	}
+	defer c.Close()
+	start := time.Now()
+	// One byte per write: the WebSocket Conn would hold a whole frame back.
+	for _, b := range []byte{0, 0, 0, 100, 0x80, 0x01} {
+		if _, err := c.Write([]byte{b}); err != nil {
+			t.Errorf("write: %v", err)
+			return 0
+		}
+	}
+	closed := make(chan struct{})
+	go func() {
+		defer close(closed)
+		_ = readUntilError(c, limit)
+	}()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		select {
+		case <-closed:
+			return time.Since(start)
+		case <-tick.C:
+			_, _ = c.Write([]byte{0})
+		}
+	}
+}
+
+// testSilentClients connects and sends nothing: IdleTimeout closes those
+// connections.
+func testSilentClients(t *testing.T, tc transportCase) {
+	const idle = 500 * time.Millisecond
+	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.IdleTimeout = idle })
+	c, err := f.dialServer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	err = readUntilError(c, 5*time.Second)
+	if isTimeout(err) {
+		t.Fatalf("a silent connection was still open after 5 s with a %v idle timeout", idle)
+	}
+	if d := time.Since(start); d < idle/2 {
+		t.Fatalf("a silent connection was closed after %v, before its %v idle timeout", d, idle)
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// waitGoroutines waits (up to 5 s) until at most n goroutines run.
+func waitGoroutines(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for runtime.NumGoroutine() > n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d goroutines still run, want at most %d", runtime.NumGoroutine(), n)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
