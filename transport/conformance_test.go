@@ -48,9 +48,9 @@ type fixture struct {
 	rawAddr    string
 	dialServer func(ctx context.Context) (net.Conn, error)
 	handler    *testHandler
-	svr     server.Server
-	cli     echo.Client
-	stopped chan error
+	svr        server.Server
+	cli        echo.Client
+	stopped    chan error
 }
 
 // transportCase sets up one transport: the server's and client's configs,
