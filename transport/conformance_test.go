@@ -13,8 +13,8 @@ import (
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/client/callopt"
 	"github.com/cloudwego/kitex/pkg/kerrors"
-	"github.com/cloudwego/kitex/server"
 
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -48,9 +48,8 @@ type fixture struct {
 	rawAddr    string
 	dialServer func(ctx context.Context) (net.Conn, error)
 	handler    *testHandler
-	svr        server.Server
+	run        *testutil.Runner
 	cli        echo.Client
-	stopped    chan error
 }
 
 // transportCase sets up one transport: the server's and client's configs,
@@ -134,10 +133,9 @@ func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.
 		t.Fatalf("ServerOptions(%s): %v", tc.kind, err)
 	}
 	h := newTestHandler()
-	// Kitex's default exit signal leaves a goroutine per server waiting for SIGTERM.
-	sopts = append(sopts, server.WithExitSignal(func() <-chan error { return make(chan error) }))
-	svr := echo.NewServer(h, sopts...)
-	f := &fixture{kind: tc.kind, addr: addr.String(), rawAddr: env.rawAddr, handler: h, svr: svr, stopped: make(chan error, 1)}
+	run := testutil.NewRunner()
+	svr := echo.NewServer(h, append(sopts, run.Option())...)
+	f := &fixture{kind: tc.kind, addr: addr.String(), rawAddr: env.rawAddr, handler: h, run: run}
 	if f.rawAddr == "" {
 		f.rawAddr = f.addr
 	}
@@ -145,7 +143,7 @@ func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.
 	if f.dialServer == nil {
 		f.dialServer = func(ctx context.Context) (net.Conn, error) { return rawDial(ctx, f.kind, f.rawAddr) }
 	}
-	go func() { f.stopped <- svr.Run() }()
+	run.Run(svr)
 	t.Cleanup(func() { f.stop(t) })
 
 	ct, err := transport.NewClient(env.client)
@@ -190,11 +188,12 @@ func (f *fixture) stop(t testing.TB) {
 	default:
 		close(f.handler.release)
 	}
-	if err := f.svr.Stop(); err != nil && !strings.Contains(err.Error(), "deadline") {
-		t.Errorf("stop %s server: %v", f.kind, err)
-	}
+	f.run.Stop()
 	select {
-	case <-f.stopped:
+	case <-f.run.Stopped():
+		if err := f.run.Err(); err != nil && !strings.Contains(err.Error(), "deadline") {
+			t.Errorf("stop %s server: %v", f.kind, err)
+		}
 	case <-time.After(10 * time.Second):
 		t.Errorf("%s server did not return from Run after Stop", f.kind)
 	}
@@ -297,7 +296,7 @@ func testServerClosedMidCall(t *testing.T, tc transportCase) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("call never reached the handler")
 	}
-	go func() { _ = f.svr.Stop() }()
+	f.run.Stop()
 	select {
 	case err := <-done:
 		if err == nil {

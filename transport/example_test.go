@@ -6,6 +6,7 @@ import (
 	"log"
 
 	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/server"
 
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
@@ -32,9 +33,11 @@ func Example_webSocket() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	svr := echo.NewServer(new(echoImpl), sopts...)
-	go func() { _ = svr.Run() }()
-	defer svr.Stop()
+	// Stop through Run's exit signal: Kitex's Run must not race a Stop.
+	exit, stopped := make(chan error, 1), make(chan error, 1)
+	svr := echo.NewServer(new(echoImpl), append(sopts, server.WithExitSignal(func() <-chan error { return exit }))...)
+	go func() { stopped <- svr.Run() }()
+	defer func() { exit <- nil; <-stopped }()
 
 	// Client: the same Kind and path; Close releases its pooled connections.
 	ct, err := transport.NewClient(transport.ClientConfig{
@@ -61,9 +64,10 @@ func Example_goNet() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	svr := echo.NewServer(new(echoImpl), sopts...)
-	go func() { _ = svr.Run() }()
-	defer svr.Stop()
+	exit, stopped := make(chan error, 1), make(chan error, 1)
+	svr := echo.NewServer(new(echoImpl), append(sopts, server.WithExitSignal(func() <-chan error { return exit }))...)
+	go func() { stopped <- svr.Run() }()
+	defer func() { exit <- nil; <-stopped }()
 
 	ct, err := transport.NewClient(transport.ClientConfig{Kind: transport.GoNet})
 	if err != nil {

@@ -127,13 +127,19 @@ func TestResolverKeepLast(t *testing.T) {
 	if n := count(); n != 1 {
 		t.Fatalf("resolved %d instances, want 1", n)
 	}
+	// Time without an answer (etcd unreachable) does not use the window up.
+	time.Sleep(600 * time.Millisecond)
 	if _, err := cli.Delete(context.Background(), discovery.DefaultPrefix+"/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(); n != 1 {
 		t.Fatalf("right after etcd emptied: %d instances, want the last one kept", n)
 	}
-	time.Sleep(600 * time.Millisecond)
+	time.Sleep(300 * time.Millisecond)
+	if n := count(); n != 1 {
+		t.Fatalf("300ms after etcd emptied: %d instances, want the last one kept", n)
+	}
+	time.Sleep(300 * time.Millisecond)
 	if n := count(); n != 0 {
 		t.Fatalf("after KeepLast passed: %d instances, want none", n)
 	}

@@ -28,8 +28,8 @@ type Resolver struct {
 }
 
 type lastResult struct {
-	res discovery.Result
-	at  time.Time
+	res        discovery.Result
+	emptySince time.Time // first empty answer since res; zero if none
 }
 
 var _ discovery.Resolver = (*Resolver)(nil)
@@ -45,10 +45,11 @@ func NewResolver(cli *clientv3.Client, prefix string, tags map[string]string) *R
 	return r
 }
 
-// KeepLast makes an empty answer from etcd fall back, for up to d, to the
-// last instances seen: after etcd is restarted with its data wiped, the
-// services register again within a lease TTL, and the callers meanwhile keep
-// calling the instances they knew instead of failing. It returns r.
+// KeepLast makes an empty answer from etcd fall back to the last instances
+// seen, for up to d after the first empty answer: after etcd is restarted
+// with its data wiped, the services register again within a lease TTL, and
+// the callers meanwhile keep calling the instances they knew instead of
+// failing. The time etcd was unreachable before does not count. It returns r.
 func (r *Resolver) KeepLast(d time.Duration) *Resolver {
 	r.keepLast = d
 	r.last = map[string]lastResult{}
@@ -87,9 +88,16 @@ func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Resul
 		r.mu.Lock()
 		defer r.mu.Unlock()
 		now := time.Now()
-		if len(res.Instances) > 0 {
-			r.last[service] = lastResult{res: res, at: now}
-		} else if l, ok := r.last[service]; ok && now.Sub(l.at) < r.keepLast {
+		l, ok := r.last[service]
+		switch {
+		case len(res.Instances) > 0:
+			r.last[service] = lastResult{res: res}
+		case !ok:
+		case l.emptySince.IsZero():
+			l.emptySince = now
+			r.last[service] = l
+			return l.res, nil
+		case now.Sub(l.emptySince) < r.keepLast:
 			return l.res, nil
 		}
 	}

@@ -12,7 +12,6 @@ import (
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/client/callopt"
 	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
-	"github.com/cloudwego/kitex/server"
 
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
@@ -56,8 +55,7 @@ func startGateway(t testing.TB, addr string) *tunnel.Gateway {
 type agentServer struct {
 	agent   *tunnel.Agent
 	handler *whoami
-	svr     server.Server
-	done    chan struct{}
+	run     *testutil.Runner
 }
 
 func startAgent(t testing.TB, id string, gateways ...string) *agentServer {
@@ -81,9 +79,9 @@ func startAgentWith(t testing.TB, cfg tunnel.AgentConfig, gateways ...string) *a
 		t.Fatal(err)
 	}
 	h := &whoami{id: id, blocked: make(chan struct{}, 4), release: make(chan struct{})}
-	a := &agentServer{agent: agent, handler: h, done: make(chan struct{})}
-	a.svr = echo.NewServer(h, append(sopts, server.WithExitSignal(func() <-chan error { return make(chan error) }))...)
-	go func() { defer close(a.done); _ = a.svr.Run() }()
+	a := &agentServer{agent: agent, handler: h}
+	a.run = testutil.NewRunner()
+	a.run.Run(echo.NewServer(h, append(sopts, a.run.Option())...))
 	t.Cleanup(func() { a.stop() })
 	return a
 }
@@ -94,8 +92,8 @@ func (a *agentServer) stop() {
 	default:
 		close(a.handler.release)
 	}
-	_ = a.svr.Stop()
-	<-a.done
+	a.run.Stop()
+	<-a.run.Stopped()
 	_ = a.agent.Shutdown(context.Background())
 }
 
@@ -476,8 +474,8 @@ func TestLeaveMovesPooledCallsAway(t *testing.T) {
 	// ...and a's server stopping (the end of its drain) costs nothing.
 	// (The client's pool still holds a's idle streams; as echo does, give
 	// the sessions a bounded time to end.)
-	_ = a.svr.Stop()
-	<-a.done
+	a.run.Stop()
+	<-a.run.Stopped()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	_ = a.agent.Shutdown(ctx)
 	cancel()
