@@ -69,11 +69,15 @@ func testSlowClients(t *testing.T, tc transportCase) {
 	}
 	wg.Wait()
 	close(lasted)
+	var longest time.Duration
 	for d := range lasted {
 		if d < readTimeout || d > readTimeout+2*time.Second {
 			t.Errorf("a slow client was cut after %v; want about %v", d, readTimeout)
 		}
+		longest = max(longest, d)
 	}
+	t.Logf("report: %s: %d clients sending 1 byte per 100 ms cut within %v (ReadTimeout %v)",
+		tc.kind, clients, longest.Round(time.Millisecond), readTimeout)
 	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "after slow clients"}); err != nil {
 		t.Fatalf("after slow clients: %v", err)
 	}
@@ -132,9 +136,11 @@ func testSilentClients(t *testing.T, tc transportCase) {
 	if isTimeout(err) {
 		t.Fatalf("a silent connection was still open after 5 s with a %v idle timeout", idle)
 	}
-	if d := time.Since(start); d < idle/2 {
+	d := time.Since(start)
+	if d < idle/2 {
 		t.Fatalf("a silent connection was closed after %v, before its %v idle timeout", d, idle)
 	}
+	t.Logf("report: %s: a silent connection closed after %v (IdleTimeout %v)", tc.kind, d.Round(time.Millisecond), idle)
 }
 
 func isTimeout(err error) bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"syscall"
 	"testing"
 	"time"
 
@@ -145,5 +146,56 @@ func TestEtcdUnreachableAtStart(t *testing.T) {
 		echoReady.Round(10*time.Millisecond), time.Since(arrived).Round(10*time.Millisecond))
 	if code := httpStatus("http://" + callerAdmin + "/readyz"); code != http.StatusOK {
 		t.Fatalf("caller not ready once etcd is there: %d", code)
+	}
+}
+
+// A rolling restart under a steady call load, on every transport: a new
+// echo starts and becomes ready, then an old one gets SIGTERM (it leaves,
+// drains and stops), twice, so that both original instances are replaced.
+// Not one call may fail.
+func TestRollingRestartUnderLoad(t *testing.T) {
+	for _, tr := range []string{"netpoll", "gonet", "websocket", "yamux"} {
+		t.Run(tr, func(t *testing.T) {
+			t.Parallel()
+			etcd := testutil.StartEtcd(t)
+			svc := "roll-" + tr
+			env := []string{"SERVICE_NAME=" + svc, "ECHO_SERVICE=" + svc, "DISCOVERY_REFRESH=200ms", "DRAIN_DELAY=1s"}
+			echoEnv := func(id string) []string {
+				if tr == "yamux" {
+					return append(env, tunnelEnv(id)...)
+				}
+				return env
+			}
+			var callerEnv []string
+			if tr == "yamux" {
+				callerEnv = tunnelEnv("")
+			}
+			old := []*echoProc{startEcho(t, etcd, tr, echoEnv(svc+"-0")...), startEcho(t, etcd, tr, echoEnv(svc+"-1")...)}
+			caller := start(t, "caller", append(append(env, callerEnv...), "TRANSPORT="+tr, "ETCD_ENDPOINTS="+etcd,
+				"ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=20ms")...)
+			began := time.Now()
+			eventually(t, "calls flowing", 20*time.Second, func() bool { ok, _ := callStats(caller, began); return ok >= 10 })
+
+			// From here on (a yamux caller fails its first calls until an
+			// agent has found its gateway in etcd).
+			began = time.Now()
+			for i, e := range old {
+				next := startEcho(t, etcd, tr, echoEnv(fmt.Sprintf("%s-%d", svc, i+2))...)
+				eventually(t, "the new echo ready", 20*time.Second, func() bool { return httpStatus("http://"+next.admin+"/readyz") == 200 })
+				if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+					t.Fatal(err)
+				}
+				if code := e.wait(20 * time.Second); code != 0 {
+					t.Fatalf("echo exited %d after SIGTERM, want 0", code)
+				}
+			}
+			time.Sleep(500 * time.Millisecond) // calls on the new instances only
+			ok, failed := callStats(caller, began)
+			t.Logf("report: rolling restart of 2 %s echoes under 50 calls/s: %d calls ok, %d failed, in %s",
+				tr, ok, failed, time.Since(began).Round(100*time.Millisecond))
+			if failed > 0 {
+				t.Fatalf("%d of %d calls failed during the rolling restart:\n%s", failed, ok+failed, grep(caller.stdout.String(), `"call failed"`))
+			}
+		})
 	}
 }
