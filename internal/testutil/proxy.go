@@ -5,16 +5,22 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
-// Proxy is a TCP proxy on loopback whose connections a test can cut or
-// freeze.
+// Proxy is a TCP proxy on loopback whose connections a test can cut,
+// freeze or slow down.
 type Proxy struct {
 	ln     net.Listener
 	target string
 	mu     sync.Mutex
-	conns  map[net.Conn]*atomic.Bool // frozen flag, shared by both directions
+	conns  map[net.Conn]*linkState // shared by both directions of a connection
 	wg     sync.WaitGroup
+}
+
+type linkState struct {
+	frozen atomic.Bool
+	delay  atomic.Int64 // added before forwarding each chunk, in nanoseconds
 }
 
 // StartProxy forwards a loopback port to target until the test ends.
@@ -24,7 +30,7 @@ func StartProxy(t testing.TB, target string) *Proxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]*atomic.Bool{}}
+	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]*linkState{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(func() {
@@ -54,8 +60,19 @@ func (p *Proxy) Cut() {
 func (p *Proxy) Freeze() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	for _, frozen := range p.conns {
-		frozen.Store(true)
+	for _, st := range p.conns {
+		st.frozen.Store(true)
+	}
+}
+
+// Slow makes every connection through the proxy wait d before forwarding
+// each chunk it reads, in both directions (a congested or distant link).
+// New connections are not slowed.
+func (p *Proxy) Slow(d time.Duration) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, st := range p.conns {
+		st.delay.Store(int64(d))
 	}
 }
 
@@ -71,22 +88,25 @@ func (p *Proxy) serve() {
 			_ = in.Close()
 			continue
 		}
-		frozen := new(atomic.Bool)
+		st := new(linkState)
 		p.mu.Lock()
-		p.conns[in], p.conns[out] = frozen, frozen
+		p.conns[in], p.conns[out] = st, st
 		p.mu.Unlock()
 		p.wg.Add(2)
-		go p.pipe(in, out, frozen)
-		go p.pipe(out, in, frozen)
+		go p.pipe(in, out, st)
+		go p.pipe(out, in, st)
 	}
 }
 
-func (p *Proxy) pipe(dst, src net.Conn, frozen *atomic.Bool) {
+func (p *Proxy) pipe(dst, src net.Conn, st *linkState) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
 		n, err := src.Read(buf)
-		if n > 0 && !frozen.Load() {
+		if d := time.Duration(st.delay.Load()); n > 0 && d > 0 {
+			time.Sleep(d)
+		}
+		if n > 0 && !st.frozen.Load() {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				break
 			}

@@ -510,6 +510,46 @@ func TestFrozenConnectionIsDetected(t *testing.T) {
 		detected.Round(10*time.Millisecond), time.Since(frozen).Round(10*time.Millisecond))
 }
 
+// TestSlowConnection: a tunnel connection that turns slow (200 ms added to
+// every chunk, less than the 1 s keep-alive) keeps its session and its calls
+// succeed, only slower; one that turns slower than the keep-alive allows
+// (3 s) is detected and redialed, and calls resume.
+func TestSlowConnection(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	proxy := testutil.StartProxy(t, gw.Addr().String())
+	a := startAgent(t, "slow", proxy.Addr())
+	waitAgents(t, gw, 1)
+	cli := newClient(t, gw)
+	answeredBy(t, cli, "slow", "before", 3)
+	reconnects := a.agent.Stats().Reconnects
+
+	proxy.Slow(200 * time.Millisecond)
+	for i := 0; i < 5; i++ {
+		start := time.Now()
+		answeredBy(t, cli, "slow", "slowed", 1)
+		if d := time.Since(start); d < 400*time.Millisecond {
+			t.Fatalf("a call over the slowed link took %v, under its 400 ms round trip: the link is not slowed", d)
+		}
+	}
+	if got := a.agent.Stats().Reconnects; got != reconnects {
+		t.Fatalf("a link slowed below the keep-alive was redialed (%d reconnects)", got-reconnects)
+	}
+
+	slowed := time.Now()
+	proxy.Slow(3 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
+	for a.agent.Stats().Reconnects == reconnects {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent did not give up a link slowed to 3 s per chunk in 15 s: %+v", a.agent.Stats())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	detected := time.Since(slowed)
+	answeredEventually(t, cli, "slow", "after", deadline)
+	t.Logf("report: tunnel link slowed by 200 ms per chunk: session kept, calls answered; slowed by 3 s: redialed %s later (keep-alive 1 s), calls resumed %s after",
+		detected.Round(10*time.Millisecond), time.Since(slowed).Round(10*time.Millisecond))
+}
+
 // TestMaxStreamsPerSession: streams beyond the agent's MaxStreams are closed
 // at once and counted; the streams within it, and later ones, are served.
 func TestMaxStreamsPerSession(t *testing.T) {
