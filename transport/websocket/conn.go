@@ -28,7 +28,7 @@ const keepPending = 64 << 10
 // Kitex writes a large reply in several chunks; without this a browser or
 // script client would receive one reply as several messages.
 type Conn struct {
-	ws     *xws.Conn
+	f      frames
 	local  net.Addr
 	remote net.Addr
 
@@ -43,14 +43,24 @@ type Conn struct {
 
 var _ net.Conn = (*Conn)(nil)
 
-func newConn(ws *xws.Conn, local, remote net.Addr) *Conn {
-	ws.PayloadType = xws.BinaryFrame
-	return &Conn{ws: ws, local: local, remote: remote, done: make(chan struct{})}
+func newConn(f frames, local, remote net.Addr) *Conn {
+	return &Conn{f: f, local: local, remote: remote, done: make(chan struct{})}
+}
+
+// newFrames returns the framing of an upgraded connection: x/net's own
+// (ws) if xnet, else leanFrames over raw, the connection ws was upgraded
+// on.
+func newFrames(ws *xws.Conn, raw net.Conn, client, xnet bool) frames {
+	if xnet {
+		ws.PayloadType = xws.BinaryFrame
+		return xnetFrames{ws}
+	}
+	return newLeanFrames(raw, client)
 }
 
 // Read reads message payload bytes. It returns io.EOF after the peer closed
 // the WebSocket.
-func (c *Conn) Read(p []byte) (int, error) { return c.ws.Read(p) }
+func (c *Conn) Read(p []byte) (int, error) { return c.f.Read(p) }
 
 // Write writes p; see the type's documentation for how writes become messages.
 func (c *Conn) Write(p []byte) (int, error) {
@@ -59,7 +69,10 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(c.pending) == 0 {
 		need, ok := frameSize(p)
 		if !ok || len(p) >= need {
-			return c.ws.Write(p)
+			if err := c.f.WriteMessage(p); err != nil {
+				return 0, err
+			}
+			return len(p), nil
 		}
 		c.pending = append(c.pending, p...)
 		c.need = need
@@ -69,7 +82,7 @@ func (c *Conn) Write(p []byte) (int, error) {
 	if len(c.pending) < c.need {
 		return len(p), nil
 	}
-	_, err := c.ws.Write(c.pending)
+	err := c.f.WriteMessage(c.pending)
 	if cap(c.pending) > keepPending {
 		c.pending = nil
 	} else {
@@ -102,8 +115,7 @@ const closeFrameTimeout = time.Second
 // go out) and closes the connection. It is safe to call more than once.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
-		_ = c.ws.SetWriteDeadline(time.Now().Add(closeFrameTimeout))
-		c.closeErr = c.ws.Close()
+		c.closeErr = c.f.Close()
 		close(c.done)
 	})
 	return c.closeErr
@@ -116,10 +128,10 @@ func (c *Conn) LocalAddr() net.Addr { return c.local }
 func (c *Conn) RemoteAddr() net.Addr { return c.remote }
 
 // SetDeadline sets the read and write deadlines of the underlying connection.
-func (c *Conn) SetDeadline(t time.Time) error { return c.ws.SetDeadline(t) }
+func (c *Conn) SetDeadline(t time.Time) error { return c.f.SetDeadline(t) }
 
 // SetReadDeadline sets the read deadline of the underlying connection.
-func (c *Conn) SetReadDeadline(t time.Time) error { return c.ws.SetReadDeadline(t) }
+func (c *Conn) SetReadDeadline(t time.Time) error { return c.f.SetReadDeadline(t) }
 
 // SetWriteDeadline sets the write deadline of the underlying connection.
-func (c *Conn) SetWriteDeadline(t time.Time) error { return c.ws.SetWriteDeadline(t) }
+func (c *Conn) SetWriteDeadline(t time.Time) error { return c.f.SetWriteDeadline(t) }

@@ -22,6 +22,10 @@ type DialerConfig struct {
 	// Origin is sent as the Origin header. If empty, the dialer sends the
 	// server's own origin (same-origin), which a Listener always allows.
 	Origin string
+	// XNetFraming makes the connections read and write frames with
+	// golang.org/x/net/websocket's own code instead of this package's
+	// leaner one (the benchmark's comparison). The wire is the same.
+	XNetFraming bool
 }
 
 // NewDialer returns a Kitex dialer (for client.WithDialer) that opens one
@@ -94,5 +98,5 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 		return nil, fmt.Errorf("websocket: upgrade %s: %w", wsCfg.Location, ctx.Err())
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return newConn(ws, raw.LocalAddr(), raw.RemoteAddr()), nil
+	return newConn(newFrames(ws, rwc, true, cfg.XNetFraming), raw.LocalAddr(), raw.RemoteAddr()), nil
 }

@@ -11,6 +11,7 @@
 package websocket
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -78,6 +79,10 @@ type ListenerConfig struct {
 	// ErrorLog receives the HTTP server's own errors (such as failed TLS
 	// handshakes); they are discarded if nil.
 	ErrorLog *log.Logger
+	// XNetFraming makes the connections read and write frames with
+	// golang.org/x/net/websocket's own code instead of this package's
+	// leaner one (the benchmark's comparison). The wire is the same.
+	XNetFraming bool
 }
 
 // Listener is a net.Listener whose connections are WebSocket connections
@@ -136,6 +141,10 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errLog,
 		ConnState:         releaseUpgraded,
+		// The upgraded connection is read and written directly (leanFrames).
+		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
+			return context.WithValue(ctx, rawConnKey{}, c)
+		},
 	}
 	var serveLn net.Listener = &limitListener{Listener: ln, slots: make(chan struct{}, cfg.MaxHandshakes), onRefuse: cfg.OnRefuse}
 	if cfg.TLSConfig != nil {
@@ -210,6 +219,9 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	xws.Server{Handler: func(ws *xws.Conn) { l.serveConn(ws, r) }}.ServeHTTP(w, r)
 }
 
+// rawConnKey holds, in a request's context, the connection it came on.
+type rawConnKey struct{}
+
 func (l *Listener) serveConn(ws *xws.Conn, r *http.Request) {
 	// net/http leaves its header read deadline on a hijacked connection.
 	_ = ws.SetDeadline(time.Time{})
@@ -217,7 +229,10 @@ func (l *Listener) serveConn(ws *xws.Conn, r *http.Request) {
 	if local == nil {
 		local = l.ln.Addr()
 	}
-	c := newConn(ws, local, tcpAddr(r.RemoteAddr))
+	// x/net's handshake leaves nothing buffered that a compliant client sent:
+	// it waits for the 101 before it sends frames (RFC 6455, section 4.1).
+	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
+	c := newConn(newFrames(ws, raw, false, l.cfg.XNetFraming || raw == nil), local, tcpAddr(r.RemoteAddr))
 	select {
 	case l.conns <- c:
 	case <-l.done:

@@ -365,3 +365,38 @@ func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
+
+// The lean framing and x/net's own interoperate both ways, with messages
+// from empty to 200 KiB (16- and 64-bit lengths), so the wire is the same.
+func TestFramingsInteroperate(t *testing.T) {
+	for _, tc := range []struct {
+		name                   string
+		serverXNet, clientXNet bool
+	}{
+		{"lean client, x/net server", true, false},
+		{"x/net client, lean server", false, true},
+		{"lean both", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := listen(t, websocket.ListenerConfig{XNetFraming: tc.serverXNet})
+			acceptEcho(t, l)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			c, err := websocket.Dial(ctx, l.Addr().String(), websocket.DialerConfig{XNetFraming: tc.clientXNet})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			for _, n := range []int{1, 125, 126, 65535, 65536, 200 << 10} {
+				msg := bytes.Repeat([]byte{byte(n)}, n)
+				if _, err := c.Write(msg); err != nil {
+					t.Fatal(err)
+				}
+				got := make([]byte, n)
+				if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+					t.Fatalf("%d bytes: echoed %d bytes, %v", n, len(got), err)
+				}
+			}
+		})
+	}
+}

@@ -40,9 +40,9 @@ func idleMemory(bin, kind string) (float64, error) {
 	}()
 	for i := 0; i < idleConns; i++ {
 		var c net.Conn
-		if kind == "websocket" {
+		if strings.HasPrefix(kind, "websocket") {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, err = websocket.Dial(ctx, srv.addr, websocket.DialerConfig{})
+			c, err = websocket.Dial(ctx, srv.addr, websocket.DialerConfig{XNetFraming: kind == "websocket-xnet"})
 			cancel()
 		} else {
 			c, err = net.DialTimeout("tcp", srv.addr, 5*time.Second)

@@ -34,7 +34,10 @@ import (
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
-var kinds = []string{"raw", "netpoll", "gonet", "websocket", "yamux"}
+// kinds are the transports measured; websocket-xnet is WebSocket with
+// golang.org/x/net/websocket's own framing (websocket uses the package's
+// leaner framing), both with x/net's handshake.
+var kinds = []string{"raw", "netpoll", "gonet", "websocket", "websocket-xnet", "yamux"}
 
 // sample is one measured run of one transport at one payload and concurrency.
 type sample struct {
@@ -250,7 +253,11 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		if srv, err = startServer(bin, "-kind", kind); err != nil {
 			return sample{}, err
 		}
-		newCall = kitexCaller(transport.ClientConfig{Kind: transport.Kind(kind)}, srv.addr, conc)
+		cfg := transport.ClientConfig{Kind: transport.Kind(kind)}
+		if kind == "websocket-xnet" {
+			cfg.Kind, cfg.WebSocket.XNetFraming = transport.WebSocket, true
+		}
+		newCall = kitexCaller(cfg, srv.addr, conc)
 	}
 	defer teardown()
 	defer srv.stop()

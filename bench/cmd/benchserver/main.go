@@ -31,7 +31,7 @@ func (*handler) Echo(_ context.Context, req *api.Request) (*api.Response, error)
 }
 
 func main() {
-	kind := flag.String("kind", "gonet", "raw, netpoll, gonet, websocket or yamux")
+	kind := flag.String("kind", "gonet", "raw, netpoll, gonet, websocket, websocket-xnet (x/net's framing) or yamux")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address (not yamux)")
 	gateway := flag.String("gateway", "", "yamux: the gateway to dial")
 	token := flag.String("token", "bench", "yamux: the tunnel token")
@@ -66,6 +66,9 @@ func run(kind, addr, gateway, token, id string, agents int) error {
 	}
 
 	cfg := transport.ServerConfig{Kind: transport.Kind(kind), Addr: addr}
+	if kind == "websocket-xnet" {
+		cfg.Kind, cfg.WebSocket.XNetFraming = transport.WebSocket, true
+	}
 	if kind == string(transport.Yamux) {
 		agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token})
 		if err != nil {

@@ -1,0 +1,257 @@
+package websocket
+
+import (
+	"bufio"
+	"crypto/rand"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	mrand "math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	xws "golang.org/x/net/websocket"
+)
+
+// frames carries WebSocket messages over an upgraded connection: Read
+// returns the payload of the data frames received as one byte stream, and
+// WriteMessage sends p as one binary message.
+type frames interface {
+	Read(p []byte) (int, error)
+	WriteMessage(p []byte) error
+	// Close sends a close frame (bounded by closeFrameTimeout) and closes
+	// the connection.
+	Close() error
+	SetDeadline(t time.Time) error
+	SetReadDeadline(t time.Time) error
+	SetWriteDeadline(t time.Time) error
+}
+
+// xnetFrames is golang.org/x/net/websocket's own framing.
+type xnetFrames struct{ *xws.Conn }
+
+func (f xnetFrames) WriteMessage(p []byte) error {
+	_, err := f.Conn.Write(p)
+	return err
+}
+
+func (f xnetFrames) Close() error {
+	_ = f.Conn.SetWriteDeadline(time.Now().Add(closeFrameTimeout))
+	return f.Conn.Close()
+}
+
+// WebSocket opcodes (RFC 6455, section 5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xa
+)
+
+// ErrProtocol is returned by Read for a frame that breaks RFC 6455 (reserved
+// bits or opcodes, an unmasked frame from a client, a control frame over 125
+// bytes…); the connection is closed with status 1002.
+var ErrProtocol = errors.New("websocket: protocol error")
+
+// leanFrames reads and writes RFC 6455 frames itself, after the handshake
+// that golang.org/x/net/websocket did: no allocation per message, masking 8
+// bytes at a time, one write per message. The wire is the same.
+type leanFrames struct {
+	conn   net.Conn
+	br     *bufio.Reader
+	client bool // a client masks what it sends; a server requires masked input
+
+	// Read state: Read is called from one goroutine at a time.
+	remain int64   // payload bytes left in the current data frame
+	key    [4]byte // its masking key, rotated to the next byte
+	masked bool
+	hdr    [14]byte
+	ctl    [125]byte
+
+	wmu       sync.Mutex
+	wbuf      []byte
+	rng       *mrand.ChaCha8 // masking keys (a client's), under wmu
+	closeSent atomic.Bool
+}
+
+func newLeanFrames(conn net.Conn, client bool) *leanFrames {
+	f := &leanFrames{conn: conn, br: bufio.NewReaderSize(conn, 4096), client: client}
+	if client {
+		var seed [32]byte
+		_, _ = rand.Read(seed[:])
+		f.rng = mrand.NewChaCha8(seed)
+	}
+	return f
+}
+
+func (f *leanFrames) Read(p []byte) (int, error) {
+	for f.remain == 0 {
+		if err := f.nextFrame(); err != nil {
+			return 0, err
+		}
+	}
+	if int64(len(p)) > f.remain {
+		p = p[:f.remain]
+	}
+	n, err := f.br.Read(p)
+	if f.masked {
+		f.key = maskBytes(f.key, p[:n])
+	}
+	f.remain -= int64(n)
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF
+	}
+	return n, err
+}
+
+// nextFrame reads frame headers until one starts data, answering pings and
+// close frames on the way. A close frame ends the stream with io.EOF.
+func (f *leanFrames) nextFrame() error {
+	h := f.hdr[:]
+	if _, err := io.ReadFull(f.br, h[:2]); err != nil {
+		return err
+	}
+	fin, rsv, op := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f
+	masked, n := h[1]&0x80 != 0, int64(h[1]&0x7f)
+	if rsv != 0 {
+		return f.fail(fmt.Errorf("%w: reserved bits set", ErrProtocol))
+	}
+	if masked == f.client {
+		return f.fail(fmt.Errorf("%w: masked frame from the server or unmasked frame from a client", ErrProtocol))
+	}
+	switch n {
+	case 126:
+		if _, err := io.ReadFull(f.br, h[2:4]); err != nil {
+			return err
+		}
+		n = int64(binary.BigEndian.Uint16(h[2:4]))
+	case 127:
+		if _, err := io.ReadFull(f.br, h[2:10]); err != nil {
+			return err
+		}
+		u := binary.BigEndian.Uint64(h[2:10])
+		if u>>63 != 0 {
+			return f.fail(fmt.Errorf("%w: 64-bit length with its top bit set", ErrProtocol))
+		}
+		n = int64(u)
+	}
+	f.masked = masked
+	if masked {
+		if _, err := io.ReadFull(f.br, f.key[:]); err != nil {
+			return err
+		}
+	}
+	switch op {
+	case opContinuation, opText, opBinary:
+		f.remain = n
+		return nil
+	case opClose, opPing, opPong:
+	default:
+		return f.fail(fmt.Errorf("%w: reserved opcode %#x", ErrProtocol, op))
+	}
+	if !fin || n > int64(len(f.ctl)) {
+		return f.fail(fmt.Errorf("%w: fragmented or over-long control frame", ErrProtocol))
+	}
+	body := f.ctl[:n]
+	if _, err := io.ReadFull(f.br, body); err != nil {
+		return err
+	}
+	if masked {
+		maskBytes(f.key, body)
+	}
+	switch op {
+	case opPing:
+		if err := f.write(opPong, body); err != nil {
+			return err
+		}
+	case opClose:
+		// Echo the status code, as RFC 6455 asks, then end the stream.
+		if len(body) >= 2 {
+			body = body[:2]
+		}
+		f.sendClose(body)
+		return io.EOF
+	}
+	return nil
+}
+
+// fail answers a protocol error with close status 1002 and returns err.
+func (f *leanFrames) fail(err error) error {
+	f.sendClose([]byte{0x03, 0xea})
+	return err
+}
+
+// sendClose sends a close frame once, bounded by closeFrameTimeout.
+func (f *leanFrames) sendClose(body []byte) {
+	if f.closeSent.Swap(true) {
+		return
+	}
+	_ = f.conn.SetWriteDeadline(time.Now().Add(closeFrameTimeout))
+	_ = f.write(opClose, body)
+}
+
+func (f *leanFrames) WriteMessage(p []byte) error { return f.write(opBinary, p) }
+
+// write sends one frame with a single write.
+func (f *leanFrames) write(op byte, p []byte) error {
+	f.wmu.Lock()
+	defer f.wmu.Unlock()
+	b := append(f.wbuf[:0], 0x80|op, 0)
+	switch n := len(p); {
+	case n <= 125:
+		b[1] = byte(n)
+	case n < 1<<16:
+		b[1] = 126
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b[1] = 127
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	if f.client {
+		b[1] |= 0x80
+		var key [4]byte
+		binary.LittleEndian.PutUint32(key[:], uint32(f.rng.Uint64()))
+		b = append(b, key[:]...)
+		start := len(b)
+		b = append(b, p...)
+		maskBytes(key, b[start:])
+	} else {
+		b = append(b, p...)
+	}
+	_, err := f.conn.Write(b)
+	if cap(b) > keepPending {
+		b = nil
+	}
+	f.wbuf = b[:0]
+	return err
+}
+
+func (f *leanFrames) Close() error {
+	f.sendClose([]byte{0x03, 0xe8}) // 1000, normal closure
+	return f.conn.Close()
+}
+
+func (f *leanFrames) SetDeadline(t time.Time) error      { return f.conn.SetDeadline(t) }
+func (f *leanFrames) SetReadDeadline(t time.Time) error  { return f.conn.SetReadDeadline(t) }
+func (f *leanFrames) SetWriteDeadline(t time.Time) error { return f.conn.SetWriteDeadline(t) }
+
+// maskBytes XORs b with the masking key, 8 bytes at a time, and returns the
+// key rotated so that it continues where b ended.
+func maskBytes(key [4]byte, b []byte) [4]byte {
+	k := binary.LittleEndian.Uint32(key[:])
+	k64 := uint64(k) | uint64(k)<<32
+	for len(b) >= 8 {
+		binary.LittleEndian.PutUint64(b, binary.LittleEndian.Uint64(b)^k64)
+		b = b[8:]
+	}
+	for i := range b {
+		b[i] ^= key[0]
+		key = [4]byte{key[1], key[2], key[3], key[0]}
+	}
+	return key
+}

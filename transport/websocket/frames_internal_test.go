@@ -1,0 +1,135 @@
+package websocket
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"math/rand/v2"
+	"net"
+	"testing"
+	"time"
+)
+
+// maskBytes must equal the byte-at-a-time definition (RFC 6455, 5.3) for
+// every length and for a stream masked in pieces.
+func TestMaskBytes(t *testing.T) {
+	key := [4]byte{0x12, 0x34, 0x56, 0x78}
+	for n := 0; n < 40; n++ {
+		data := make([]byte, n)
+		for i := range data {
+			data[i] = byte(rand.IntN(256))
+		}
+		want := make([]byte, n)
+		for i := range data {
+			want[i] = data[i] ^ key[i%4]
+		}
+		got := append([]byte(nil), data...)
+		cut := rand.IntN(n + 1)
+		k := maskBytes(key, got[:cut])
+		maskBytes(k, got[cut:])
+		if !bytes.Equal(got, want) {
+			t.Fatalf("n=%d cut=%d: %x, want %x", n, cut, got, want)
+		}
+	}
+}
+
+// frame builds a frame as a client sends it (masked with key).
+func frame(fin bool, op byte, payload []byte, key [4]byte) []byte {
+	b := []byte{op, 0x80}
+	if fin {
+		b[0] |= 0x80
+	}
+	switch n := len(payload); {
+	case n <= 125:
+		b[1] |= byte(n)
+	default:
+		b[1] |= 126
+		b = append(b, byte(n>>8), byte(n))
+	}
+	b = append(b, key[:]...)
+	start := len(b)
+	b = append(b, payload...)
+	maskBytes(key, b[start:])
+	return b
+}
+
+// serverPair returns the server end (leanFrames) and the raw client end of
+// a TCP connection.
+func serverPair(t *testing.T) (*leanFrames, net.Conn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
+	_ = client.SetDeadline(time.Now().Add(5 * time.Second))
+	_ = server.SetDeadline(time.Now().Add(5 * time.Second))
+	return newLeanFrames(server, false), client
+}
+
+// A fragmented message with a ping between its fragments reads as one
+// stream; the ping is answered with a pong carrying its payload; a close
+// frame ends the stream and is answered with the same status.
+func TestLeanFramesControlAndFragments(t *testing.T) {
+	f, c := serverPair(t)
+	key := [4]byte{1, 2, 3, 4}
+	var in []byte
+	in = append(in, frame(false, opBinary, []byte("hello, "), key)...)
+	in = append(in, frame(true, opPing, []byte("are you there"), key)...)
+	in = append(in, frame(true, opContinuation, []byte("world"), key)...)
+	in = append(in, frame(true, opClose, []byte{0x03, 0xe9, 'b', 'y', 'e'}, key)...)
+	if _, err := c.Write(in); err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(f)
+	if err != nil || string(got) != "hello, world" {
+		t.Fatalf("read %q, %v; want the whole message, then EOF", got, err)
+	}
+	out := make([]byte, 64)
+	n, err := io.ReadAtLeast(c, out, 2+13+2+2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := append([]byte{0x8a, 13}, "are you there"...)
+	want = append(want, 0x88, 2, 0x03, 0xe9)
+	if !bytes.Equal(out[:n], want) {
+		t.Fatalf("server answered %x, want pong then close 1001: %x", out[:n], want)
+	}
+}
+
+// Frames a server must refuse: each closes with 1002 and an ErrProtocol.
+func TestLeanFramesRefuseProtocolErrors(t *testing.T) {
+	key := [4]byte{9, 8, 7, 6}
+	cases := map[string][]byte{
+		"unmasked":           {0x82, 0x01, 'x'},
+		"reserved bit":       append([]byte{0xc2}, frame(true, opBinary, []byte("x"), key)[1:]...),
+		"reserved opcode":    frame(true, 0x3, []byte("x"), key),
+		"fragmented ping":    frame(false, opPing, nil, key),
+		"long control":       frame(true, opPing, make([]byte, 126), key),
+		"length top bit set": {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4},
+	}
+	for name, in := range cases {
+		t.Run(name, func(t *testing.T) {
+			f, c := serverPair(t)
+			if _, err := c.Write(in); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := f.Read(make([]byte, 8)); !errors.Is(err, ErrProtocol) {
+				t.Fatalf("Read: %v, want ErrProtocol", err)
+			}
+			out := make([]byte, 4)
+			if _, err := io.ReadFull(c, out); err != nil || !bytes.Equal(out, []byte{0x88, 2, 0x03, 0xea}) {
+				t.Fatalf("server sent %x, %v; want a close frame with 1002", out, err)
+			}
+		})
+	}
+}
