@@ -28,6 +28,9 @@ const (
 // DefaultMaxStreams bounds the streams open at once on one session.
 const DefaultMaxStreams = 1024
 
+// MaxSessions bounds AgentConfig.Sessions.
+const MaxSessions = 16
+
 // stableSession is how long a session must last for the next reconnection
 // to start again from BackoffMin.
 const stableSession = 5 * time.Second
@@ -49,6 +52,12 @@ type AgentConfig struct {
 	// KeepAliveInterval is the yamux keep-alive interval;
 	// DefaultKeepAliveInterval if zero.
 	KeepAliveInterval time.Duration
+	// Sessions is how many sessions (TCP connections) the agent keeps to
+	// each gateway, 1 to MaxSessions; 1 if zero. The gateway spreads the
+	// streams to this agent over them: several sessions carry more calls
+	// at once (parallel send and receive loops), at the cost of one
+	// connection and one keep-alive each.
+	Sessions int
 	// MaxStreams bounds the streams (Kitex connections) a gateway may have
 	// open at once on one session: a stream beyond it is closed at once and
 	// logged. DefaultMaxStreams if zero.
@@ -65,7 +74,7 @@ type AgentConfig struct {
 
 // AgentStats are counters for metrics.
 type AgentStats struct {
-	Sessions   int    // gateways connected now
+	Sessions   int    // sessions to gateways now (Sessions per gateway)
 	Reconnects uint64 // sessions established again after one was lost
 	Failures   uint64 // connection or handshake attempts that failed
 	Streams    uint64 // streams accepted (one per Kitex connection)
@@ -118,6 +127,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
+	}
+	if cfg.Sessions <= 0 {
+		cfg.Sessions = 1
+	}
+	if cfg.Sessions > MaxSessions {
+		return nil, fmt.Errorf("tunnel agent: %d sessions per gateway; at most %d", cfg.Sessions, MaxSessions)
 	}
 	if cfg.MaxStreams <= 0 {
 		cfg.MaxStreams = DefaultMaxStreams
@@ -178,7 +193,7 @@ func (a *Agent) SetGateways(addrs []string) {
 		p := &peer{cancel: cancel, done: make(chan struct{}), retired: make(chan struct{})}
 		a.peers[addr] = p
 		a.wg.Add(1)
-		go a.keep(ctx, addr, p)
+		go a.keepAll(ctx, addr, p)
 	}
 }
 
@@ -194,17 +209,33 @@ func (a *Agent) Gateways() []string {
 	return out
 }
 
-// keep connects to one gateway, serves its streams, and reconnects after
-// any loss, until ctx ends or the agent closes.
-func (a *Agent) keep(ctx context.Context, addr string, p *peer) {
+// keepAll keeps the agent's sessions to one gateway, one loop per slot.
+func (a *Agent) keepAll(ctx context.Context, addr string, p *peer) {
 	defer a.wg.Done()
 	defer close(p.done)
+	var wg sync.WaitGroup
+	for slot := 0; slot < a.cfg.Sessions; slot++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			a.keep(ctx, addr, slot, p)
+		}()
+	}
+	wg.Wait()
+}
+
+// keep connects one session slot to one gateway, serves its streams, and
+// reconnects after any loss, until ctx ends or the agent closes.
+func (a *Agent) keep(ctx context.Context, addr string, slot int, p *peer) {
 	log := a.log.With(zap.String("gateway", addr))
+	if a.cfg.Sessions > 1 {
+		log = log.With(zap.Int("session", slot))
+	}
 	retry := backoff.New(a.cfg.BackoffMin, a.cfg.BackoffMax)
 	attempt, everConnected := 0, false
 	lastLog := time.Time{}
 	for ctx.Err() == nil && !a.closing() && !isClosed(p.retired) {
-		sess, err := a.connect(ctx, addr)
+		sess, err := a.connect(ctx, addr, slot)
 		if err != nil {
 			if ctx.Err() != nil {
 				return
@@ -279,7 +310,7 @@ func (a *Agent) sleep(ctx context.Context, p *peer, d time.Duration) bool {
 	}
 }
 
-func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error) {
+func (a *Agent) connect(ctx context.Context, addr string, slot int) (*yamux.Session, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
 	defer cancel()
 	c, err := a.cfg.Dial(ctx, "tcp", addr)
@@ -304,7 +335,7 @@ func (a *Agent) connect(ctx context.Context, addr string) (*yamux.Session, error
 		}
 		c = tlsConn
 	}
-	err = writeHello(c, a.cfg.ID, a.cfg.Token)
+	err = writeHello(c, a.cfg.ID, a.cfg.Token, slot)
 	if err == nil {
 		err = readAnswer(c)
 	}

@@ -28,10 +28,13 @@ func FuzzGatewayHandshake(f *testing.F) {
 	f.Add(helloBytes("bad/identity", token))
 	f.Add(helloBytes("", token))
 	f.Add(helloBytes(strings.Repeat("a", 200), token))
-	f.Add([]byte("KXTN\x02\x01a\x00\x00"))                              // wrong version
+	f.Add([]byte("KXTN\x03\x01a\x00\x00"))                              // unknown version
 	f.Add([]byte("KXTN\x01\x05ab"))                                     // identity cut short
 	f.Add([]byte("KXTN\x01\x01a\xff\xff"))                              // token length over the limit
 	f.Add(append(helloBytes("a", "x"), bytes.Repeat([]byte{0}, 64)...)) // trailing bytes
+	f.Add([]byte("KXTN\x02\x01a\x00\x01x\x03"))                         // version 2, session slot 3
+	f.Add([]byte("KXTN\x02\x01a\x00\x01x\xc8"))                         // session slot 200, out of range
+	f.Add([]byte("KXTN\x02\x01a\x00\x01x"))                             // version 2 without its slot
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05}) // a TLS ClientHello on a plain gateway
 	f.Add([]byte{})

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -55,15 +56,17 @@ type GatewayConfig struct {
 
 // GatewayStats are counters for metrics.
 type GatewayStats struct {
-	Sessions          int    // agents connected now
+	Sessions          int    // sessions of the agents connected now
 	SessionsAccepted  uint64 // handshakes accepted since start
 	HandshakeFailures uint64 // connections refused or failed before a session
 	StreamsOpened     uint64 // streams opened to agents (one per Kitex connection)
 }
 
 // Gateway accepts agents on a listener and lets a Kitex client call them.
-// It keeps one yamux session per agent identity: an agent that reconnects
-// with the same identity (and the token) replaces its previous session.
+// It keeps the yamux sessions of each agent identity by slot (one, unless
+// the agent asks for more): an agent that reconnects with the same identity
+// (and the token) replaces its previous session in that slot. Streams to an
+// agent are spread over its sessions in turn.
 type Gateway struct {
 	cfg   GatewayConfig
 	ln    net.Listener
@@ -72,13 +75,14 @@ type Gateway struct {
 	slots chan struct{}
 
 	mu       sync.RWMutex
-	sessions map[string]*yamux.Session
-	ids      []string // sorted identities, for the balancer
+	sessions map[string][]slotSession // by identity, never empty
+	ids      []string                 // sorted identities, for the balancer
 	closed   bool
 
 	leaving sync.Map // *yamux.Session → struct{}: the agent said it is leaving
 
-	rr                atomic.Uint64
+	rr                atomic.Uint64 // balancer's rotation
+	spread            atomic.Uint64 // rotation over an agent's sessions
 	accepted          atomic.Uint64
 	handshakeFailures atomic.Uint64
 	streams           atomic.Uint64
@@ -123,7 +127,7 @@ func NewGateway(ln net.Listener, cfg GatewayConfig) (*Gateway, error) {
 		ymx:      yamuxConfig(cfg.KeepAliveInterval),
 		log:      log,
 		slots:    make(chan struct{}, cfg.MaxHandshakes),
-		sessions: make(map[string]*yamux.Session),
+		sessions: make(map[string][]slotSession),
 		done:     make(chan struct{}),
 	}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
@@ -202,9 +206,10 @@ func (g *Gateway) serveConn(c net.Conn) {
 	// Close must not wait for a peer that is slow to finish its handshake.
 	raw := c
 	stop := context.AfterFunc(g.ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	c, id, err := g.handshake(c)
+	c, h, err := g.handshake(c)
 	stop()
 	<-g.slots
+	id := h.id
 	if err != nil {
 		g.handshakeFailures.Add(1)
 		g.log.Warn("tunnel gateway: agent refused", zap.String("peer", peer), zap.String("agent", id), zap.Error(err))
@@ -216,14 +221,15 @@ func (g *Gateway) serveConn(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	if !g.add(id, sess) {
+	if !g.add(id, h.slot, sess) {
 		_ = sess.Close()
 		return
 	}
 	g.accepted.Add(1)
-	g.log.Info("tunnel gateway: agent connected", zap.String("agent", id), zap.String("peer", peer))
+	log := g.log.With(zap.String("agent", id), zap.String("peer", peer), zap.Int("session", h.slot))
+	log.Info("tunnel gateway: agent connected")
 	g.wg.Add(1)
-	go g.watchNotices(id, sess)
+	go g.watchNotices(id, sess, log)
 	select {
 	case <-sess.CloseChan():
 	case <-g.done:
@@ -231,7 +237,7 @@ func (g *Gateway) serveConn(c net.Conn) {
 	}
 	defer g.leaving.Delete(sess)
 	if g.remove(id, sess) {
-		g.log.Info("tunnel gateway: agent disconnected", zap.String("agent", id), zap.String("peer", peer))
+		log.Info("tunnel gateway: agent disconnected")
 	}
 }
 
@@ -241,7 +247,7 @@ func (g *Gateway) serveConn(c net.Conn) {
 // reused (IsActive turns false), so calls move to other agents at once
 // while the ones in flight finish. yamux's own GoAway alone would only be
 // seen at the next stream open, never by streams already pooled.
-func (g *Gateway) watchNotices(id string, sess *yamux.Session) {
+func (g *Gateway) watchNotices(id string, sess *yamux.Session, log *zap.Logger) {
 	defer g.wg.Done()
 	for {
 		st, err := sess.AcceptStream()
@@ -255,15 +261,15 @@ func (g *Gateway) watchNotices(id string, sess *yamux.Session) {
 		if err == nil && b[0] == noticeLeaving {
 			g.leaving.Store(sess, struct{}{})
 			if g.remove(id, sess) {
-				g.log.Info("tunnel gateway: agent leaving; no longer chosen", zap.String("agent", id))
+				log.Info("tunnel gateway: agent leaving; no longer chosen")
 			}
 		}
 	}
 }
 
 // handshake authenticates the agent on c. It returns the connection the
-// session runs on (c, or TLS over c) and the agent's identity.
-func (g *Gateway) handshake(c net.Conn) (net.Conn, string, error) {
+// session runs on (c, or TLS over c) and the agent's hello.
+func (g *Gateway) handshake(c net.Conn) (net.Conn, hello, error) {
 	_ = c.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
 	if g.cfg.TLSConfig != nil {
 		tc := tls.Server(c, g.cfg.TLSConfig)
@@ -271,55 +277,75 @@ func (g *Gateway) handshake(c net.Conn) (net.Conn, string, error) {
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			return c, "", fmt.Errorf("tls: %w", err)
+			return c, hello{}, fmt.Errorf("tls: %w", err)
 		}
 		c = tc
 	}
-	id, token, err := readHello(c)
+	h, err := readHello(c)
 	if err != nil {
-		return c, "", err
+		return c, hello{}, err
 	}
-	if !tokenEqual(token, g.cfg.Token) {
+	if !tokenEqual(h.token, g.cfg.Token) {
 		_ = writeAnswer(c, statusRefused, "unauthorized")
-		return c, id, errors.New("wrong or missing token")
+		return c, hello{id: h.id}, errors.New("wrong or missing token")
 	}
-	if !ValidIdentity(id) {
+	if !ValidIdentity(h.id) {
 		_ = writeAnswer(c, statusRefused, "invalid identity")
-		return c, "", fmt.Errorf("invalid identity %q", id)
+		return c, hello{}, fmt.Errorf("invalid identity %q", h.id)
 	}
 	if err := writeAnswer(c, statusAccepted, ""); err != nil {
-		return c, id, err
+		return c, h, err
 	}
-	return c, id, c.SetDeadline(time.Time{})
+	return c, h, c.SetDeadline(time.Time{})
 }
 
-func (g *Gateway) add(id string, sess *yamux.Session) bool {
+// slotSession is one of an agent's sessions.
+type slotSession struct {
+	slot int
+	sess *yamux.Session
+}
+
+func (g *Gateway) add(id string, slot int, sess *yamux.Session) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return false
 	}
-	if old, ok := g.sessions[id]; ok {
-		g.log.Warn("tunnel gateway: an agent connected with an identity already in use; replacing the previous session (two agents sharing an identity keep replacing each other)", zap.String("agent", id))
-		_ = old.Close()
-	} else {
+	list, known := g.sessions[id]
+	for i, s := range list {
+		if s.slot == slot {
+			g.log.Warn("tunnel gateway: an agent connected with an identity (and session slot) already in use; replacing the previous session (two agents sharing an identity keep replacing each other)",
+				zap.String("agent", id), zap.Int("session", slot))
+			_ = s.sess.Close()
+			list = append(list[:i:i], list[i+1:]...)
+			break
+		}
+	}
+	if !known {
 		g.ids = append(g.ids, id)
 		sort.Strings(g.ids)
 	}
-	g.sessions[id] = sess
+	g.sessions[id] = append(list, slotSession{slot: slot, sess: sess})
 	return true
 }
 
-// remove forgets sess if it is still id's session, and reports whether it was.
+// remove forgets sess if it is still one of id's sessions, and reports
+// whether it was.
 func (g *Gateway) remove(id string, sess *yamux.Session) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if g.sessions[id] != sess {
+	list := g.sessions[id]
+	i := slices.IndexFunc(list, func(s slotSession) bool { return s.sess == sess })
+	if i < 0 {
 		return false
 	}
+	if len(list) > 1 {
+		g.sessions[id] = append(list[:i:i], list[i+1:]...)
+		return true
+	}
 	delete(g.sessions, id)
-	i := sort.SearchStrings(g.ids, id)
-	g.ids = append(g.ids[:i], g.ids[i+1:]...)
+	j := sort.SearchStrings(g.ids, id)
+	g.ids = append(g.ids[:j], g.ids[j+1:]...)
 	return true
 }
 
@@ -333,7 +359,10 @@ func (g *Gateway) Agents() []string {
 // Stats returns the gateway's counters.
 func (g *Gateway) Stats() GatewayStats {
 	g.mu.RLock()
-	n := len(g.sessions)
+	n := 0
+	for _, list := range g.sessions {
+		n += len(list)
+	}
 	g.mu.RUnlock()
 	return GatewayStats{
 		Sessions:          n,
@@ -363,9 +392,13 @@ func (g *Gateway) Close() error {
 // ErrUnknownAgent when no such agent is connected.
 func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 	g.mu.RLock()
-	sess, ok := g.sessions[id]
+	list := g.sessions[id]
+	var sess *yamux.Session
+	if len(list) > 0 {
+		sess = list[g.spread.Add(1)%uint64(len(list))].sess
+	}
 	g.mu.RUnlock()
-	if !ok {
+	if sess == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, id)
 	}
 	if err := ctx.Err(); err != nil {

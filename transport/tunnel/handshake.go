@@ -14,8 +14,13 @@
 //
 // The handshake, sent by the agent before the yamux session starts:
 //
-//	"KXTN" | version (1 byte, 1) | identity length (1 byte) | identity
+//	"KXTN" | version (1 byte, 1 or 2) | identity length (1 byte) | identity
 //	       | token length (2 bytes, big endian) | token
+//	       | session slot (1 byte, version 2 only)
+//
+// An agent may keep several sessions to one gateway (AgentConfig.Sessions),
+// numbered by their slot; version 1 is slot 0. A new session in a slot
+// replaces the one the gateway had in it.
 //
 // and the gateway's answer: status (1 byte: 0 accepted, 1 refused) |
 // reason length (1 byte) | reason. Tokens are compared in constant time;
@@ -45,7 +50,7 @@ const (
 	// noticeLeaving is the one byte an agent sends, on a stream it opens,
 	// when it starts leaving.
 	noticeLeaving   = 'L'
-	protocolVersion = 1
+	protocolVersion = 2 // the newest; version 1 (no slot) is still read
 	maxTokenLen     = 4096
 	statusAccepted  = 0
 	statusRefused   = 1
@@ -71,49 +76,76 @@ var identityPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 // fits, and callopt.WithHostPort(id) never mistakes it for a host:port).
 func ValidIdentity(id string) bool { return identityPattern.MatchString(id) }
 
-func writeHello(w io.Writer, id, token string) error {
+func writeHello(w io.Writer, id, token string, slot int) error {
 	if !ValidIdentity(id) {
 		return fmt.Errorf("tunnel: invalid agent identity %q", id)
 	}
 	if len(token) > maxTokenLen {
 		return fmt.Errorf("tunnel: token longer than %d bytes", maxTokenLen)
 	}
-	b := append(magic[:], protocolVersion, byte(len(id)))
+	if slot < 0 || slot >= MaxSessions {
+		return fmt.Errorf("tunnel: session slot %d out of 0..%d", slot, MaxSessions-1)
+	}
+	version := byte(1)
+	if slot > 0 {
+		version = 2
+	}
+	b := append(magic[:], version, byte(len(id)))
 	b = append(b, id...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(token)))
 	b = append(b, token...)
+	if version == 2 {
+		b = append(b, byte(slot))
+	}
 	_, err := w.Write(b)
 	return err
 }
 
-func readHello(r io.Reader) (id, token string, err error) {
+type hello struct {
+	id, token string
+	slot      int
+}
+
+func readHello(r io.Reader) (hello, error) {
 	var head [6]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
-		return "", "", fmt.Errorf("%w: %v", ErrBadHandshake, err)
+		return hello{}, fmt.Errorf("%w: %v", ErrBadHandshake, err)
 	}
 	if [4]byte(head[:4]) != magic {
-		return "", "", fmt.Errorf("%w: not a tunnel agent (first bytes %q)", ErrBadHandshake, head[:4])
+		return hello{}, fmt.Errorf("%w: not a tunnel agent (first bytes %q)", ErrBadHandshake, head[:4])
 	}
-	if head[4] != protocolVersion {
-		return "", "", fmt.Errorf("%w: protocol version %d, want %d", ErrBadHandshake, head[4], protocolVersion)
+	version := head[4]
+	if version != 1 && version != 2 {
+		return hello{}, fmt.Errorf("%w: protocol version %d, want 1 or %d", ErrBadHandshake, version, protocolVersion)
 	}
 	idb := make([]byte, head[5])
 	if _, err := io.ReadFull(r, idb); err != nil {
-		return "", "", fmt.Errorf("%w: identity: %v", ErrBadHandshake, err)
+		return hello{}, fmt.Errorf("%w: identity: %v", ErrBadHandshake, err)
 	}
 	var tl [2]byte
 	if _, err := io.ReadFull(r, tl[:]); err != nil {
-		return "", "", fmt.Errorf("%w: token length: %v", ErrBadHandshake, err)
+		return hello{}, fmt.Errorf("%w: token length: %v", ErrBadHandshake, err)
 	}
 	n := binary.BigEndian.Uint16(tl[:])
 	if n > maxTokenLen {
-		return "", "", fmt.Errorf("%w: token of %d bytes", ErrBadHandshake, n)
+		return hello{}, fmt.Errorf("%w: token of %d bytes", ErrBadHandshake, n)
 	}
 	tb := make([]byte, n)
 	if _, err := io.ReadFull(r, tb); err != nil {
-		return "", "", fmt.Errorf("%w: token: %v", ErrBadHandshake, err)
+		return hello{}, fmt.Errorf("%w: token: %v", ErrBadHandshake, err)
 	}
-	return string(idb), string(tb), nil
+	h := hello{id: string(idb), token: string(tb)}
+	if version == 2 {
+		var slot [1]byte
+		if _, err := io.ReadFull(r, slot[:]); err != nil {
+			return hello{}, fmt.Errorf("%w: session slot: %v", ErrBadHandshake, err)
+		}
+		if int(slot[0]) >= MaxSessions {
+			return hello{}, fmt.Errorf("%w: session slot %d out of 0..%d", ErrBadHandshake, slot[0], MaxSessions-1)
+		}
+		h.slot = int(slot[0])
+	}
+	return h, nil
 }
 
 func writeAnswer(w io.Writer, status byte, reason string) error {
@@ -163,7 +195,7 @@ func Handshake(ctx context.Context, addr, id, token string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	if err := writeHello(c, id, token); err != nil {
+	if err := writeHello(c, id, token, 0); err != nil {
 		return err
 	}
 	return readAnswer(c)

@@ -592,3 +592,69 @@ func readFor(c net.Conn, d time.Duration) error {
 		}
 	}
 }
+
+// TestSessionsPerGateway: an agent with Sessions 4 keeps four sessions to
+// its gateway, which lists it once and spreads streams over them; a lost
+// session is redialed; leaving removes the agent.
+func TestSessionsPerGateway(t *testing.T) {
+	gw := startGateway(t, "127.0.0.1:0")
+	var mu sync.Mutex
+	var conns []net.Conn
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		c, err := (&net.Dialer{}).DialContext(ctx, network, addr)
+		if err == nil {
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+		return c, err
+	}
+	a := startAgentWith(t, tunnel.AgentConfig{ID: "multi", Sessions: 4, Dial: dial}, gw.Addr().String())
+	waitAgents(t, gw, 1)
+	sessions := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for gw.Stats().Sessions != n || a.agent.Stats().Sessions != n {
+			if time.Now().After(deadline) {
+				t.Fatalf("gateway has %d sessions, agent %d; want %d", gw.Stats().Sessions, a.agent.Stats().Sessions, n)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	sessions(4)
+	if got := gw.Agents(); len(got) != 1 || got[0] != "multi" {
+		t.Fatalf("Agents() = %v, want [multi]", got)
+	}
+	// Streams open over the sessions in turn.
+	for i := 0; i < 8; i++ {
+		c, err := gw.Open(context.Background(), "multi")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	cli := newClient(t, gw)
+	answeredBy(t, cli, "multi", "over four sessions", 20)
+
+	// A lost session costs at most the calls in flight on it.
+	accepted := gw.Stats().SessionsAccepted
+	mu.Lock()
+	_ = conns[0].Close()
+	mu.Unlock()
+	for deadline := time.Now().Add(10 * time.Second); gw.Stats().SessionsAccepted == accepted; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the lost session was not redialed")
+		}
+	}
+	sessions(4)
+	answeredBy(t, cli, "multi", "after a session was lost", 20)
+
+	a.agent.Leave()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(gw.Agents()) != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("the gateway still lists %v after the agent left", gw.Agents())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

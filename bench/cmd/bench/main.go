@@ -36,8 +36,9 @@ import (
 
 // kinds are the transports measured; websocket-xnet is WebSocket with
 // golang.org/x/net/websocket's own framing (websocket uses the package's
-// leaner framing), both with x/net's handshake.
-var kinds = []string{"raw", "netpoll", "gonet", "websocket", "websocket-xnet", "yamux"}
+// leaner framing), both with x/net's handshake; yamux-4 is the tunnel with
+// 4 sessions per gateway (yamux: TUNNEL_SESSIONS's default).
+var kinds = []string{"raw", "netpoll", "gonet", "websocket", "websocket-xnet", "yamux", "yamux-4"}
 
 // sample is one measured run of one transport at one payload and concurrency.
 type sample struct {
@@ -91,6 +92,9 @@ func main() {
 	}
 	idle := map[string]float64{}
 	for _, k := range kinds {
+		if k == "yamux-4" {
+			continue // a session costs the same; an agent keeps 4
+		}
 		bytes, err := idleMemory(bin, k)
 		if err != nil {
 			fail(fmt.Errorf("idle memory of %s: %w", k, err))
@@ -231,13 +235,17 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 			return sample{}, err
 		}
 		newCall = func() (caller, func(), error) { return rawCaller(srv.addr) }
-	case "yamux":
+	case "yamux", "yamux-4":
 		gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
 		if err != nil {
 			return sample{}, err
 		}
 		teardown = func() { _ = gw.Close() }
-		if srv, err = startServer(bin, "-kind", "yamux", "-gateway", gw.Addr().String(), "-token", token, "-id", id); err != nil {
+		sessions := strings.TrimPrefix(strings.TrimPrefix(kind, "yamux"), "-")
+		if sessions == "" {
+			sessions = "1"
+		}
+		if srv, err = startServer(bin, "-kind", "yamux", "-sessions", sessions, "-gateway", gw.Addr().String(), "-token", token, "-id", id); err != nil {
 			teardown()
 			return sample{}, err
 		}
@@ -430,7 +438,12 @@ func idleTable(idle map[string]float64) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, "| transport | server RSS per idle connection (%d connections; yamux: per idle tunnel session, %d sessions) |\n|---|---|\n", idleConns, idleSessions)
 	for _, k := range kinds {
-		fmt.Fprintf(&b, "| %s | %.1f KiB |\n", k, idle[k]/1024)
+		if v, ok := idle[k]; ok {
+			fmt.Fprintf(&b, "| %s | %.1f KiB |\n", k, v/1024)
+		}
+	}
+	if v, ok := idle["yamux"]; ok {
+		fmt.Fprintf(&b, "| yamux-4 | %.1f KiB per idle agent (4 sessions) |\n", 4*v/1024)
 	}
 	return b.String()
 }

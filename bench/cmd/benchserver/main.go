@@ -37,15 +37,16 @@ func main() {
 	token := flag.String("token", "bench", "yamux: the tunnel token")
 	id := flag.String("id", "bench-agent", "yamux: the agent identity")
 	agents := flag.Int("agents", 1, "yamux: agents to run (identities <id>, <id>-1, ...), for the idle-session memory figure")
+	sessions := flag.Int("sessions", 1, "yamux: sessions per gateway")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
-	if err := run(*kind, *addr, *gateway, *token, *id, *agents); err != nil {
+	if err := run(*kind, *addr, *gateway, *token, *id, *agents, *sessions); err != nil {
 		fmt.Fprintln(os.Stderr, "benchserver:", err)
 		os.Exit(1)
 	}
 }
 
-func run(kind, addr, gateway, token, id string, agents int) error {
+func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	stop := make(chan struct{})
 	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stop) }()
 	sig := make(chan os.Signal, 1)
@@ -70,7 +71,7 @@ func run(kind, addr, gateway, token, id string, agents int) error {
 		cfg.Kind, cfg.WebSocket.XNetFraming = transport.WebSocket, true
 	}
 	if kind == string(transport.Yamux) {
-		agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token})
+		agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token, Sessions: sessions})
 		if err != nil {
 			return err
 		}
