@@ -196,6 +196,9 @@ type Tunnel struct {
 	// MaxStreams is TUNNEL_MAX_STREAMS (echo): the streams a gateway may
 	// have open at once on one session; more are closed.
 	MaxStreams int
+	// Sessions is TUNNEL_SESSIONS (echo): sessions (TCP connections) kept
+	// to each gateway.
+	Sessions int
 	// BackoffMax is TUNNEL_BACKOFF_MAX (echo): the longest wait between
 	// reconnection attempts.
 	BackoffMax time.Duration
@@ -292,6 +295,7 @@ const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultMaxHandshakes    = 128
 	DefaultTunnelMaxStreams = 1024
+	DefaultTunnelSessions   = 4
 	DefaultReadTimeout      = transport.DefaultReadTimeout
 	DefaultIdleTimeout      = transport.DefaultIdleTimeout
 	// callerPoolIdle is how long callers keep an idle connection
@@ -400,6 +404,9 @@ func (t Tunnel) validate(kind transport.Kind) error {
 	}
 	if err := positive("TUNNEL_KEEPALIVE", t.KeepAlive); err != nil {
 		return err
+	}
+	if t.Sessions < 1 || t.Sessions > tunnel.MaxSessions {
+		return &Error{"TUNNEL_SESSIONS", strconv.Itoa(t.Sessions), fmt.Sprintf("must be a number of sessions from 1 to %d", tunnel.MaxSessions)}
 	}
 	if t.MaxStreams < 1 {
 		return &Error{"TUNNEL_MAX_STREAMS", strconv.Itoa(t.MaxStreams), "must be a positive number of streams, such as 1024"}
@@ -549,6 +556,7 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 			AgentID:       r.str("TUNNEL_AGENT_ID", host),
 			KeepAlive:     r.duration("TUNNEL_KEEPALIVE", DefaultTunnelKeepAlive),
 			MaxStreams:    r.integer("TUNNEL_MAX_STREAMS", DefaultTunnelMaxStreams),
+			Sessions:      r.integer("TUNNEL_SESSIONS", DefaultTunnelSessions),
 			BackoffMax:    r.duration("TUNNEL_BACKOFF_MAX", DefaultTunnelBackoffMax),
 			TLSCertFile:   r.str("TUNNEL_TLS_CERT_FILE", ""),
 			TLSKeyFile:    r.str("TUNNEL_TLS_KEY_FILE", ""),

@@ -92,6 +92,7 @@ func TestInvalidValues(t *testing.T) {
 		{"max handshakes", true, env("MAX_HANDSHAKES", "0"), "MAX_HANDSHAKES", "positive number"},
 		{"read timeout", false, env("READ_TIMEOUT", "-1s"), "READ_TIMEOUT", "positive"},
 		{"idle timeout under the callers' pool idle", false, env("IDLE_TIMEOUT", "30s"), "IDLE_TIMEOUT", "longer than the callers' pool idle time"},
+		{"tunnel sessions", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "t", "TUNNEL_SESSIONS", "17"), "TUNNEL_SESSIONS", "from 1 to 16"},
 		{"tunnel max streams", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "t", "TUNNEL_MAX_STREAMS", "0"), "TUNNEL_MAX_STREAMS", "positive number"},
 	}
 	for _, tt := range tests {

@@ -242,7 +242,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	tc := cfg.Tunnel
 	acfg := tunnel.AgentConfig{
 		ID: tc.AgentID, Token: tc.Token, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax,
-		HandshakeTimeout: cfg.HandshakeTimeout, MaxStreams: tc.MaxStreams, Logger: log,
+		HandshakeTimeout: cfg.HandshakeTimeout, MaxStreams: tc.MaxStreams, Sessions: tc.Sessions, Logger: log,
 	}
 	if tc.TLSCAFile != "" {
 		var err error

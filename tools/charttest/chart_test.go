@@ -249,6 +249,7 @@ func TestEveryTransport(t *testing.T) {
 			want(t, "echo IDLE_TIMEOUT", ee["IDLE_TIMEOUT"], "10m")
 			if tr == "yamux" {
 				want(t, "echo TUNNEL_MAX_STREAMS", ee["TUNNEL_MAX_STREAMS"], "1024")
+				want(t, "echo TUNNEL_SESSIONS", ee["TUNNEL_SESSIONS"], "4")
 			} else if _, ok := ee["TUNNEL_MAX_STREAMS"]; ok {
 				t.Errorf("TUNNEL_MAX_STREAMS set with transport %s", tr)
 			}
@@ -552,6 +553,7 @@ func TestRejected(t *testing.T) {
 		{[]string{"limits.maxHandshakes=0"}, "maxHandshakes"},
 		{[]string{"limits.idleTimeout=soon"}, "idleTimeout"},
 		{[]string{"limits.maxStreams=5"}, "maxStreams"},
+		{[]string{"tunnel.sessions=17"}, "sessions"},
 		{[]string{"etcd.enabled=false"}, "externalEtcd.endpoints"},
 		{[]string{"echo.terminationGracePeriodSeconds=8"}, "drainDelaySeconds + shutdownTimeoutSeconds + 1 = 11"},
 		{[]string{"transport=websocket", "websocket.tls.enabled=true"}, "websocket.tls.existingSecret"},
