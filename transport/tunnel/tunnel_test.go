@@ -497,17 +497,24 @@ func TestFrozenConnectionIsDetected(t *testing.T) {
 	reconnects := a.agent.Stats().Reconnects
 	frozen := time.Now()
 	proxy.Freeze()
-	deadline := time.Now().Add(15 * time.Second)
+	detected := waitRedial(t, a, reconnects, "a frozen connection")
+	answeredEventually(t, cli, "frozen", "after", time.Now().Add(15*time.Second))
+	t.Logf("report: tunnel connection frozen: detected and redialed %s later (keep-alive 1 s), calls resumed %s after the freeze",
+		detected.Round(10*time.Millisecond), time.Since(frozen).Round(10*time.Millisecond))
+}
+
+// waitRedial waits (up to 15 s) until the agent has reconnected since it
+// counted reconnects, and returns how long that took.
+func waitRedial(t *testing.T, a *agentServer, reconnects uint64, what string) time.Duration {
+	t.Helper()
+	start := time.Now()
 	for a.agent.Stats().Reconnects == reconnects {
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not notice the frozen connection in 15 s: %+v", a.agent.Stats())
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("the agent did not give up %s in 15 s: %+v", what, a.agent.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	detected := time.Since(frozen)
-	answeredEventually(t, cli, "frozen", "after", deadline)
-	t.Logf("report: tunnel connection frozen: detected and redialed %s later (keep-alive 1 s), calls resumed %s after the freeze",
-		detected.Round(10*time.Millisecond), time.Since(frozen).Round(10*time.Millisecond))
+	return time.Since(start)
 }
 
 // TestSlowConnection: a tunnel connection that turns slow (200 ms added to
@@ -537,15 +544,8 @@ func TestSlowConnection(t *testing.T) {
 
 	slowed := time.Now()
 	proxy.Slow(3 * time.Second)
-	deadline := time.Now().Add(15 * time.Second)
-	for a.agent.Stats().Reconnects == reconnects {
-		if time.Now().After(deadline) {
-			t.Fatalf("the agent did not give up a link slowed to 3 s per chunk in 15 s: %+v", a.agent.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	detected := time.Since(slowed)
-	answeredEventually(t, cli, "slow", "after", deadline)
+	detected := waitRedial(t, a, reconnects, "a link slowed to 3 s per chunk")
+	answeredEventually(t, cli, "slow", "after", time.Now().Add(15*time.Second))
 	t.Logf("report: tunnel link slowed by 200 ms per chunk: session kept, calls answered; slowed by 3 s: redialed %s later (keep-alive 1 s), calls resumed %s after",
 		detected.Round(10*time.Millisecond), time.Since(slowed).Round(10*time.Millisecond))
 }
