@@ -304,12 +304,19 @@ func TestGatewayRestart(t *testing.T) {
 	}
 }
 
-func TestConnectionCutMidCall(t *testing.T) {
+// proxiedAgent starts a gateway and an agent that reaches it through a
+// proxy that the test can cut, freeze or slow, and a client of the gateway.
+func proxiedAgent(t *testing.T, id string) (*tunnel.Gateway, *testutil.Proxy, *agentServer, echo.Client) {
+	t.Helper()
 	gw := startGateway(t, "127.0.0.1:0")
 	proxy := testutil.StartProxy(t, gw.Addr().String())
-	a := startAgent(t, "cut", proxy.Addr())
+	a := startAgent(t, id, proxy.Addr())
 	waitAgents(t, gw, 1)
-	cli := newClient(t, gw)
+	return gw, proxy, a, newClient(t, gw)
+}
+
+func TestConnectionCutMidCall(t *testing.T) {
+	gw, proxy, a, cli := proxiedAgent(t, "cut")
 
 	const inflight = 3
 	errs := make(chan error, inflight)
@@ -486,11 +493,7 @@ func TestLeaveMovesPooledCallsAway(t *testing.T) {
 // keep-alive (1 s in these tests) detects it on both sides, the gateway
 // forgets the session, the agent dials again, and calls resume.
 func TestFrozenConnectionIsDetected(t *testing.T) {
-	gw := startGateway(t, "127.0.0.1:0")
-	proxy := testutil.StartProxy(t, gw.Addr().String())
-	a := startAgent(t, "frozen", proxy.Addr())
-	waitAgents(t, gw, 1)
-	cli := newClient(t, gw)
+	_, proxy, a, cli := proxiedAgent(t, "frozen")
 	if got, err := call(cli, "before"); err != nil || got != "frozen:before" {
 		t.Fatalf("before the freeze: %q, %v", got, err)
 	}
@@ -522,11 +525,7 @@ func waitRedial(t *testing.T, a *agentServer, reconnects uint64, what string) ti
 // succeed, only slower; one that turns slower than the keep-alive allows
 // (3 s) is detected and redialed, and calls resume.
 func TestSlowConnection(t *testing.T) {
-	gw := startGateway(t, "127.0.0.1:0")
-	proxy := testutil.StartProxy(t, gw.Addr().String())
-	a := startAgent(t, "slow", proxy.Addr())
-	waitAgents(t, gw, 1)
-	cli := newClient(t, gw)
+	_, proxy, a, cli := proxiedAgent(t, "slow")
 	answeredBy(t, cli, "slow", "before", 3)
 	reconnects := a.agent.Stats().Reconnects
 
