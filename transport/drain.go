@@ -126,8 +126,11 @@ func (d *netpollDrain) OnActive(ctx context.Context, conn net.Conn) (context.Con
 		d.sweep = time.AfterFunc(d.idle/4, d.closeIdle)
 	}
 	d.mu.Unlock()
-	return ctx, nil
+	return context.WithValue(ctx, lastReadKey{}, last), nil
 }
+
+// lastReadKey holds, in a connection's context, its last read time.
+type lastReadKey struct{}
 
 func (d *netpollDrain) OnInactive(ctx context.Context, conn net.Conn) context.Context {
 	d.mu.Lock()
@@ -136,11 +139,8 @@ func (d *netpollDrain) OnInactive(ctx context.Context, conn net.Conn) context.Co
 	return ctx
 }
 
-func (d *netpollDrain) OnRead(ctx context.Context, conn net.Conn) (context.Context, error) {
-	d.mu.Lock()
-	last := d.conns[conn]
-	d.mu.Unlock()
-	if last != nil {
+func (d *netpollDrain) OnRead(ctx context.Context, _ net.Conn) (context.Context, error) {
+	if last, ok := ctx.Value(lastReadKey{}).(*atomic.Int64); ok {
 		last.Store(time.Now().UnixNano())
 	}
 	return ctx, nil

@@ -2,13 +2,18 @@ package transport_test
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
+	"fmt"
+	"io"
 	"net"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
 
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -122,10 +127,18 @@ func trickle(t *testing.T, f *fixture, limit time.Duration) time.Duration {
 }
 
 // testSilentClients connects and sends nothing: IdleTimeout closes those
-// connections.
+// connections, and only those: one that sends a request every 200 ms stays.
 func testSilentClients(t *testing.T, tc transportCase) {
 	const idle = 500 * time.Millisecond
 	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.IdleTimeout = idle })
+	active, err := f.dialServer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer active.Close()
+	keptBusy := make(chan error, 1)
+	go func() { keptBusy <- callEvery(t, active, 200*time.Millisecond, 8) }()
+
 	c, err := f.dialServer(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -141,6 +154,32 @@ func testSilentClients(t *testing.T, tc transportCase) {
 		t.Fatalf("a silent connection was closed after %v, before its %v idle timeout", d, idle)
 	}
 	t.Logf("report: %s: a silent connection closed after %v (IdleTimeout %v)", tc.kind, d.Round(time.Millisecond), idle)
+	if err := <-keptBusy; err != nil {
+		t.Fatalf("a connection with a request every 200 ms was cut by the %v idle timeout: %v", idle, err)
+	}
+}
+
+// callEvery makes n echo calls on c, one every interval, each a framed
+// Thrift request written as raw bytes, and returns the first failure.
+func callEvery(t *testing.T, c net.Conn, interval time.Duration, n int) error {
+	out := thrift.NewTMemoryBuffer()
+	for i := 1; i <= n; i++ {
+		out.Reset()
+		writeEchoCall(t, thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), int32(i), "busy")
+		if _, err := c.Write(out.Bytes()); err != nil {
+			return err
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		var size [4]byte
+		if _, err := io.ReadFull(c, size[:]); err != nil {
+			return fmt.Errorf("reply %d: %w", i, err)
+		}
+		if _, err := io.CopyN(io.Discard, c, int64(binary.BigEndian.Uint32(size[:]))); err != nil {
+			return fmt.Errorf("reply %d: %w", i, err)
+		}
+		time.Sleep(interval)
+	}
+	return nil
 }
 
 func isTimeout(err error) bool {
