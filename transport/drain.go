@@ -8,6 +8,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/cloudwego/kitex/pkg/klog"
 	"github.com/cloudwego/kitex/pkg/remote"
 	"github.com/cloudwego/netpoll"
 )
@@ -164,6 +165,7 @@ func (d *netpollDrain) closeIdle() {
 	}
 	d.mu.Unlock()
 	for _, c := range idle {
+		klog.Infof("KITEX-ANYCONN: closing a connection idle for over %v, remoteAddr=%s", d.idle, c.RemoteAddr())
 		_ = c.Close()
 	}
 }
