@@ -49,13 +49,13 @@ func newConn(f frames, local, remote net.Addr) *Conn {
 
 // newFrames returns the framing of an upgraded connection: x/net's own
 // (ws) if xnet, else leanFrames over raw, the connection ws was upgraded
-// on.
-func newFrames(ws *xws.Conn, raw net.Conn, client, xnet bool) frames {
+// on, reading the bytes already received (pending) first.
+func newFrames(ws *xws.Conn, raw net.Conn, pending []byte, client, xnet bool) frames {
 	if xnet {
 		ws.PayloadType = xws.BinaryFrame
 		return xnetFrames{ws}
 	}
-	return newLeanFrames(raw, client)
+	return newLeanFrames(raw, pending, client)
 }
 
 // Read reads message payload bytes. It returns io.EOF after the peer closed

@@ -98,5 +98,7 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 		return nil, fmt.Errorf("websocket: upgrade %s: %w", wsCfg.Location, ctx.Err())
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return newConn(newFrames(ws, rwc, true, cfg.XNetFraming), raw.LocalAddr(), raw.RemoteAddr()), nil
+	// The server sends nothing before the first request, so x/net's
+	// handshake reader has nothing buffered.
+	return newConn(newFrames(ws, rwc, nil, true, cfg.XNetFraming), raw.LocalAddr(), raw.RemoteAddr()), nil
 }

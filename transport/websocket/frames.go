@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -79,8 +80,13 @@ type leanFrames struct {
 	closeSent atomic.Bool
 }
 
-func newLeanFrames(conn net.Conn, client bool) *leanFrames {
-	f := &leanFrames{conn: conn, br: bufio.NewReaderSize(conn, 4096), client: client}
+// newLeanFrames reads pending (bytes already received on conn), then conn.
+func newLeanFrames(conn net.Conn, pending []byte, client bool) *leanFrames {
+	var src io.Reader = conn
+	if len(pending) > 0 {
+		src = io.MultiReader(bytes.NewReader(pending), conn)
+	}
+	f := &leanFrames{conn: conn, br: bufio.NewReaderSize(src, 4096), client: client}
 	if client {
 		var seed [32]byte
 		_, _ = rand.Read(seed[:])

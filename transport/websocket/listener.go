@@ -11,7 +11,7 @@
 package websocket
 
 import (
-	"context"
+	"bufio"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -141,10 +141,6 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 		MaxHeaderBytes:    16 << 10,
 		ErrorLog:          errLog,
 		ConnState:         releaseUpgraded,
-		// The upgraded connection is read and written directly (leanFrames).
-		ConnContext: func(ctx context.Context, c net.Conn) context.Context {
-			return context.WithValue(ctx, rawConnKey{}, c)
-		},
 	}
 	var serveLn net.Listener = &limitListener{Listener: ln, slots: make(chan struct{}, cfg.MaxHandshakes), onRefuse: cfg.OnRefuse}
 	if cfg.TLSConfig != nil {
@@ -216,23 +212,53 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.reject(w, r, http.StatusForbidden, err)
 		return
 	}
-	xws.Server{Handler: func(ws *xws.Conn) { l.serveConn(ws, r) }}.ServeHTTP(w, r)
+	// x/net does the handshake; the hijacked connection and its buffered
+	// reader are kept for leanFrames.
+	h := &hijacked{ResponseWriter: w}
+	xws.Server{Handler: func(ws *xws.Conn) { l.serveConn(ws, r, h) }}.ServeHTTP(h, r)
 }
 
-// rawConnKey holds, in a request's context, the connection it came on.
-type rawConnKey struct{}
+// hijacked is the ResponseWriter given to x/net's handshake: it keeps what
+// Hijack returned.
+type hijacked struct {
+	http.ResponseWriter
+	conn net.Conn
+	buf  *bufio.ReadWriter
+}
 
-func (l *Listener) serveConn(ws *xws.Conn, r *http.Request) {
+func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
+	hj, ok := h.ResponseWriter.(http.Hijacker)
+	if !ok {
+		return nil, nil, errors.New("websocket: the HTTP server cannot hand the connection over")
+	}
+	c, buf, err := hj.Hijack()
+	h.conn, h.buf = c, buf
+	return c, buf, err
+}
+
+// framesOf returns the framing of an upgraded server connection.
+func (l *Listener) framesOf(ws *xws.Conn, h *hijacked) frames {
+	if l.cfg.XNetFraming || h.conn == nil {
+		return newFrames(ws, nil, nil, false, true)
+	}
+	// A client may send frames right behind its upgrade request: they wait
+	// in the HTTP server's buffer, which x/net has not read from.
+	var pending []byte
+	if n := h.buf.Reader.Buffered(); n > 0 {
+		b, _ := h.buf.Reader.Peek(n)
+		pending = append(pending, b...)
+	}
+	return newFrames(ws, h.conn, pending, false, false)
+}
+
+func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
 	// net/http leaves its header read deadline on a hijacked connection.
 	_ = ws.SetDeadline(time.Time{})
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if local == nil {
 		local = l.ln.Addr()
 	}
-	// x/net's handshake leaves nothing buffered that a compliant client sent:
-	// it waits for the 101 before it sends frames (RFC 6455, section 4.1).
-	raw, _ := r.Context().Value(rawConnKey{}).(net.Conn)
-	c := newConn(newFrames(ws, raw, false, l.cfg.XNetFraming || raw == nil), local, tcpAddr(r.RemoteAddr))
+	c := newConn(l.framesOf(ws, h), local, tcpAddr(r.RemoteAddr))
 	select {
 	case l.conns <- c:
 	case <-l.done:

@@ -1,6 +1,7 @@
 package websocket_test
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/binary"
@@ -398,5 +399,41 @@ func TestFramingsInteroperate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// A client that sends its first frame in the same write as its upgrade
+// request (before the 101) is served: the frame waits in the HTTP server's
+// buffer and is read from there.
+func TestFrameRightBehindTheUpgrade(t *testing.T) {
+	l := listen(t, websocket.ListenerConfig{})
+	acceptEcho(t, l)
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	key := []byte{1, 2, 3, 4}
+	payload := []byte("pipelined")
+	frame := append([]byte{0x82, 0x80 | byte(len(payload))}, key...)
+	for i, b := range payload {
+		frame = append(frame, b^key[i%4])
+	}
+	if _, err := c.Write(append([]byte(upgrade), frame...)); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != http.StatusSwitchingProtocols {
+		t.Fatalf("upgrade: %v, %v", resp, err)
+	}
+	head := make([]byte, 2)
+	if _, err := io.ReadFull(br, head); err != nil || head[0] != 0x82 || int(head[1]) != len(payload) {
+		t.Fatalf("reply frame header %x, %v; want an unmasked binary frame of %d bytes", head, err, len(payload))
+	}
+	got := make([]byte, len(payload))
+	if _, err := io.ReadFull(br, got); err != nil || string(got) != string(payload) {
+		t.Fatalf("echoed %q, %v; want %q", got, err, payload)
 	}
 }
