@@ -60,9 +60,13 @@ func main() {
 	quick := flag.Bool("quick", false, "1 KiB only, concurrency 1 and 16, 3 rounds of 1 s")
 	rounds := flag.Int("rounds", 5, "rounds, interleaved across transports")
 	dur := flag.Duration("duration", 3*time.Second, "measuring time per run")
+	only := flag.String("kinds", "", "comma-separated transports to measure (all if empty), e.g. gonet,yamux-4")
 	out := flag.String("out", "bench/results", "folder for the Markdown and JSON results")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
+	if *only != "" {
+		kinds = slices.DeleteFunc(kinds, func(k string) bool { return !slices.Contains(strings.Split(*only, ","), k) })
+	}
 
 	payloads, concs := []int{128, 1024, 16 << 10}, []int{1, 16, 64}
 	if *quick {
