@@ -111,7 +111,7 @@ bench: ## Full benchmark, separate processes: every transport vs raw TCP (about 
 	go run ./bench/cmd/bench
 
 .PHONY: bench-quick
-bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; under a minute); writes bench/results/quick.{md,json}.
+bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; about 80 s); writes bench/results/quick.{md,json} and charts.
 	go run ./bench/cmd/bench -quick
 
 .PHONY: gen
