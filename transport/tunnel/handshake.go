@@ -18,13 +18,13 @@
 //	       | token length (2 bytes, big endian) | token
 //	       | session slot (1 byte, version 2 only)
 //
-// An agent may keep several sessions to one gateway (AgentConfig.Sessions),
-// numbered by their slot; version 1 is slot 0. A new session in a slot
-// replaces the one the gateway had in it.
-//
 // and the gateway's answer: status (1 byte: 0 accepted, 1 refused) |
 // reason length (1 byte) | reason. Tokens are compared in constant time;
 // a refused or silent agent is disconnected and never becomes a session.
+//
+// An agent may keep several sessions to one gateway (AgentConfig.Sessions),
+// numbered by their slot; version 1 is slot 0. A new session in a slot
+// replaces the one the gateway had in it.
 //
 // Streams are opened by the gateway, one per Kitex connection. The only
 // stream an agent opens carries the one byte 'L' when it starts leaving
