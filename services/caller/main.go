@@ -250,7 +250,7 @@ func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheu
 
 func registerGatewayMetrics(reg *prometheus.Registry, gw *tunnel.Gateway) {
 	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tunnel_sessions", Help: "Agents connected to the gateway now."},
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tunnel_sessions", Help: "Agent sessions connected to the gateway now (TUNNEL_SESSIONS per agent)."},
 			func() float64 { return float64(gw.Stats().Sessions) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_sessions_accepted_total", Help: "Agent handshakes accepted."},
 			func() float64 { return float64(gw.Stats().SessionsAccepted) }),
