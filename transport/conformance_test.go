@@ -333,8 +333,7 @@ func sendGarbage(t *testing.T, kind transport.Kind, addr string, garbage []byte)
 	if _, err := c.Write(garbage); err != nil {
 		t.Fatalf("write garbage: %v", err)
 	}
-	var ne net.Error
-	if err := readUntilError(c, 5*time.Second); errors.As(err, &ne) && ne.Timeout() {
+	if err := testutil.ReadUntilError(c, 5*time.Second); testutil.IsTimeout(err) {
 		t.Fatalf("server kept a connection that sent garbage open")
 	}
 }
@@ -346,16 +345,4 @@ func rawDial(ctx context.Context, kind transport.Kind, addr string) (net.Conn, e
 		return websocket.Dial(ctx, addr, websocket.DialerConfig{})
 	}
 	return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
-}
-
-// readUntilError reads and discards what c sends for at most d and returns
-// the error that ended reading (a timeout if c stayed open).
-func readUntilError(c net.Conn, d time.Duration) error {
-	_ = c.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, 1024)
-	for {
-		if _, err := c.Read(buf); err != nil {
-			return err
-		}
-	}
 }

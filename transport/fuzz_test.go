@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/transport"
 )
@@ -55,7 +56,7 @@ func FuzzServerInput(f *testing.F) {
 				t.Fatalf("%s: dial: %v", tg.kind, err)
 			}
 			_, _ = c.Write(data)
-			_ = readUntilError(c, 50*time.Millisecond)
+			_ = testutil.ReadUntilError(c, 50*time.Millisecond)
 			c.Close()
 			resp, err := tg.f.cli.Echo(ctx, &api.Request{Message: "still serving"})
 			cancel()

@@ -3,7 +3,6 @@ package transport_test
 import (
 	"context"
 	"encoding/binary"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +14,7 @@ import (
 
 	"github.com/apache/thrift/lib/go/thrift"
 
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/transport"
 )
@@ -47,7 +47,7 @@ func testOversizedMessage(t *testing.T, tc transportCase) {
 	if _, err := c.Write(huge); err != nil {
 		t.Fatal(err)
 	}
-	if err := readUntilError(c, 5*time.Second); isTimeout(err) {
+	if err := testutil.ReadUntilError(c, 5*time.Second); testutil.IsTimeout(err) {
 		t.Fatal("the server kept a connection that declared a 2 GiB frame open")
 	}
 	if resp, err := f.cli.Echo(context.Background(), &api.Request{Message: strings.Repeat("y", limit/2)}); err != nil || len(resp.Message) != limit/2 {
@@ -112,7 +112,7 @@ func trickle(t *testing.T, f *fixture, limit time.Duration) time.Duration {
 	closed := make(chan struct{})
 	go func() {
 		defer close(closed)
-		_ = readUntilError(c, limit)
+		_ = testutil.ReadUntilError(c, limit)
 	}()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
@@ -145,8 +145,8 @@ func testSilentClients(t *testing.T, tc transportCase) {
 	}
 	defer c.Close()
 	start := time.Now()
-	err = readUntilError(c, 5*time.Second)
-	if isTimeout(err) {
+	err = testutil.ReadUntilError(c, 5*time.Second)
+	if testutil.IsTimeout(err) {
 		t.Fatalf("a silent connection was still open after 5 s with a %v idle timeout", idle)
 	}
 	d := time.Since(start)
@@ -180,11 +180,6 @@ func callEvery(t *testing.T, c net.Conn, interval time.Duration, n int) error {
 		time.Sleep(interval)
 	}
 	return nil
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // waitGoroutines waits (up to 5 s) until at most n goroutines run.

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 )
 
 // helloBytes is a well-formed agent hello.
@@ -58,7 +60,7 @@ func FuzzGatewayHandshake(f *testing.F) {
 		buf := make([]byte, 512)
 		for {
 			if _, err := c.Read(buf); err != nil {
-				if isTimeout(err) {
+				if testutil.IsTimeout(err) {
 					t.Fatalf("gateway kept the connection open after %q", data)
 				}
 				break

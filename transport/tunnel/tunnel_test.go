@@ -117,12 +117,18 @@ func newClient(t testing.TB, gw *tunnel.Gateway, opts ...client.Option) echo.Cli
 
 func waitAgents(t testing.TB, gw *tunnel.Gateway, n int) {
 	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
+	waitAgentsWithin(t, gw, n, 15*time.Second)
+}
+
+// waitAgentsWithin fails unless the gateway lists n agents within d.
+func waitAgentsWithin(t testing.TB, gw *tunnel.Gateway, n int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
 	for len(gw.Agents()) != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("gateway has agents %v, want %d", gw.Agents(), n)
+			t.Fatalf("gateway has agents %v after %v, want %d", gw.Agents(), d, n)
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -251,7 +257,7 @@ func TestRefusedAgentsAndBadPeers(t *testing.T) {
 			_, _ = c.Write(payload)
 		}
 		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		if _, err := c.Read(make([]byte, 64)); err == nil || isTimeout(err) {
+		if _, err := c.Read(make([]byte, 64)); err == nil || testutil.IsTimeout(err) {
 			t.Fatalf("gateway kept a bad peer's connection open (payload %q): %v", payload, err)
 		}
 		c.Close()
@@ -270,11 +276,6 @@ func TestRefusedAgentsAndBadPeers(t *testing.T) {
 	if good.agent.Stats().Reconnects != 0 {
 		t.Fatal("the legitimate agent lost its session")
 	}
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // rawHandshake connects as an agent with token and returns the gateway's verdict.
@@ -469,13 +470,7 @@ func TestLeaveMovesPooledCallsAway(t *testing.T) {
 		}
 	}
 	a.agent.Leave()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(gw.Agents()) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway still lists %v after agent a left", gw.Agents())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitAgentsWithin(t, gw, 1, 5*time.Second) // agent a is no longer listed
 	// From now on every call goes to b, over new or pooled streams...
 	answeredBy(t, cli, "b", "x", 20)
 	// ...and a's server stopping (the end of its drain) costs nothing.
@@ -565,11 +560,11 @@ func TestMaxStreamsPerSession(t *testing.T) {
 	}
 	first, second := open(), open()
 	third := open()
-	if err := readFor(third, 2*time.Second); isTimeout(err) {
+	if err := testutil.ReadUntilError(third, 2*time.Second); testutil.IsTimeout(err) {
 		t.Fatal("a third stream was served with MaxStreams 2")
 	}
 	for _, c := range []net.Conn{first, second} {
-		if err := readFor(c, 200*time.Millisecond); !isTimeout(err) {
+		if err := testutil.ReadUntilError(c, 200*time.Millisecond); !testutil.IsTimeout(err) {
 			t.Fatalf("a stream within MaxStreams was closed: %v", err)
 		}
 	}
@@ -579,17 +574,6 @@ func TestMaxStreamsPerSession(t *testing.T) {
 	_, _ = first.Close(), second.Close()
 	cli := newClient(t, gw)
 	answeredEventually(t, cli, "limited", "after the limit", time.Now().Add(5*time.Second))
-}
-
-// readFor reads c for at most d and returns the error that ended reading.
-func readFor(c net.Conn, d time.Duration) error {
-	_ = c.SetReadDeadline(time.Now().Add(d))
-	buf := make([]byte, 64)
-	for {
-		if _, err := c.Read(buf); err != nil {
-			return err
-		}
-	}
 }
 
 // TestSessionsPerGateway: an agent with Sessions 4 keeps four sessions to
@@ -649,11 +633,5 @@ func TestSessionsPerGateway(t *testing.T) {
 	answeredBy(t, cli, "multi", "after a session was lost", 20)
 
 	a.agent.Leave()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(gw.Agents()) != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the gateway still lists %v after the agent left", gw.Agents())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitAgentsWithin(t, gw, 0, 5*time.Second)
 }

@@ -17,6 +17,7 @@ import (
 	"go.uber.org/goleak"
 	xws "golang.org/x/net/websocket"
 
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
@@ -328,11 +329,11 @@ func TestUnfinishedHandshakesAreBounded(t *testing.T) {
 	time.Sleep(50 * time.Millisecond) // let the server accept both
 	start := time.Now()
 	third := stall()
-	if err := readUntil(third, 2*time.Second); isTimeout(err) || time.Since(start) > 200*time.Millisecond {
+	if err := testutil.ReadUntilError(third, 2*time.Second); testutil.IsTimeout(err) || time.Since(start) > 200*time.Millisecond {
 		t.Fatalf("a third unfinished handshake was held (%v after %v); MaxHandshakes is 2", err, time.Since(start))
 	}
 	for _, c := range []net.Conn{a, b} {
-		if err := readUntil(c, 3*time.Second); isTimeout(err) {
+		if err := testutil.ReadUntilError(c, 3*time.Second); testutil.IsTimeout(err) {
 			t.Fatal("an unfinished handshake outlived HandshakeTimeout (300ms) by 3 s")
 		}
 	}
@@ -350,21 +351,6 @@ func TestUnfinishedHandshakesAreBounded(t *testing.T) {
 		t.Fatalf("upgrade after the stalled handshakes ended: %v", err)
 	}
 	_ = c.Close()
-}
-
-// readUntil reads c until an error or d passes.
-func readUntil(c net.Conn, d time.Duration) error {
-	_ = c.SetReadDeadline(time.Now().Add(d))
-	_, err := io.Copy(io.Discard, c)
-	if err == nil {
-		err = io.EOF
-	}
-	return err
-}
-
-func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // The lean framing and x/net's own interoperate both ways, with messages
