@@ -63,8 +63,11 @@ func StartAdmin(addr string, reg *prometheus.Registry, ready func() error) (*Adm
 // Addr returns the address the admin server listens on.
 func (a *Admin) Addr() net.Addr { return a.ln.Addr() }
 
-// Close stops the admin server, waiting for requests in progress until ctx ends.
-func (a *Admin) Close(ctx context.Context) error {
+// Close stops the admin server, waiting at most grace for requests in
+// progress.
+func (a *Admin) Close(grace time.Duration) error {
+	ctx, cancel := context.WithTimeout(context.Background(), grace)
+	defer cancel()
 	err := a.srv.Shutdown(ctx)
 	<-a.done
 	if errors.Is(err, http.ErrServerClosed) {

@@ -89,11 +89,7 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		sctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = admin.Close(sctx)
-	}()
+	defer func() { _ = admin.Close(2 * time.Second) }()
 
 	// With CALL_COUNT the caller must finish: reaching etcd counts against
 	// DISCOVERY_TIMEOUT.

@@ -93,11 +93,7 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	defer func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-		defer cancel()
-		_ = admin.Close(ctx)
-	}()
+	defer func() { _ = admin.Close(2 * time.Second) }()
 
 	etcd, err := cfg.Etcd.Connect(ctx, log)
 	if err != nil {
