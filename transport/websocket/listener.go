@@ -238,7 +238,7 @@ func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // framesOf returns the framing of an upgraded server connection.
 func (l *Listener) framesOf(ws *xws.Conn, h *hijacked) frames {
-	if l.cfg.XNetFraming || h.conn == nil {
+	if l.cfg.XNetFraming {
 		return newFrames(ws, nil, nil, false, true)
 	}
 	// A client may send frames right behind its upgrade request: they wait
