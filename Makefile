@@ -107,11 +107,11 @@ lint: ## Run go vet and check formatting.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'); exit 1; }
 
 .PHONY: bench
-bench: ## Full benchmark, separate processes: every transport vs raw TCP (about 20 min); writes bench/results/full.{md,json}.
+bench: ## Full benchmark, separate processes: every transport vs raw TCP and a raw echo over the tunnel (about 25 min); writes bench/results/full.{md,json}.
 	go run ./bench/cmd/bench
 
 .PHONY: bench-quick
-bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; about 80 s); writes bench/results/quick.{md,json} and charts.
+bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; about 90 s); writes bench/results/quick.{md,json} and charts.
 	go run ./bench/cmd/bench -quick
 
 .PHONY: gen

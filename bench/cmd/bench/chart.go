@@ -41,7 +41,7 @@ func charts(all []sample, dir, name string, payload, conc int) error {
 		}
 		p.Add(bars)
 		p.NominalX(kinds...)
-		if err := p.Save(6*vg.Inch, 3.5*vg.Inch, filepath.Join(dir, name+"-"+m.file+".svg")); err != nil {
+		if err := p.Save(7*vg.Inch, 3.5*vg.Inch, filepath.Join(dir, name+"-"+m.file+".svg")); err != nil {
 			return err
 		}
 	}

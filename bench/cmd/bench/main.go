@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"sort"
 	"strconv"
@@ -37,8 +38,12 @@ import (
 // kinds are the transports measured; websocket-xnet is WebSocket with
 // golang.org/x/net/websocket's own framing (websocket uses the package's
 // leaner framing), both with x/net's handshake; yamux-4 is the tunnel with
-// 4 sessions per gateway (yamux: TUNNEL_SESSIONS's default).
-var kinds = []string{"raw", "netpoll", "gonet", "websocket", "websocket-xnet", "yamux", "yamux-4"}
+// 4 sessions per gateway (yamux: TUNNEL_SESSIONS's default); yamux-raw is
+// the raw floor's echo over one tunnel stream, no RPC: what yamux alone costs.
+var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "websocket", "websocket-xnet", "yamux", "yamux-4"}
+
+// profileDir, if set, receives CPU profiles of every run.
+var profileDir string
 
 // sample is one measured run of one transport at one payload and concurrency.
 type sample struct {
@@ -57,20 +62,35 @@ type sample struct {
 }
 
 func main() {
-	quick := flag.Bool("quick", false, "1 KiB only, concurrency 1 and 16, 3 rounds of 1 s")
+	quick := flag.Bool("quick", false, "1 KiB only, concurrency 1 and 16; 3 rounds of 1 s unless -rounds or -duration say otherwise")
 	rounds := flag.Int("rounds", 5, "rounds, interleaved across transports")
 	dur := flag.Duration("duration", 3*time.Second, "measuring time per run")
 	only := flag.String("kinds", "", "comma-separated transports to measure (all if empty), e.g. gonet,yamux-4")
 	out := flag.String("out", "bench/results", "folder for the Markdown and JSON results")
+	flag.StringVar(&profileDir, "cpuprofile", "", "folder for CPU profiles (pprof) of each run's client (measuring window) and server (whole process); the last round's stay")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
+	if profileDir != "" {
+		if err := os.MkdirAll(profileDir, 0o755); err != nil {
+			fail(err)
+		}
+	}
 	if *only != "" {
 		kinds = slices.DeleteFunc(kinds, func(k string) bool { return !slices.Contains(strings.Split(*only, ","), k) })
 	}
 
 	payloads, concs := []int{128, 1024, 16 << 10}, []int{1, 16, 64}
 	if *quick {
-		payloads, concs, *rounds, *dur = []int{1024}, []int{1, 16}, 3, time.Second
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		payloads, concs = []int{1024}, []int{1, 16}
+		if !set["rounds"] {
+			*rounds = 3
+		}
+		if !set["duration"] {
+			*dur = time.Second
+		}
+		idleCPUWindow = time.Second
 	}
 	bin, err := buildServer()
 	if err != nil {
@@ -94,16 +114,16 @@ func main() {
 			}
 		}
 	}
-	idle := map[string]float64{}
+	idle := map[string]idleFigures{}
 	for _, k := range kinds {
-		if k == "yamux-4" {
+		if k == "yamux-4" || k == "yamux-raw" {
 			continue // a session costs the same; an agent keeps 4
 		}
-		bytes, err := idleMemory(bin, k)
+		f, err := idleCosts(bin, k)
 		if err != nil {
-			fail(fmt.Errorf("idle memory of %s: %w", k, err))
+			fail(fmt.Errorf("idle costs of %s: %w", k, err))
 		}
-		idle[k] = bytes
+		idle[k] = f
 	}
 	md := table(all, payloads, concs) + "\n" + idleTable(idle)
 	fmt.Print(md)
@@ -118,10 +138,10 @@ func main() {
 		fail(err)
 	}
 	report := struct {
-		Machine string             `json:"machine"`
-		Date    string             `json:"date"`
-		Samples []sample           `json:"samples"`
-		Idle    map[string]float64 `json:"idle_rss_bytes_per_connection"`
+		Machine string                 `json:"machine"`
+		Date    string                 `json:"date"`
+		Samples []sample               `json:"samples"`
+		Idle    map[string]idleFigures `json:"idle"`
 	}{machine(), time.Now().UTC().Format(time.RFC3339), all, idle}
 	js, _ := json.MarshalIndent(report, "", "  ")
 	if err := os.WriteFile(filepath.Join(*out, name+".json"), js, 0o644); err != nil {
@@ -222,6 +242,35 @@ func clientCPU() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// profileName is where the CPU profile of one side of one run goes.
+func profileName(kind string, size, conc int, side string) string {
+	return filepath.Join(profileDir, fmt.Sprintf("%s-%dB-c%d-%s.pprof", kind, size, conc, side))
+}
+
+// profileArgs are the benchserver flags that profile it, if profiles are wanted.
+func profileArgs(kind string, size, conc int) []string {
+	if profileDir == "" {
+		return nil
+	}
+	return []string{"-cpuprofile", profileName(kind, size, conc, "server")}
+}
+
+// profileClient profiles this process, if profiles are wanted, until the returned func is called.
+func profileClient(kind string, size, conc int) (func(), error) {
+	if profileDir == "" {
+		return func() {}, nil
+	}
+	f, err := os.Create(profileName(kind, size, conc, "client"))
+	if err != nil {
+		return nil, err
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return func() { pprof.StopCPUProfile(); _ = f.Close() }, nil
+}
+
 // caller makes one call; each worker gets its own.
 type caller func(msg []byte) error
 
@@ -235,21 +284,26 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 	const token, id = "bench", "bench-agent"
 	switch kind {
 	case "raw":
-		if srv, err = startServer(bin, "-kind", "raw"); err != nil {
+		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", "raw")...); err != nil {
 			return sample{}, err
 		}
-		newCall = func() (caller, func(), error) { return rawCaller(srv.addr) }
-	case "yamux", "yamux-4":
+		newCall = func() (caller, func(), error) {
+			return rawCaller(func() (net.Conn, error) { return net.Dial("tcp", srv.addr) })
+		}
+	case "yamux", "yamux-4", "yamux-raw":
 		gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
 		if err != nil {
 			return sample{}, err
 		}
 		teardown = func() { _ = gw.Close() }
-		sessions := strings.TrimPrefix(strings.TrimPrefix(kind, "yamux"), "-")
-		if sessions == "" {
-			sessions = "1"
+		serverKind, sessions := "yamux", "1"
+		switch kind {
+		case "yamux-4":
+			sessions = "4"
+		case "yamux-raw":
+			serverKind = kind
 		}
-		if srv, err = startServer(bin, "-kind", "yamux", "-sessions", sessions, "-gateway", gw.Addr().String(), "-token", token, "-id", id); err != nil {
+		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", serverKind, "-sessions", sessions, "-gateway", gw.Addr().String(), "-token", token, "-id", id)...); err != nil {
 			teardown()
 			return sample{}, err
 		}
@@ -261,8 +315,13 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 			}
 		}
 		newCall = kitexCaller(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()}, id, conc)
+		if kind == "yamux-raw" {
+			newCall = func() (caller, func(), error) {
+				return rawCaller(func() (net.Conn, error) { return gw.Open(context.Background(), id) })
+			}
+		}
 	default:
-		if srv, err = startServer(bin, "-kind", kind); err != nil {
+		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", kind)...); err != nil {
 			return sample{}, err
 		}
 		cfg := transport.ClientConfig{Kind: transport.Kind(kind)}
@@ -305,8 +364,8 @@ func kitexCaller(cfg transport.ClientConfig, target string, conc int) func() (ca
 	}
 }
 
-func rawCaller(addr string) (caller, func(), error) {
-	c, err := net.Dial("tcp", addr)
+func rawCaller(dial func() (net.Conn, error)) (caller, func(), error) {
+	c, err := dial()
 	if err != nil {
 		return nil, nil, err
 	}
@@ -346,10 +405,15 @@ func load(kind string, size, conc int, dur time.Duration, srv *server, newCall f
 
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
+	stopProfile, err := profileClient(kind, size, conc)
+	if err != nil {
+		return sample{}, err
+	}
 	c0, s0 := clientCPU(), srv.cpu()
 	start := time.Now()
 	lat, errs := run(calls, msg, dur)
 	elapsed := time.Since(start)
+	stopProfile()
 	c1, s1 := clientCPU(), srv.cpu()
 	runtime.ReadMemStats(&ms1)
 
@@ -438,16 +502,17 @@ func table(all []sample, payloads, concs []int) string {
 	return b.String()
 }
 
-func idleTable(idle map[string]float64) string {
+func idleTable(idle map[string]idleFigures) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| transport | server RSS per idle connection (%d connections; yamux: per idle tunnel session, %d sessions) |\n|---|---|\n", idleConns, idleSessions)
+	fmt.Fprintf(&b, "| transport | server RSS per idle connection (%d connections; yamux: per idle tunnel session, %d sessions) | server CPU with all of them idle (ms per s, over %s) |\n|---|---|---|\n",
+		idleConns, idleSessions, idleCPUWindow)
 	for _, k := range kinds {
 		if v, ok := idle[k]; ok {
-			fmt.Fprintf(&b, "| %s | %.1f KiB |\n", k, v/1024)
+			fmt.Fprintf(&b, "| %s | %.1f KiB | %.1f |\n", k, v.RSSPerConn/1024, v.CPUPerSec)
 		}
 	}
 	if v, ok := idle["yamux"]; ok {
-		fmt.Fprintf(&b, "| yamux-4 | %.1f KiB per idle agent (4 sessions) |\n", 4*v/1024)
+		fmt.Fprintf(&b, "| yamux-4 | %.1f KiB per idle agent (4 sessions) | |\n", 4*v.RSSPerConn/1024)
 	}
 	return b.String()
 }

@@ -1,6 +1,6 @@
 // Command benchserver is the server side of `make bench`: one process that
 // serves echo on one transport, or the raw TCP floor (a length-prefixed echo
-// with no RPC). It prints "READY <address>" once it serves and runs until
+// with no RPC), or that raw echo over a tunnel stream. It prints "READY <address>" once it serves and runs until
 // its standard input closes or it gets SIGTERM.
 package main
 
@@ -13,6 +13,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/cloudwego/kitex/pkg/klog"
@@ -31,19 +32,37 @@ func (*handler) Echo(_ context.Context, req *api.Request) (*api.Response, error)
 }
 
 func main() {
-	kind := flag.String("kind", "gonet", "raw, netpoll, gonet, websocket, websocket-xnet (x/net's framing) or yamux")
+	kind := flag.String("kind", "gonet", "raw, yamux-raw (raw over a tunnel stream), netpoll, gonet, websocket, websocket-xnet (x/net's framing) or yamux")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address (not yamux)")
 	gateway := flag.String("gateway", "", "yamux: the gateway to dial")
 	token := flag.String("token", "bench", "yamux: the tunnel token")
 	id := flag.String("id", "bench-agent", "yamux: the agent identity")
 	agents := flag.Int("agents", 1, "yamux: agents to run (identities <id>, <id>-1, ...), for the idle-session memory figure")
 	sessions := flag.Int("sessions", 1, "yamux: sessions per gateway")
+	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
-	if err := run(*kind, *addr, *gateway, *token, *id, *agents, *sessions); err != nil {
+	if err := profiled(*cpuProfile, func() error { return run(*kind, *addr, *gateway, *token, *id, *agents, *sessions) }); err != nil {
 		fmt.Fprintln(os.Stderr, "benchserver:", err)
 		os.Exit(1)
 	}
+}
+
+// profiled runs f, with a CPU profile written to path if path is set.
+func profiled(path string, f func() error) error {
+	if path == "" {
+		return f()
+	}
+	out, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer out.Close()
+	if err := pprof.StartCPUProfile(out); err != nil {
+		return err
+	}
+	defer pprof.StopCPUProfile()
+	return f()
 }
 
 func run(kind, addr, gateway, token, id string, agents, sessions int) error {
@@ -52,8 +71,14 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 
-	if kind == "raw" {
-		ln, err := net.Listen("tcp", addr)
+	if kind == "raw" || kind == "yamux-raw" {
+		var ln net.Listener
+		var err error
+		if kind == "raw" {
+			ln, err = net.Listen("tcp", addr)
+		} else {
+			ln, err = newAgent(id, token, gateway, sessions)
+		}
 		if err != nil {
 			return err
 		}
@@ -71,18 +96,16 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 		cfg.Kind, cfg.WebSocket.XNetFraming = transport.WebSocket, true
 	}
 	if kind == string(transport.Yamux) {
-		agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token, Sessions: sessions})
+		agent, err := newAgent(id, token, gateway, sessions)
 		if err != nil {
 			return err
 		}
-		agent.SetGateways([]string{gateway})
 		cfg.Listener = agent
 		for i := 1; i < agents; i++ {
-			extra, err := tunnel.NewAgent(tunnel.AgentConfig{ID: fmt.Sprintf("%s-%d", id, i), Token: token})
+			extra, err := newAgent(fmt.Sprintf("%s-%d", id, i), token, gateway, 1)
 			if err != nil {
 				return err
 			}
-			extra.SetGateways([]string{gateway})
 			defer extra.Close()
 		}
 	}
@@ -104,6 +127,16 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	exit <- nil
 	<-done
 	return nil
+}
+
+// newAgent returns a tunnel agent that dials gateway.
+func newAgent(id, token, gateway string, sessions int) (*tunnel.Agent, error) {
+	agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token, Sessions: sessions})
+	if err != nil {
+		return nil, err
+	}
+	agent.SetGateways([]string{gateway})
+	return agent, nil
 }
 
 // serveRaw echoes length-prefixed frames: 4 bytes big-endian length, then
