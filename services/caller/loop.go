@@ -129,7 +129,11 @@ func (l *loop) call(ctx context.Context, seq int) error {
 	resp, err := l.cli.Echo(context.WithValue(ctx, targetKey{}, &dst), &api.Request{Message: msg})
 	elapsed := time.Since(start)
 	if errors.Is(err, kerrors.ErrNoMoreInstance) {
-		err = fmt.Errorf("no %s instance with transport %s found in etcd", l.cfg.EchoService, l.cfg.Transport)
+		if l.cfg.Transport == transport.Yamux { // instances come through the gateway, not etcd
+			err = fmt.Errorf("no %s agent connected to this caller's tunnel gateway yet", l.cfg.EchoService)
+		} else {
+			err = fmt.Errorf("no %s instance with transport %s found in etcd", l.cfg.EchoService, l.cfg.Transport)
+		}
 	}
 	if err == nil && resp.GetMessage() != msg {
 		err = fmt.Errorf("%w: got %q", errReply, resp.GetMessage())

@@ -314,6 +314,23 @@ func TestCallerFailsWithoutMatchingInstance(t *testing.T) {
 	}
 }
 
+// A yamux caller whose gateway no agent has reached says so: its instances
+// come through the gateway, so an error naming etcd would send the user the
+// wrong way.
+func TestTunnelCallerWithoutAgentNamesTheGateway(t *testing.T) {
+	etcd := testutil.StartEtcd(t)
+	caller := start(t, "caller", append(tunnelEnv(""),
+		"TRANSPORT=yamux", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=100ms")...)
+	var failure string
+	eventually(t, "a failed call logged", 20*time.Second, func() bool {
+		failure = grep(caller.stdout.String(), `"call failed"`)
+		return failure != ""
+	})
+	if !strings.Contains(failure, "no echo agent connected to this caller's tunnel gateway") || strings.Contains(failure, "etcd") {
+		t.Fatalf("the failed call does not say that no agent reached the gateway:\n%s", failure)
+	}
+}
+
 // SIGTERM: echo leaves etcd first and stays up (not ready) for DRAIN_DELAY,
 // then stops and exits 0.
 func TestEchoDeregistersThenDrainsOnSIGTERM(t *testing.T) {
