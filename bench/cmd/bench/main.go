@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net"
 	"os"
 	"os/exec"
@@ -61,15 +62,45 @@ type sample struct {
 	Errors      int64   `json:"errors"`
 }
 
+// report is what a run measured; the JSON file holds it whole, and -render
+// makes the Markdown table and the charts again from it.
+type report struct {
+	Name       string                 `json:"name"`
+	Machine    string                 `json:"machine"`
+	Date       string                 `json:"date"`
+	Rounds     int                    `json:"rounds"`
+	RunSeconds float64                `json:"run_seconds"`
+	Kinds      []string               `json:"kinds"`
+	Payloads   []int                  `json:"payloads"`
+	Concs      []int                  `json:"concurrencies"`
+	Samples    []sample               `json:"samples"`
+	Idle       map[string]idleFigures `json:"idle"`
+}
+
 func main() {
 	quick := flag.Bool("quick", false, "1 KiB only, concurrency 1 and 16; 3 rounds of 1 s unless -rounds or -duration say otherwise")
 	rounds := flag.Int("rounds", 5, "rounds, interleaved across transports")
 	dur := flag.Duration("duration", 3*time.Second, "measuring time per run")
 	only := flag.String("kinds", "", "comma-separated transports to measure (all if empty), e.g. gonet,yamux-4")
 	out := flag.String("out", "bench/results", "folder for the Markdown and JSON results")
+	render := flag.String("render", "", "measure nothing: write the Markdown table and charts again from this JSON result, next to it")
 	flag.StringVar(&profileDir, "cpuprofile", "", "folder for CPU profiles (pprof) of each run's client (measuring window) and server (whole process); the last round's stay")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
+	if *render != "" {
+		var r report
+		b, err := os.ReadFile(*render)
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err != nil {
+			fail(fmt.Errorf("%s: %w", *render, err))
+		}
+		if err := write(r, filepath.Dir(*render), false); err != nil {
+			fail(err)
+		}
+		return
+	}
 	if profileDir != "" {
 		if err := os.MkdirAll(profileDir, 0o755); err != nil {
 			fail(err)
@@ -79,11 +110,11 @@ func main() {
 		kinds = slices.DeleteFunc(kinds, func(k string) bool { return !slices.Contains(strings.Split(*only, ","), k) })
 	}
 
-	payloads, concs := []int{128, 1024, 16 << 10}, []int{1, 16, 64}
+	r := report{Name: "full", Payloads: []int{128, 1024, 16 << 10}, Concs: []int{1, 16, 64}}
 	if *quick {
 		set := map[string]bool{}
 		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
-		payloads, concs = []int{1024}, []int{1, 16}
+		r.Name, r.Payloads, r.Concs = "quick", []int{1024}, []int{1, 16}
 		if !set["rounds"] {
 			*rounds = 3
 		}
@@ -92,29 +123,29 @@ func main() {
 		}
 		idleCPUWindow = time.Second
 	}
+	r.Rounds, r.RunSeconds, r.Kinds = *rounds, dur.Seconds(), kinds
 	bin, err := buildServer()
 	if err != nil {
 		fail(err)
 	}
 	defer os.RemoveAll(filepath.Dir(bin))
 
-	var all []sample
-	for r := 1; r <= *rounds; r++ {
-		for _, size := range payloads {
-			for _, c := range concs {
+	for round := 1; round <= *rounds; round++ {
+		for _, size := range r.Payloads {
+			for _, c := range r.Concs {
 				for _, k := range kinds {
 					s, err := measure(bin, k, size, c, *dur)
 					if err != nil {
 						fail(fmt.Errorf("%s %dB c=%d: %w", k, size, c, err))
 					}
-					s.Round = r
-					all = append(all, s)
-					fmt.Fprintf(os.Stderr, "round %d %-9s %6dB c=%-3d %8.0f calls/s p99 %7.0fus\n", r, k, size, c, s.QPS, s.P99us)
+					s.Round = round
+					r.Samples = append(r.Samples, s)
+					fmt.Fprintf(os.Stderr, "round %d %-9s %6dB c=%-3d %8.0f calls/s p99 %7.0fus\n", round, k, size, c, s.QPS, s.P99us)
 				}
 			}
 		}
 	}
-	idle := map[string]idleFigures{}
+	r.Idle = map[string]idleFigures{}
 	for _, k := range kinds {
 		if k == "yamux-4" || k == "yamux-raw" {
 			continue // a session costs the same; an agent keeps 4
@@ -123,35 +154,37 @@ func main() {
 		if err != nil {
 			fail(fmt.Errorf("idle costs of %s: %w", k, err))
 		}
-		idle[k] = f
+		r.Idle[k] = f
 	}
-	md := table(all, payloads, concs) + "\n" + idleTable(idle)
+	r.Machine, r.Date = machine(), time.Now().UTC().Format(time.RFC3339)
+	if err := write(r, *out, true); err != nil {
+		fail(err)
+	}
+}
+
+// write writes r's Markdown table and charts into dir, and its JSON file if withJSON.
+func write(r report, dir string, withJSON bool) error {
+	kinds = r.Kinds
+	md := table(r.Samples, r.Payloads, r.Concs) + "\n" + idleTable(r.Idle)
 	fmt.Print(md)
-	if err := os.MkdirAll(*out, 0o755); err != nil {
-		fail(err)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
 	}
-	name := "full"
-	if *quick {
-		name = "quick"
+	if err := charts(r.Samples, dir, r.Name, 1024, 16); err != nil {
+		return err
 	}
-	if err := charts(all, *out, name, 1024, 16); err != nil {
-		fail(err)
+	if withJSON {
+		js, _ := json.MarshalIndent(r, "", "  ")
+		if err := os.WriteFile(filepath.Join(dir, r.Name+".json"), js, 0o644); err != nil {
+			return err
+		}
 	}
-	report := struct {
-		Machine string                 `json:"machine"`
-		Date    string                 `json:"date"`
-		Samples []sample               `json:"samples"`
-		Idle    map[string]idleFigures `json:"idle"`
-	}{machine(), time.Now().UTC().Format(time.RFC3339), all, idle}
-	js, _ := json.MarshalIndent(report, "", "  ")
-	if err := os.WriteFile(filepath.Join(*out, name+".json"), js, 0o644); err != nil {
-		fail(err)
-	}
-	header := fmt.Sprintf("# Benchmark (%s)\n\nMachine: %s. Date: %s. Medians of %d interleaved rounds of %s, spread (min-max) in brackets.\n\n",
-		name, machine(), report.Date, *rounds, *dur)
-	if err := os.WriteFile(filepath.Join(*out, name+".md"), []byte(header+md), 0o644); err != nil {
-		fail(err)
-	}
+	header := fmt.Sprintf("# Benchmark (%s)\n\nMachine: %s. Date: %s. %d interleaved rounds of %gs. "+
+		"Figures are medians over the rounds, calls/s with its spread (min-max) in brackets. "+
+		"Ratios are taken within each round (a transport against gonet or raw measured just before or after it), "+
+		"then their median, with the spread of x gonet in brackets: the machine's drift between rounds cancels out.\n\n",
+		r.Name, r.Machine, r.Date, r.Rounds, r.RunSeconds)
+	return os.WriteFile(filepath.Join(dir, r.Name+".md"), []byte(header+md), 0o644)
 }
 
 func fail(err error) {
@@ -477,10 +510,10 @@ func table(all []sample, payloads, concs []int) string {
 	var b strings.Builder
 	b.WriteString("| payload | conc | transport | calls/s | x gonet | x raw | p50 µs | p99 µs | p99.9 µs | p99 x gonet | client CPU µs/call | server CPU µs/call | client allocs/call | errors |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	qps := func(s sample) float64 { return s.QPS }
+	p99 := func(s sample) float64 { return s.P99us }
 	for _, size := range payloads {
 		for _, c := range concs {
-			med := map[string]sample{}
-			spread := map[string][2]float64{}
 			for _, k := range kinds {
 				var ss []sample
 				for _, s := range all {
@@ -488,18 +521,44 @@ func table(all []sample, payloads, concs []int) string {
 						ss = append(ss, s)
 					}
 				}
-				med[k], spread[k] = median(ss)
-			}
-			for _, k := range kinds {
-				m := med[k]
-				fmt.Fprintf(&b, "| %s | %d | %s | %.0f [%.0f-%.0f] | %.2f | %.2f | %.0f | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f | %d |\n",
-					bytesName(size), c, k, m.QPS, spread[k][0], spread[k][1],
-					m.QPS/med["gonet"].QPS, m.QPS/med["raw"].QPS, m.P50us, m.P99us, m.P999us, m.P99us/med["gonet"].P99us,
+				m, spread := median(ss)
+				g := ratio(all, k, "gonet", size, c, qps)
+				fmt.Fprintf(&b, "| %s | %d | %s | %.0f [%.0f-%.0f] | %.2f [%.2f-%.2f] | %.2f | %.0f | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f | %d |\n",
+					bytesName(size), c, k, m.QPS, spread[0], spread[1],
+					g[0], g[1], g[2], ratio(all, k, "raw", size, c, qps)[0], m.P50us, m.P99us, m.P999us, ratio(all, k, "gonet", size, c, p99)[0],
 					m.ClientCPUus, m.ServerCPUus, m.AllocsCall, m.Errors)
 			}
 		}
 	}
 	return b.String()
+}
+
+// ratio returns the median, the lowest and the highest of f(kind)/f(ref)
+// over the rounds, each ratio taken within one round at one payload and
+// concurrency; NaN where ref was not measured.
+func ratio(all []sample, kind, ref string, size, conc int, f func(sample) float64) [3]float64 {
+	byRound := map[int]map[string]float64{}
+	for _, s := range all {
+		if s.Payload == size && s.Concurrency == conc && (s.Kind == kind || s.Kind == ref) {
+			if byRound[s.Round] == nil {
+				byRound[s.Round] = map[string]float64{}
+			}
+			byRound[s.Round][s.Kind] = f(s)
+		}
+	}
+	var rs []float64
+	for _, v := range byRound {
+		if a, ok := v[kind]; ok {
+			if b, ok := v[ref]; ok && b > 0 {
+				rs = append(rs, a/b)
+			}
+		}
+	}
+	if len(rs) == 0 {
+		return [3]float64{math.NaN(), math.NaN(), math.NaN()}
+	}
+	sort.Float64s(rs)
+	return [3]float64{rs[len(rs)/2], rs[0], rs[len(rs)-1]}
 }
 
 func idleTable(idle map[string]idleFigures) string {
