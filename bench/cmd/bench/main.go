@@ -75,6 +75,7 @@ type report struct {
 	Concs      []int                  `json:"concurrencies"`
 	Samples    []sample               `json:"samples"`
 	Idle       map[string]idleFigures `json:"idle"`
+	IdleCPUSec float64                `json:"idle_cpu_seconds"`
 }
 
 func main() {
@@ -156,7 +157,7 @@ func main() {
 		}
 		r.Idle[k] = f
 	}
-	r.Machine, r.Date = machine(), time.Now().UTC().Format(time.RFC3339)
+	r.Machine, r.Date, r.IdleCPUSec = machine(), time.Now().UTC().Format(time.RFC3339), idleCPUWindow.Seconds()
 	if err := write(r, *out, true); err != nil {
 		fail(err)
 	}
@@ -165,7 +166,7 @@ func main() {
 // write writes r's Markdown table and charts into dir, and its JSON file if withJSON.
 func write(r report, dir string, withJSON bool) error {
 	kinds = r.Kinds
-	md := table(r.Samples, r.Payloads, r.Concs) + "\n" + idleTable(r.Idle)
+	md := table(r.Samples, r.Payloads, r.Concs) + "\n" + idleTable(r.Idle, r.IdleCPUSec)
 	fmt.Print(md)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -561,10 +562,10 @@ func ratio(all []sample, kind, ref string, size, conc int, f func(sample) float6
 	return [3]float64{rs[len(rs)/2], rs[0], rs[len(rs)-1]}
 }
 
-func idleTable(idle map[string]idleFigures) string {
+func idleTable(idle map[string]idleFigures, cpuSeconds float64) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "| transport | server RSS per idle connection (%d connections; yamux: per idle tunnel session, %d sessions) | server CPU with all of them idle (ms per s, over %s) |\n|---|---|---|\n",
-		idleConns, idleSessions, idleCPUWindow)
+	fmt.Fprintf(&b, "| transport | server RSS per idle connection (%d connections; yamux: per idle tunnel session, %d sessions) | server CPU with all of them idle (ms per s, over %g s) |\n|---|---|---|\n",
+		idleConns, idleSessions, cpuSeconds)
 	for _, k := range kinds {
 		if v, ok := idle[k]; ok {
 			fmt.Fprintf(&b, "| %s | %.1f KiB | %.1f |\n", k, v.RSSPerConn/1024, v.CPUPerSec)
