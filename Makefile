@@ -107,7 +107,7 @@ lint: ## Run go vet and check formatting.
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'))" || { gofmt -l $$(git ls-files '*.go' | grep -v '^kitex_gen/'); exit 1; }
 
 .PHONY: bench
-bench: ## Full benchmark, separate processes: every transport vs raw TCP and a raw echo over the tunnel (about 25 min); writes bench/results/full.{md,json}.
+bench: ## Full benchmark, separate processes: every transport vs raw TCP and a raw echo over the tunnel (about 22 min); writes bench/results/full.{md,json}.
 	go run ./bench/cmd/bench
 
 .PHONY: bench-quick
