@@ -81,7 +81,7 @@ func idleSessionCosts(bin string) (idleFigures, error) {
 		return idleFigures{}, err
 	}
 	defer gw.Close()
-	var cpu float64
+	var cpu float64 // of the last call, the one with every session open
 	rss := func(agents int) (int64, error) {
 		srv, err := startServer(bin, "-kind", "yamux", "-gateway", gw.Addr().String(), "-agents", strconv.Itoa(agents))
 		if err != nil {

@@ -348,11 +348,12 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 				return sample{}, fmt.Errorf("the agent never connected")
 			}
 		}
-		newCall = kitexCaller(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()}, id, conc)
 		if kind == "yamux-raw" {
 			newCall = func() (caller, func(), error) {
 				return rawCaller(func() (net.Conn, error) { return gw.Open(context.Background(), id) })
 			}
+		} else {
+			newCall = kitexCaller(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()}, id, conc)
 		}
 	default:
 		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", kind)...); err != nil {

@@ -1,7 +1,8 @@
 // Command benchserver is the server side of `make bench`: one process that
 // serves echo on one transport, or the raw TCP floor (a length-prefixed echo
-// with no RPC), or that raw echo over a tunnel stream. It prints "READY <address>" once it serves and runs until
-// its standard input closes or it gets SIGTERM.
+// with no RPC), or that raw echo over tunnel streams. It prints
+// "READY <address>" once it serves and runs until its standard input closes
+// or it gets SIGTERM.
 package main
 
 import (
