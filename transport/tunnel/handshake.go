@@ -86,15 +86,15 @@ func writeHello(w io.Writer, id, token string, slot int) error {
 	if slot < 0 || slot >= MaxSessions {
 		return fmt.Errorf("tunnel: session slot %d out of 0..%d", slot, MaxSessions-1)
 	}
-	version := byte(1)
+	version := byte(1) // slot 0 stays readable by gateways that know only version 1
 	if slot > 0 {
-		version = 2
+		version = protocolVersion
 	}
 	b := append(magic[:], version, byte(len(id)))
 	b = append(b, id...)
 	b = binary.BigEndian.AppendUint16(b, uint16(len(token)))
 	b = append(b, token...)
-	if version == 2 {
+	if version == protocolVersion {
 		b = append(b, byte(slot))
 	}
 	_, err := w.Write(b)
@@ -115,7 +115,7 @@ func readHello(r io.Reader) (hello, error) {
 		return hello{}, fmt.Errorf("%w: not a tunnel agent (first bytes %q)", ErrBadHandshake, head[:4])
 	}
 	version := head[4]
-	if version != 1 && version != 2 {
+	if version != 1 && version != protocolVersion {
 		return hello{}, fmt.Errorf("%w: protocol version %d, want 1 or %d", ErrBadHandshake, version, protocolVersion)
 	}
 	idb := make([]byte, head[5])
@@ -135,7 +135,7 @@ func readHello(r io.Reader) (hello, error) {
 		return hello{}, fmt.Errorf("%w: token: %v", ErrBadHandshake, err)
 	}
 	h := hello{id: string(idb), token: string(tb)}
-	if version == 2 {
+	if version == protocolVersion {
 		var slot [1]byte
 		if _, err := io.ReadFull(r, slot[:]); err != nil {
 			return hello{}, fmt.Errorf("%w: session slot: %v", ErrBadHandshake, err)
