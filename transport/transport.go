@@ -205,6 +205,11 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 // makes more concurrent callers than that close and redial connections.
 const DefaultMaxIdlePerAddress = 64
 
+// DefaultMaxIdleTimeout is ClientConfig.MaxIdleTimeout when it is zero. A
+// server's idle timeout must be longer, or it closes pooled connections
+// that a client is about to reuse.
+const DefaultMaxIdleTimeout = 30 * time.Second
+
 // ClientConfig says how a Kitex client reaches servers.
 type ClientConfig struct {
 	// Kind is the transport.
@@ -218,7 +223,8 @@ type ClientConfig struct {
 	// address; size it to the expected concurrent calls per server.
 	// DefaultMaxIdlePerAddress if zero.
 	MaxIdlePerAddress int
-	// MaxIdleTimeout closes connections idle for longer; 30 s if zero.
+	// MaxIdleTimeout closes connections idle for longer;
+	// DefaultMaxIdleTimeout if zero.
 	MaxIdleTimeout time.Duration
 	// MaxMessageBytes is the largest Thrift message the client writes or
 	// reads (a longer response fails its call and closes the connection).
@@ -271,7 +277,7 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 		idle.MaxIdlePerAddress = DefaultMaxIdlePerAddress
 	}
 	if idle.MaxIdleTimeout <= 0 {
-		idle.MaxIdleTimeout = 30 * time.Second
+		idle.MaxIdleTimeout = DefaultMaxIdleTimeout
 	}
 	pool := kpool.NewLongPool("kitex-anyconn", idle)
 	opts := []client.Option{

@@ -22,6 +22,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // Error names the variable that is wrong, the value it had and what is allowed.
@@ -292,15 +293,15 @@ const (
 	DefaultTunnelKeepAlive  = 10 * time.Second
 	DefaultTunnelBackoffMax = 10 * time.Second
 	DefaultMaxMessageBytes  = transport.DefaultMaxMessageBytes
-	DefaultHandshakeTimeout = 10 * time.Second
-	DefaultMaxHandshakes    = 128
-	DefaultTunnelMaxStreams = 1024
+	DefaultHandshakeTimeout = websocket.DefaultHandshakeTimeout // tunnel's is the same
+	DefaultMaxHandshakes    = websocket.DefaultMaxHandshakes    // tunnel's is the same
+	DefaultTunnelMaxStreams = tunnel.DefaultMaxStreams
 	DefaultTunnelSessions   = 4
 	DefaultReadTimeout      = transport.DefaultReadTimeout
 	DefaultIdleTimeout      = transport.DefaultIdleTimeout
-	// callerPoolIdle is how long callers keep an idle connection
-	// (transport.NewClient's default): echo must keep it longer.
-	callerPoolIdle = 30 * time.Second
+	// callerPoolIdle is how long callers keep an idle connection: echo
+	// must keep it longer.
+	callerPoolIdle = transport.DefaultMaxIdleTimeout
 )
 
 var (

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
 func env(kv ...string) LookupFunc {
@@ -35,6 +36,12 @@ func TestDefaults(t *testing.T) {
 	if c.AdminAddr != ":9091" || c.EchoService != "echo" || c.CallInterval != time.Second ||
 		c.CallTimeout != 2*time.Second || c.CallCount != 0 || c.DiscoveryTimeout != 30*time.Second {
 		t.Fatalf("unexpected caller defaults: %+v", c)
+	}
+	// HANDSHAKE_TIMEOUT and MAX_HANDSHAKES serve both WebSocket and the
+	// tunnel; their defaults come from websocket's and must be tunnel's too.
+	if DefaultHandshakeTimeout != tunnel.DefaultHandshakeTimeout || DefaultMaxHandshakes != tunnel.DefaultMaxHandshakes {
+		t.Fatalf("handshake defaults %v, %d differ from the tunnel's %v, %d",
+			DefaultHandshakeTimeout, DefaultMaxHandshakes, tunnel.DefaultHandshakeTimeout, tunnel.DefaultMaxHandshakes)
 	}
 }
 
