@@ -68,6 +68,10 @@ type Common struct {
 	// MaxHandshakes is MAX_HANDSHAKES: WebSocket upgrades (echo) or tunnel
 	// handshakes (caller's gateway) in progress at once; more are closed.
 	MaxHandshakes int
+	// MaxHandshakesPerSource is MAX_HANDSHAKES_PER_SOURCE: how many of
+	// those may come from one source IP address, so that one client cannot
+	// hold them all.
+	MaxHandshakesPerSource int
 }
 
 // Etcd holds the ETCD_* settings: where etcd is and how to authenticate.
@@ -181,6 +185,11 @@ type Tunnel struct {
 	Token string
 	// TokenFile is TUNNEL_TOKEN_FILE.
 	TokenFile string
+	// AgentTokensFile is TUNNEL_AGENT_TOKENS_FILE (caller): per-agent
+	// tokens, one "identity token" pair per line, re-read when it changes.
+	AgentTokensFile string
+	// TLS is TUNNEL_TLS: on (the default) or off (plaintext).
+	TLS bool
 	// Service is TUNNEL_SERVICE: the etcd service name of the gateways;
 	// "<echo service>-tunnel" by default.
 	Service string
@@ -275,30 +284,31 @@ type Caller struct {
 
 // Defaults for the variables.
 const (
-	DefaultTransport        = transport.Netpoll
-	DefaultEtcdEndpoints    = "127.0.0.1:2379"
-	DefaultEchoListenAddr   = ":8888"
-	DefaultEchoAdminAddr    = ":9090"
-	DefaultCallerAdminAddr  = ":9091"
-	DefaultServiceName      = "echo"
-	DefaultWSPath           = "/kitex"
-	DefaultCallInterval     = time.Second
-	DefaultCallTimeout      = 2 * time.Second
-	DefaultDiscoveryTimeout = 30 * time.Second
-	DefaultDiscoveryRefresh = 2 * time.Second
-	DefaultRegistryTTL      = 10 * time.Second
-	DefaultDrainDelay       = 5 * time.Second
-	DefaultShutdownTimeout  = 5 * time.Second
-	DefaultTunnelListenAddr = ":7000"
-	DefaultTunnelKeepAlive  = 10 * time.Second
-	DefaultTunnelBackoffMax = 10 * time.Second
-	DefaultMaxMessageBytes  = transport.DefaultMaxMessageBytes
-	DefaultHandshakeTimeout = websocket.DefaultHandshakeTimeout // tunnel's is the same
-	DefaultMaxHandshakes    = websocket.DefaultMaxHandshakes    // tunnel's is the same
-	DefaultTunnelMaxStreams = tunnel.DefaultMaxStreams
-	DefaultTunnelSessions   = 4
-	DefaultReadTimeout      = transport.DefaultReadTimeout
-	DefaultIdleTimeout      = transport.DefaultIdleTimeout
+	DefaultTransport              = transport.Netpoll
+	DefaultEtcdEndpoints          = "127.0.0.1:2379"
+	DefaultEchoListenAddr         = ":8888"
+	DefaultEchoAdminAddr          = ":9090"
+	DefaultCallerAdminAddr        = ":9091"
+	DefaultServiceName            = "echo"
+	DefaultWSPath                 = "/kitex"
+	DefaultCallInterval           = time.Second
+	DefaultCallTimeout            = 2 * time.Second
+	DefaultDiscoveryTimeout       = 30 * time.Second
+	DefaultDiscoveryRefresh       = 2 * time.Second
+	DefaultRegistryTTL            = 10 * time.Second
+	DefaultDrainDelay             = 5 * time.Second
+	DefaultShutdownTimeout        = 5 * time.Second
+	DefaultTunnelListenAddr       = ":7000"
+	DefaultTunnelKeepAlive        = 10 * time.Second
+	DefaultTunnelBackoffMax       = 10 * time.Second
+	DefaultMaxMessageBytes        = transport.DefaultMaxMessageBytes
+	DefaultHandshakeTimeout       = websocket.DefaultHandshakeTimeout       // tunnel's is the same
+	DefaultMaxHandshakes          = websocket.DefaultMaxHandshakes          // tunnel's is the same
+	DefaultMaxHandshakesPerSource = websocket.DefaultMaxHandshakesPerSource // tunnel's is the same
+	DefaultTunnelMaxStreams       = tunnel.DefaultMaxStreams
+	DefaultTunnelSessions         = 4
+	DefaultReadTimeout            = transport.DefaultReadTimeout
+	DefaultIdleTimeout            = transport.DefaultIdleTimeout
 	// callerPoolIdle is how long callers keep an idle connection: echo
 	// must keep it longer.
 	callerPoolIdle = transport.DefaultMaxIdleTimeout
@@ -383,6 +393,10 @@ func (c Common) Validate() error {
 	}
 	if c.MaxHandshakes < 1 {
 		return &Error{"MAX_HANDSHAKES", strconv.Itoa(c.MaxHandshakes), "must be a positive number of connections, such as 128"}
+	}
+	if c.MaxHandshakesPerSource < 1 || c.MaxHandshakesPerSource > c.MaxHandshakes {
+		return &Error{"MAX_HANDSHAKES_PER_SOURCE", strconv.Itoa(c.MaxHandshakesPerSource),
+			fmt.Sprintf("must be a number of connections from 1 to MAX_HANDSHAKES (%d), such as 32", c.MaxHandshakes)}
 	}
 	return c.Tunnel.validate(c.Transport)
 }
@@ -549,20 +563,22 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 	host, _ := os.Hostname()
 	return Common{
 		Tunnel: Tunnel{
-			Token:         r.secret("TUNNEL_TOKEN", "TUNNEL_TOKEN_FILE"),
-			TokenFile:     r.str("TUNNEL_TOKEN_FILE", ""),
-			Service:       r.str("TUNNEL_SERVICE", r.str(serviceVar, DefaultServiceName)+"-tunnel"),
-			ListenAddr:    r.str("TUNNEL_LISTEN_ADDR", DefaultTunnelListenAddr),
-			AdvertiseAddr: r.str("TUNNEL_ADVERTISE_ADDR", ""),
-			AgentID:       r.str("TUNNEL_AGENT_ID", host),
-			KeepAlive:     r.duration("TUNNEL_KEEPALIVE", DefaultTunnelKeepAlive),
-			MaxStreams:    r.integer("TUNNEL_MAX_STREAMS", DefaultTunnelMaxStreams),
-			Sessions:      r.integer("TUNNEL_SESSIONS", DefaultTunnelSessions),
-			BackoffMax:    r.duration("TUNNEL_BACKOFF_MAX", DefaultTunnelBackoffMax),
-			TLSCertFile:   r.str("TUNNEL_TLS_CERT_FILE", ""),
-			TLSKeyFile:    r.str("TUNNEL_TLS_KEY_FILE", ""),
-			TLSCAFile:     r.str("TUNNEL_TLS_CA_FILE", ""),
-			TLSServerName: r.str("TUNNEL_TLS_SERVER_NAME", ""),
+			Token:           r.secret("TUNNEL_TOKEN", "TUNNEL_TOKEN_FILE"),
+			TokenFile:       r.str("TUNNEL_TOKEN_FILE", ""),
+			AgentTokensFile: r.str("TUNNEL_AGENT_TOKENS_FILE", ""),
+			TLS:             r.onOff("TUNNEL_TLS", true),
+			Service:         r.str("TUNNEL_SERVICE", r.str(serviceVar, DefaultServiceName)+"-tunnel"),
+			ListenAddr:      r.str("TUNNEL_LISTEN_ADDR", DefaultTunnelListenAddr),
+			AdvertiseAddr:   r.str("TUNNEL_ADVERTISE_ADDR", ""),
+			AgentID:         r.str("TUNNEL_AGENT_ID", host),
+			KeepAlive:       r.duration("TUNNEL_KEEPALIVE", DefaultTunnelKeepAlive),
+			MaxStreams:      r.integer("TUNNEL_MAX_STREAMS", DefaultTunnelMaxStreams),
+			Sessions:        r.integer("TUNNEL_SESSIONS", DefaultTunnelSessions),
+			BackoffMax:      r.duration("TUNNEL_BACKOFF_MAX", DefaultTunnelBackoffMax),
+			TLSCertFile:     r.str("TUNNEL_TLS_CERT_FILE", ""),
+			TLSKeyFile:      r.str("TUNNEL_TLS_KEY_FILE", ""),
+			TLSCAFile:       r.str("TUNNEL_TLS_CA_FILE", ""),
+			TLSServerName:   r.str("TUNNEL_TLS_SERVER_NAME", ""),
 		},
 		Transport: transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
 		AdminAddr: r.str("ADMIN_ADDR", adminDefault),
@@ -576,13 +592,14 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 			Password:     r.secret("ETCD_PASSWORD", "ETCD_PASSWORD_FILE"),
 			PasswordFile: r.str("ETCD_PASSWORD_FILE", ""),
 		},
-		LogLevel:         strings.ToLower(r.str("LOG_LEVEL", "info")),
-		LogFormat:        strings.ToLower(r.str("LOG_FORMAT", "json")),
-		WSPath:           r.str("WS_PATH", DefaultWSPath),
-		DiscoveryRefresh: r.duration("DISCOVERY_REFRESH", DefaultDiscoveryRefresh),
-		MaxMessageBytes:  r.integer("MAX_MESSAGE_BYTES", DefaultMaxMessageBytes),
-		HandshakeTimeout: r.duration("HANDSHAKE_TIMEOUT", DefaultHandshakeTimeout),
-		MaxHandshakes:    r.integer("MAX_HANDSHAKES", DefaultMaxHandshakes),
+		LogLevel:               strings.ToLower(r.str("LOG_LEVEL", "info")),
+		LogFormat:              strings.ToLower(r.str("LOG_FORMAT", "json")),
+		WSPath:                 r.str("WS_PATH", DefaultWSPath),
+		DiscoveryRefresh:       r.duration("DISCOVERY_REFRESH", DefaultDiscoveryRefresh),
+		MaxMessageBytes:        r.integer("MAX_MESSAGE_BYTES", DefaultMaxMessageBytes),
+		HandshakeTimeout:       r.duration("HANDSHAKE_TIMEOUT", DefaultHandshakeTimeout),
+		MaxHandshakes:          r.integer("MAX_HANDSHAKES", DefaultMaxHandshakes),
+		MaxHandshakesPerSource: r.integer("MAX_HANDSHAKES_PER_SOURCE", DefaultMaxHandshakesPerSource),
 	}
 }
 
@@ -632,6 +649,20 @@ func (r *reader) duration(name string, def time.Duration) time.Duration {
 		return def
 	}
 	return d
+}
+
+func (r *reader) onOff(name string, def bool) bool {
+	switch v := strings.ToLower(r.str(name, "")); v {
+	case "":
+		return def
+	case "on":
+		return true
+	case "off":
+		return false
+	default:
+		r.fail(&Error{name, v, "allowed values are on, off"})
+		return def
+	}
 }
 
 func (r *reader) integer(name string, def int) int {

@@ -41,6 +41,10 @@ const DefaultHandshakeTimeout = 10 * time.Second
 // DefaultMaxHandshakes bounds the connections not yet upgraded at once.
 const DefaultMaxHandshakes = 128
 
+// DefaultMaxHandshakesPerSource bounds the connections not yet upgraded at
+// once from one source IP address.
+const DefaultMaxHandshakesPerSource = 32
+
 // ErrOriginNotAllowed is reported to ListenerConfig.OnReject when a request's
 // Origin header names an origin that is not allowed.
 var ErrOriginNotAllowed = errors.New("websocket: origin not allowed")
