@@ -88,7 +88,7 @@ func cases() []transportCase {
 // tunnelEnv starts a gateway and an agent connected to it: the server
 // serves on the agent, the client dials through the gateway.
 func tunnelEnv(t testing.TB) caseEnv {
-	const token = "conformance-token"
+	const token = "conformance-token-0123456789"
 	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
 	if err != nil {
 		t.Fatal(err)

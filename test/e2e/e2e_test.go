@@ -245,7 +245,7 @@ func TestCallerCallsEchoOnEveryTransport(t *testing.T) {
 // tunnelEnv returns the TUNNEL_* variables of a test: the shared token, a
 // free gateway port for callers and, for echo, the agent identity.
 func tunnelEnv(agentID string) []string {
-	env := []string{"TUNNEL_TOKEN=e2e-token", "TUNNEL_BACKOFF_MAX=500ms", "TUNNEL_KEEPALIVE=2s"}
+	env := []string{"TUNNEL_TOKEN=e2e-token-0123456789abcdef", "TUNNEL_BACKOFF_MAX=500ms", "TUNNEL_KEEPALIVE=2s"}
 	if agentID != "" {
 		return append(env, "TUNNEL_AGENT_ID="+agentID)
 	}
@@ -395,7 +395,9 @@ func TestTLSConfiguration(t *testing.T) {
 	ca := testutil.NewCA(t)
 	caFile := ca.WriteCAFile(t, dir)
 	srvCert, srvKey := testutil.WriteFiles(t, dir, "server", ca.Issue(t, "server", x509.ExtKeyUsageServerAuth))
-	cliCert, cliKey := testutil.WriteFiles(t, dir, "client", ca.Issue(t, "client", x509.ExtKeyUsageClientAuth))
+	// The agent's certificate names its identity: the gateway takes the
+	// identity from it under mutual TLS.
+	cliCert, cliKey := testutil.WriteFiles(t, dir, "client", ca.Issue(t, "mtls-agent", x509.ExtKeyUsageClientAuth))
 
 	t.Run("wss", func(t *testing.T) {
 		startEcho(t, etcd, "websocket", "SERVICE_NAME=secure", "TLS_CERT_FILE="+srvCert, "TLS_KEY_FILE="+srvKey)

@@ -40,11 +40,22 @@ type AgentConfig struct {
 	// ID is the agent's identity (see ValidIdentity): the address callers
 	// see and can target. Required.
 	ID string
-	// Token is the gateway's shared secret. Required.
+	// Token is the secret the agent proves it holds (a shared token, or its
+	// own per-agent token); it never crosses the wire. At least
+	// MinTokenLength characters. Token or TokenFile is required.
 	Token string
+	// TokenFile names a file whose first line (empty lines and # comments
+	// skipped) is the token, read again at every connection, so a rotated
+	// token is used without a restart. It wins over Token.
+	TokenFile string
 	// TLSConfig, if set, makes the agent connect over TLS. An empty
 	// ServerName is filled with the gateway's host; add Certificates for
-	// mutual TLS.
+	// mutual TLS. A gateway certificate that cannot be verified
+	// (InsecureSkipVerify, with a gateway that made its own, see
+	// SelfSignedTLS) still gives a safe tunnel: the handshake is bound to
+	// the TLS session, so a man in the middle without the token fails it.
+	// Without TLS the handshake still never reveals the token, but the
+	// session that follows is in clear.
 	TLSConfig *tls.Config
 	// HandshakeTimeout bounds connecting, TLS and the tunnel handshake;
 	// DefaultHandshakeTimeout if zero.
@@ -87,9 +98,10 @@ type AgentStats struct {
 // while nothing arrives, never returns a transient error, and returns
 // net.ErrClosed after Close.
 type Agent struct {
-	cfg AgentConfig
-	ymx *yamux.Config
-	log *zap.Logger
+	cfg      AgentConfig
+	ymx      *yamux.Config
+	log      *zap.Logger
+	instance [instanceLen]byte // tells this agent from a restarted one with its identity
 
 	streams   chan net.Conn
 	leaving   chan struct{} // closed by Leave
@@ -122,8 +134,14 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if !ValidIdentity(cfg.ID) {
 		return nil, fmt.Errorf("tunnel agent: invalid identity %q: use 1 to 128 letters, digits, '.', '_' or '-'", cfg.ID)
 	}
-	if cfg.Token == "" {
-		return nil, errors.New("tunnel agent: a token is required")
+	if cfg.TokenFile != "" {
+		if _, err := readToken(cfg.TokenFile); err != nil {
+			return nil, fmt.Errorf("tunnel agent: token file: %w", err)
+		}
+	} else if cfg.Token == "" {
+		return nil, errors.New("tunnel agent: a token (Token or TokenFile) is required")
+	} else if err := CheckToken(cfg.Token); err != nil {
+		return nil, fmt.Errorf("tunnel agent: %w", err)
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
@@ -151,7 +169,7 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &Agent{
+	a := &Agent{
 		cfg:     cfg,
 		ymx:     yamuxConfig(cfg.KeepAliveInterval),
 		log:     log.With(zap.String("agent", cfg.ID)),
@@ -159,7 +177,20 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 		leaving: make(chan struct{}),
 		done:    make(chan struct{}),
 		peers:   make(map[string]*peer),
-	}, nil
+	}
+	random(a.instance[:])
+	if cfg.TLSConfig == nil {
+		a.log.Warn("tunnel agent: plaintext tunnel: the handshake does not reveal the token, but anyone on the network path can read the calls and take over a session once it is open; use TLS")
+	}
+	return a, nil
+}
+
+// token returns the token to prove now.
+func (a *Agent) token() (string, error) {
+	if a.cfg.TokenFile == "" {
+		return a.cfg.Token, nil
+	}
+	return readToken(a.cfg.TokenFile)
 }
 
 // SetGateways makes the agent keep sessions to these gateway addresses: new
@@ -244,8 +275,9 @@ func (a *Agent) keep(ctx context.Context, addr string, slot int, p *peer) {
 			attempt++
 			wait := retry.Next()
 			// Log the first failure, then at most every 30 s, or whenever
-			// the gateway refused us (a configuration problem).
-			if attempt == 1 || time.Since(lastLog) >= 30*time.Second || errors.Is(err, ErrRefused) {
+			// the gateway refused us or failed to prove itself (a
+			// configuration problem, or an impostor).
+			if attempt == 1 || time.Since(lastLog) >= 30*time.Second || errors.Is(err, ErrRefused) || errors.Is(err, ErrGatewayUnauthenticated) {
 				log.Warn("tunnel agent: cannot connect to gateway; retrying", zap.Int("attempt", attempt),
 					zap.Duration("next_in", wait), zap.Error(err))
 				lastLog = time.Now()
@@ -335,9 +367,9 @@ func (a *Agent) connect(ctx context.Context, addr string, slot int) (*yamux.Sess
 		}
 		c = tlsConn
 	}
-	err = writeHello(c, a.cfg.ID, a.cfg.Token, slot)
+	token, err := a.token()
 	if err == nil {
-		err = readAnswer(c)
+		err = agentHandshake(c, hello{id: a.cfg.ID, slot: slot, addr: addr}, token, a.instance)
 	}
 	if err != nil || !stop() {
 		_ = c.Close()

@@ -2,7 +2,6 @@ package tunnel_test
 
 import (
 	"bytes"
-	"encoding/binary"
 	"net"
 	"strings"
 	"testing"
@@ -11,32 +10,38 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 )
 
-// helloBytes is a well-formed agent hello.
-func helloBytes(id, tok string) []byte {
-	b := append([]byte("KXTN\x01"), byte(len(id)))
+// helloBytes is a well-formed version 3 agent hello (identity, slot,
+// dialed address, nonce).
+func helloBytes(id string, slot byte, addr string) []byte {
+	b := append([]byte("KXTN\x03"), slot, byte(len(id)))
 	b = append(b, id...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(tok)))
-	return append(b, tok...)
+	b = append(b, byte(len(addr)))
+	b = append(b, addr...)
+	return append(b, bytes.Repeat([]byte{7}, 32)...)
 }
 
 // FuzzGatewayHandshake sends arbitrary bytes to a real gateway as the first
 // bytes of a connection. Whatever they are, the gateway must answer or close
-// within its handshake timeout, never accept a session without the token,
-// never panic, and keep serving the legitimate agent. `make test` runs the
-// seeds; `go test -fuzz FuzzGatewayHandshake ./transport/tunnel` explores.
+// within its handshake timeout, never accept a session (no input can prove
+// the token to a fresh nonce), never panic, and keep serving the
+// legitimate agent. `make test` runs the seeds; `go test -fuzz
+// FuzzGatewayHandshake ./transport/tunnel` explores.
 func FuzzGatewayHandshake(f *testing.F) {
-	f.Add(helloBytes("agent-1", "wrong"))
-	f.Add(helloBytes("agent-1", ""))
-	f.Add(helloBytes("bad/identity", token))
-	f.Add(helloBytes("", token))
-	f.Add(helloBytes(strings.Repeat("a", 200), token))
-	f.Add([]byte("KXTN\x03\x01a\x00\x00"))                              // unknown version
-	f.Add([]byte("KXTN\x01\x05ab"))                                     // identity cut short
-	f.Add([]byte("KXTN\x01\x01a\xff\xff"))                              // token length over the limit
-	f.Add(append(helloBytes("a", "x"), bytes.Repeat([]byte{0}, 64)...)) // trailing bytes
-	f.Add([]byte("KXTN\x02\x01a\x00\x01x\x03"))                         // version 2, session slot 3
-	f.Add([]byte("KXTN\x02\x01a\x00\x01x\xc8"))                         // session slot 200, out of range
-	f.Add([]byte("KXTN\x02\x01a\x00\x01x"))                             // version 2 without its slot
+	proof := bytes.Repeat([]byte{1}, 1+16+32)
+	f.Add(helloBytes("agent-1", 0, ""))
+	f.Add(append(helloBytes("agent-1", 0, ""), proof...)) // a proof that cannot match
+	f.Add(append(helloBytes("good", 0, ""), proof...))    // the live identity, without the token
+	f.Add(append(helloBytes("agent-1", 0, ""), 9))        // proof index beyond the gateway's proofs
+	f.Add(helloBytes("bad/identity", 0, ""))
+	f.Add(helloBytes("", 0, ""))
+	f.Add(helloBytes(strings.Repeat("a", 200), 0, ""))
+	f.Add(helloBytes("agent-1", 200, ""))                                 // session slot out of range
+	f.Add(helloBytes("agent-1", 3, strings.Repeat("x", 255)))             // long address
+	f.Add(helloBytes("agent-1", 0, "")[:20])                              // nonce cut short
+	f.Add(append(helloBytes("a", 0, ""), bytes.Repeat([]byte{0}, 64)...)) // trailing bytes
+	f.Add([]byte("KXTN\x01\x01a\x00\x1fs3cret-token-for-the-tests-0123")) // version 1: token in clear
+	f.Add([]byte("KXTN\x02\x01a\x00\x01x\x03"))                           // version 2
+	f.Add([]byte("KXTN\x09\x00"))                                         // unknown version
 	f.Add([]byte("GET / HTTP/1.1\r\nHost: x\r\n\r\n"))
 	f.Add([]byte{0x16, 0x03, 0x01, 0x00, 0x05}) // a TLS ClientHello on a plain gateway
 	f.Add([]byte{})

@@ -2,6 +2,8 @@ package tunnel
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/sha256"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -9,6 +11,7 @@ import (
 	"net"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +23,8 @@ import (
 	"github.com/hashicorp/yamux"
 	"go.uber.org/zap"
 
+	"github.com/anyconn/kitex-anyconn/internal/admit"
+	"github.com/anyconn/kitex-anyconn/internal/ratelog"
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
 )
 
@@ -28,17 +33,52 @@ const (
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultKeepAliveInterval = 10 * time.Second
 	DefaultMaxHandshakes     = 128
+	// DefaultMaxHandshakesPerSource is GatewayConfig.MaxHandshakesPerSource's default.
+	DefaultMaxHandshakesPerSource = 32
+	DefaultReloadInterval         = 10 * time.Second
+	DefaultRefusalLogInterval     = 10 * time.Second
+	// livenessTimeout bounds the wait for a live session of an identity
+	// that a newcomer with a shared token claims.
+	livenessTimeout = time.Second
 )
 
 // Network is the network name of agent instances in the Gateway's resolver.
 const Network = "yamux"
 
-// GatewayConfig configures a Gateway.
+// GatewayConfig configures a Gateway. At least one of Token, TokenFile
+// and AgentTokensFile is required.
 type GatewayConfig struct {
-	// Token is the shared secret every agent must present. Required.
+	// Token is a shared secret: any agent that proves it holds it may
+	// connect, under any identity that has no per-agent token. At least
+	// MinTokenLength characters.
 	Token string
+	// TokenFile names a file of shared tokens, one per line (empty lines
+	// and # comments skipped), all accepted besides Token: put the new
+	// token next to the old one during a rotation. Re-read every
+	// ReloadInterval.
+	TokenFile string
+	// AgentTokensFile names a file of per-agent tokens, one "identity
+	// token" pair per line (an identity may have two during a rotation).
+	// An identity listed there must prove one of its own tokens; the shared
+	// ones no longer open it, and its token opens no other identity.
+	// Re-read every ReloadInterval: the sessions of an identity whose token
+	// was removed are closed.
+	AgentTokensFile string
+	// ReloadInterval is how often TokenFile and AgentTokensFile are checked
+	// for changes; DefaultReloadInterval if zero. A file that no longer
+	// parses is logged and the tokens already loaded stay in force.
+	ReloadInterval time.Duration
+	// Addresses, if set, are the addresses agents reach this gateway at
+	// (as registered in discovery): a handshake for another address, one
+	// that an impostor relays from an address of its own, is refused.
+	Addresses []string
 	// TLSConfig, if set, makes agents connect over TLS; set ClientCAs and
-	// ClientAuth = tls.RequireAndVerifyClientCert for mutual TLS.
+	// ClientAuth = tls.RequireAndVerifyClientCert for mutual TLS, where an
+	// agent's identity must then be one its certificate allows: a DNS name
+	// of the certificate ("*.domain" allows one label in front of domain),
+	// or its common name if it has no DNS name. See SelfSignedTLS. Without
+	// TLS the handshake still never reveals the token, but the session that
+	// follows is in clear and can be taken over by whoever is on the path.
 	TLSConfig *tls.Config
 	// HandshakeTimeout bounds an agent's TLS and tunnel handshake;
 	// DefaultHandshakeTimeout if zero.
@@ -46,12 +86,21 @@ type GatewayConfig struct {
 	// MaxHandshakes bounds the handshakes in progress at once; connections
 	// beyond it are closed at once. DefaultMaxHandshakes if zero.
 	MaxHandshakes int
+	// MaxHandshakesPerSource bounds the handshakes in progress from one IP
+	// address, so that one client cannot take every slot;
+	// DefaultMaxHandshakesPerSource if zero.
+	MaxHandshakesPerSource int
 	// KeepAliveInterval is the yamux keep-alive interval: a session whose
 	// peer stops answering is closed after about this long.
 	// DefaultKeepAliveInterval if zero.
 	KeepAliveInterval time.Duration
-	// Logger receives session events and refusals; none if nil.
+	// Logger receives session events and refusals (refusals sampled: the
+	// first of a kind, then one line per RefusalLogInterval with a
+	// count); none if nil.
 	Logger *zap.Logger
+	// RefusalLogInterval is the interval of the refusal summaries;
+	// DefaultRefusalLogInterval if zero.
+	RefusalLogInterval time.Duration
 }
 
 // GatewayStats are counters for metrics.
@@ -64,15 +113,24 @@ type GatewayStats struct {
 
 // Gateway accepts agents on a listener and lets a Kitex client call them.
 // It keeps the yamux sessions of each agent identity by slot (one, unless
-// the agent asks for more): an agent that reconnects with the same identity
-// (and the token) replaces its previous session in that slot. Streams to an
-// agent are spread over its sessions in turn.
+// the agent asks for more): an agent that reconnects replaces its previous
+// session in that slot. Streams to an agent are spread over its sessions in
+// turn.
+//
+// One identity belongs to one agent at a time. A new agent instance (a
+// restarted pod) takes an identity over at once when its credential is
+// bound to the identity (a per-agent token, or a client certificate that
+// names it); with only the shared token it takes over only if the agent
+// holding the identity no longer answers a ping within a second, and is
+// refused otherwise. Both peers' addresses are logged.
 type Gateway struct {
 	cfg   GatewayConfig
 	ln    net.Listener
 	ymx   *yamux.Config
 	log   *zap.Logger
-	slots chan struct{}
+	rlog  *ratelog.Logger // refusals, sampled
+	admit *admit.Limiter
+	keys  atomic.Pointer[keyring]
 
 	mu       sync.RWMutex
 	sessions map[string][]slotSession // by identity, never empty
@@ -108,8 +166,9 @@ func Listen(addr string, cfg GatewayConfig) (*Gateway, error) {
 
 // NewGateway serves agents on ln, which it owns from then on.
 func NewGateway(ln net.Listener, cfg GatewayConfig) (*Gateway, error) {
-	if cfg.Token == "" {
-		return nil, errors.New("tunnel gateway: a token is required")
+	keys, err := loadKeyring(cfg.Token, cfg.TokenFile, cfg.AgentTokensFile)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel gateway: %w", err)
 	}
 	if cfg.HandshakeTimeout <= 0 {
 		cfg.HandshakeTimeout = DefaultHandshakeTimeout
@@ -117,22 +176,40 @@ func NewGateway(ln net.Listener, cfg GatewayConfig) (*Gateway, error) {
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if cfg.MaxHandshakesPerSource <= 0 {
+		cfg.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
+	if cfg.ReloadInterval <= 0 {
+		cfg.ReloadInterval = DefaultReloadInterval
+	}
+	if cfg.RefusalLogInterval <= 0 {
+		cfg.RefusalLogInterval = DefaultRefusalLogInterval
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = zap.NewNop()
+	}
+	if cfg.TLSConfig == nil {
+		log.Warn("tunnel gateway: plaintext tunnel: the handshake does not reveal the token, but anyone on the network path can read the calls and take over a session once it is open; use TLS")
 	}
 	g := &Gateway{
 		cfg:      cfg,
 		ln:       ln,
 		ymx:      yamuxConfig(cfg.KeepAliveInterval),
 		log:      log,
-		slots:    make(chan struct{}, cfg.MaxHandshakes),
+		rlog:     ratelog.New(log, cfg.RefusalLogInterval),
+		admit:    admit.New(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource),
 		sessions: make(map[string][]slotSession),
 		done:     make(chan struct{}),
 	}
+	g.keys.Store(keys)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.wg.Add(1)
 	go g.acceptLoop()
+	if cfg.TokenFile != "" || cfg.AgentTokensFile != "" {
+		g.wg.Add(1)
+		go g.reloadLoop()
+	}
 	return g, nil
 }
 
@@ -186,33 +263,32 @@ func (g *Gateway) acceptLoop() {
 			continue
 		}
 		delay = 0
-		select {
-		case g.slots <- struct{}{}:
-		default:
+		release, err := g.admit.Acquire(c.RemoteAddr())
+		if err != nil {
 			g.handshakeFailures.Add(1)
-			g.log.Warn("tunnel gateway: too many handshakes in progress; connection closed",
-				zap.String("peer", c.RemoteAddr().String()), zap.Int("max_handshakes", g.cfg.MaxHandshakes))
+			g.rlog.Warn("busy:"+err.Error(), "tunnel gateway: connection closed: "+err.Error(),
+				zap.String("peer", c.RemoteAddr().String()), zap.Int("max_handshakes", g.cfg.MaxHandshakes),
+				zap.Int("max_handshakes_per_source", g.cfg.MaxHandshakesPerSource))
 			_ = c.Close()
 			continue
 		}
 		g.wg.Add(1)
-		go g.serveConn(c)
+		go g.serveConn(c, release)
 	}
 }
 
-func (g *Gateway) serveConn(c net.Conn) {
+func (g *Gateway) serveConn(c net.Conn, release func()) {
 	defer g.wg.Done()
 	peer := c.RemoteAddr().String()
 	// Close must not wait for a peer that is slow to finish its handshake.
 	raw := c
 	stop := context.AfterFunc(g.ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
-	c, h, err := g.handshake(c)
+	c, a, err := g.handshake(c, peer)
 	stop()
-	<-g.slots
-	id := h.id
+	release()
 	if err != nil {
 		g.handshakeFailures.Add(1)
-		g.log.Warn("tunnel gateway: agent refused", zap.String("peer", peer), zap.String("agent", id), zap.Error(err))
+		g.rlog.Warn("refused", "tunnel gateway: agent refused", zap.String("peer", peer), zap.String("agent", a.id), zap.Error(err))
 		_ = c.Close()
 		return
 	}
@@ -221,111 +297,249 @@ func (g *Gateway) serveConn(c net.Conn) {
 		_ = c.Close()
 		return
 	}
-	if !g.add(id, h.slot, sess) {
+	s := slotSession{slot: a.slot, sess: sess, instance: a.instance, key: a.key, peer: peer}
+	if !g.add(a.id, s, a.bound) {
 		_ = sess.Close()
 		return
 	}
 	g.accepted.Add(1)
-	log := g.log.With(zap.String("agent", id), zap.String("peer", peer), zap.Int("session", h.slot))
-	log.Info("tunnel gateway: agent connected")
+	log := g.log.With(zap.String("agent", a.id), zap.String("peer", peer), zap.Int("session", a.slot))
+	log.Info("tunnel gateway: agent connected", zap.Bool("identity_bound", a.bound))
 	g.wg.Add(1)
-	go g.watchNotices(id, sess, log)
+	go g.watchStreams(a.id, peer, sess, log)
 	select {
 	case <-sess.CloseChan():
 	case <-g.done:
 		_ = sess.Close()
 	}
 	defer g.leaving.Delete(sess)
-	if g.remove(id, sess) {
+	if g.remove(a.id, sess) {
 		log.Info("tunnel gateway: agent disconnected")
 	}
 }
 
-// watchNotices reads the notices an agent sends on streams it opens itself
-// (a gateway never gets streams otherwise). noticeLeaving: the agent is
-// shutting down; it is no longer chosen, and its pooled streams stop being
-// reused (IsActive turns false), so calls move to other agents at once
-// while the ones in flight finish. yamux's own GoAway alone would only be
-// seen at the next stream open, never by streams already pooled.
-func (g *Gateway) watchNotices(id string, sess *yamux.Session, log *zap.Logger) {
+// watchStreams reads the one stream an agent may open itself (a gateway
+// never gets streams otherwise): the leave notice, noticeLeaving, sent
+// when the agent is shutting down. It is then no longer chosen, and its
+// pooled streams stop being reused (IsActive turns false), so calls move
+// to other agents at once while the ones in flight finish. yamux's own
+// GoAway alone would only be seen at the next stream open, never by
+// streams already pooled. Any other stream, or a second one, closes the
+// session: an agent that opens streams of its own is not one of ours, and
+// its streams would hold the gateway's memory.
+func (g *Gateway) watchStreams(id, peer string, sess *yamux.Session, log *zap.Logger) {
 	defer g.wg.Done()
-	for {
-		st, err := sess.AcceptStream()
-		if err != nil {
-			return
-		}
+	st, err := sess.AcceptStream()
+	if err != nil {
+		return
+	}
+	g.wg.Add(1)
+	go func() {
+		defer g.wg.Done()
 		_ = st.SetReadDeadline(time.Now().Add(time.Second))
 		var b [1]byte
-		_, err = io.ReadFull(st, b[:])
+		_, err := io.ReadFull(st, b[:])
 		_ = st.Close()
-		if err == nil && b[0] == noticeLeaving {
-			g.leaving.Store(sess, struct{}{})
-			if g.remove(id, sess) {
-				log.Info("tunnel gateway: agent leaving; no longer chosen")
-			}
+		if err != nil || b[0] != noticeLeaving {
+			g.refuseStreams(sess, id, peer)
+			return
 		}
+		g.leaving.Store(sess, struct{}{})
+		if g.remove(id, sess) {
+			log.Info("tunnel gateway: agent leaving; no longer chosen")
+		}
+	}()
+	if _, err := sess.AcceptStream(); err == nil {
+		g.refuseStreams(sess, id, peer)
 	}
 }
 
+// refuseStreams closes the session of an agent that opened a stream it
+// may not.
+func (g *Gateway) refuseStreams(sess *yamux.Session, id, peer string) {
+	if sess.IsClosed() {
+		return
+	}
+	_ = sess.Close()
+	g.rlog.Warn("streams", "tunnel gateway: the agent opened a stream other than its one leave notice; session closed",
+		zap.String("agent", id), zap.String("peer", peer))
+}
+
+// admitted is what a successful handshake established.
+type admitted struct {
+	id       string
+	slot     int
+	instance [instanceLen]byte
+	key      [sha256.Size]byte // digest of the token the agent proved
+	bound    bool              // the credential names this identity
+}
+
 // handshake authenticates the agent on c. It returns the connection the
-// session runs on (c, or TLS over c) and the agent's hello.
-func (g *Gateway) handshake(c net.Conn) (net.Conn, hello, error) {
+// session runs on (c, or TLS over c) and what the agent proved.
+func (g *Gateway) handshake(c net.Conn, peer string) (net.Conn, admitted, error) {
 	_ = c.SetDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
+	certBound := false
 	if g.cfg.TLSConfig != nil {
 		tc := tls.Server(c, g.cfg.TLSConfig)
 		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.HandshakeTimeout)
 		err := tc.HandshakeContext(ctx)
 		cancel()
 		if err != nil {
-			return c, hello{}, fmt.Errorf("tls: %w", err)
+			return c, admitted{}, fmt.Errorf("tls: %w", err)
 		}
 		c = tc
+		certBound = len(tc.ConnectionState().VerifiedChains) > 0
 	}
 	h, err := readHello(c)
 	if err != nil {
-		return c, hello{}, err
+		var v versionError
+		if errors.As(err, &v) {
+			_ = writeAnswer(c, statusRefused, fmt.Sprintf("protocol version %d is not accepted: this gateway speaks version %d; upgrade the agent", v.version, protocolVersion))
+		}
+		return c, admitted{}, err
 	}
-	if !tokenEqual(h.token, g.cfg.Token) {
-		_ = writeAnswer(c, statusRefused, "unauthorized")
-		return c, hello{id: h.id}, errors.New("wrong or missing token")
+	a := admitted{id: h.id, slot: h.slot}
+	refuse := func(reason string, err error) (net.Conn, admitted, error) {
+		_ = writeAnswer(c, statusRefused, reason)
+		return c, a, err
 	}
 	if !ValidIdentity(h.id) {
-		_ = writeAnswer(c, statusRefused, "invalid identity")
-		return c, hello{}, fmt.Errorf("invalid identity %q", h.id)
+		return refuse("invalid identity", fmt.Errorf("invalid identity %q", h.id))
+	}
+	if len(g.cfg.Addresses) > 0 && !slices.Contains(g.cfg.Addresses, h.addr) {
+		return refuse("this gateway is not at the address you dialed",
+			fmt.Errorf("the agent dialed %q, which is not this gateway's (%s): a handshake relayed by another address", h.addr, strings.Join(g.cfg.Addresses, ", ")))
+	}
+	if certBound {
+		leaf := c.(*tls.Conn).ConnectionState().PeerCertificates[0]
+		if !certAllows(leaf, h.id) {
+			return refuse("identity not allowed by your client certificate",
+				fmt.Errorf("identity %q is not one its client certificate allows (DNS names %v, common name %q)", h.id, leaf.DNSNames, leaf.Subject.CommonName))
+		}
+	}
+	keys := g.keys.Load().candidates(h.id)
+	if len(keys) == 0 {
+		return refuse("no token for this identity", fmt.Errorf("no token accepted for identity %q", h.id))
+	}
+	binding, err := channelBinding(c)
+	if err != nil {
+		return c, a, err
+	}
+	var ch challenge
+	random(ch.nonce[:])
+	t := transcript(h, ch.nonce, binding)
+	for _, k := range keys {
+		ch.macs = append(ch.macs, gatewayMAC(k.token, t))
+	}
+	if err := writeChallenge(c, ch); err != nil {
+		return c, a, err
+	}
+	p, err := readProof(c)
+	if err != nil {
+		return c, a, err
+	}
+	if p.index >= len(keys) {
+		return refuse("unauthorized", errors.New("wrong token"))
+	}
+	k := keys[p.index]
+	if want := agentMAC(k.token, t, p.index, p.instance); !hmac.Equal(want[:], p.mac[:]) {
+		return refuse("unauthorized", errors.New("wrong token"))
+	}
+	a.instance, a.key, a.bound = p.instance, k.digest, k.perAgent || certBound
+	if !a.bound {
+		if holder, busy := g.identityBusy(h.id, p.instance); busy {
+			return refuse("identity in use by another live agent",
+				fmt.Errorf("identity %q is held by a live agent at %s; a shared token does not take it over (give each agent its own identity, or a per-agent token or certificate)", h.id, holder))
+		}
 	}
 	if err := writeAnswer(c, statusAccepted, ""); err != nil {
-		return c, h, err
+		return c, a, err
 	}
-	return c, h, c.SetDeadline(time.Time{})
+	return c, a, c.SetDeadline(time.Time{})
+}
+
+// identityBusy reports whether another instance than inst holds id with a
+// session that answers a ping within livenessTimeout, and its address.
+func (g *Gateway) identityBusy(id string, inst [instanceLen]byte) (string, bool) {
+	g.mu.RLock()
+	var others []slotSession
+	for _, s := range g.sessions[id] {
+		if s.instance != inst {
+			others = append(others, s)
+		}
+	}
+	g.mu.RUnlock()
+	if len(others) == 0 {
+		return "", false
+	}
+	answers := make(chan string, len(others)) // the peer, or "" if it did not answer
+	for _, s := range others {
+		g.wg.Add(1)
+		go func() {
+			defer g.wg.Done()
+			if _, err := s.sess.Ping(); err != nil {
+				answers <- ""
+				return
+			}
+			answers <- s.peer
+		}()
+	}
+	timeout := time.NewTimer(livenessTimeout)
+	defer timeout.Stop()
+	for range others {
+		select {
+		case peer := <-answers:
+			if peer != "" {
+				return peer, true
+			}
+		case <-timeout.C:
+			return "", false
+		}
+	}
+	return "", false
 }
 
 // slotSession is one of an agent's sessions.
 type slotSession struct {
-	slot int
-	sess *yamux.Session
+	slot     int
+	sess     *yamux.Session
+	instance [instanceLen]byte
+	key      [sha256.Size]byte
+	peer     string
 }
 
-func (g *Gateway) add(id string, slot int, sess *yamux.Session) bool {
+// add records s as a session of id. A session of the same instance in the
+// same slot is replaced (a reconnection); the sessions of another instance
+// are closed: the handshake let the newcomer in, because its credential is
+// bound to the identity or because they no longer answered.
+func (g *Gateway) add(id string, s slotSession, bound bool) bool {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.closed {
 		return false
 	}
 	list, known := g.sessions[id]
-	for i, s := range list {
-		if s.slot == slot {
-			g.log.Warn("tunnel gateway: an agent connected with an identity (and session slot) already in use; replacing the previous session (two agents sharing an identity keep replacing each other)",
-				zap.String("agent", id), zap.Int("session", slot))
-			_ = s.sess.Close()
-			list = append(list[:i:i], list[i+1:]...)
-			break
+	kept := list[:0:0]
+	for _, old := range list {
+		switch {
+		case old.instance != s.instance:
+			g.log.Warn("tunnel gateway: identity taken over by another agent instance; the previous one's session is closed",
+				zap.String("agent", id), zap.String("peer", s.peer), zap.String("previous_peer", old.peer),
+				zap.Bool("identity_bound", bound))
+			_ = old.sess.Close()
+		case old.slot == s.slot:
+			g.log.Info("tunnel gateway: agent reconnected a session slot; the previous session is closed",
+				zap.String("agent", id), zap.String("peer", s.peer), zap.String("previous_peer", old.peer), zap.Int("session", s.slot))
+			_ = old.sess.Close()
+		default:
+			kept = append(kept, old)
 		}
 	}
 	if !known {
 		g.ids = append(g.ids, id)
 		sort.Strings(g.ids)
 	}
-	g.sessions[id] = append(list, slotSession{slot: slot, sess: sess})
+	g.sessions[id] = append(kept, s)
 	return true
 }
 
@@ -347,6 +561,49 @@ func (g *Gateway) remove(id string, sess *yamux.Session) bool {
 	j := sort.SearchStrings(g.ids, id)
 	g.ids = append(g.ids[:j], g.ids[j+1:]...)
 	return true
+}
+
+// reloadLoop re-reads the token files every ReloadInterval and, when they
+// changed, closes the sessions whose token is no longer accepted.
+func (g *Gateway) reloadLoop() {
+	defer g.wg.Done()
+	tick := time.NewTicker(g.cfg.ReloadInterval)
+	defer tick.Stop()
+	var lastErr string
+	for {
+		select {
+		case <-g.done:
+			return
+		case <-tick.C:
+		}
+		keys, err := loadKeyring(g.cfg.Token, g.cfg.TokenFile, g.cfg.AgentTokensFile)
+		if err != nil {
+			if err.Error() != lastErr {
+				g.log.Error("tunnel gateway: cannot reload the tokens; the ones loaded before stay in force", zap.Error(err))
+				lastErr = err.Error()
+			}
+			continue
+		}
+		lastErr = ""
+		g.keys.Store(keys)
+		g.revoke(keys)
+	}
+}
+
+// revoke closes the sessions authenticated by a token keys no longer
+// accepts for their identity.
+func (g *Gateway) revoke(keys *keyring) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	for id, list := range g.sessions {
+		for _, s := range list {
+			if !keys.valid(id, s.key) {
+				g.log.Warn("tunnel gateway: the token of this session is no longer accepted; session closed",
+					zap.String("agent", id), zap.String("peer", s.peer), zap.Int("session", s.slot))
+				_ = s.sess.Close()
+			}
+		}
+	}
 }
 
 // Agents returns the identities of the agents connected now, sorted.
@@ -385,6 +642,7 @@ func (g *Gateway) Close() error {
 	g.mu.Unlock()
 	err := g.ln.Close()
 	g.wg.Wait()
+	g.rlog.Close()
 	return err
 }
 

@@ -1,8 +1,8 @@
 // Package tunnel carries Kitex RPC over a yamux reverse tunnel: a server that
 // cannot accept connections (behind NAT or a firewall, in another cluster)
-// runs an Agent that dials out to a Gateway on the client side, proves itself
-// with a shared token, and is then called over streams of that one
-// connection.
+// runs an Agent that dials out to a Gateway on the client side, and the two
+// prove to each other that they hold the same secret token before the agent
+// is called over streams of that one connection.
 //
 // On the client side the Gateway is an ordinary Kitex dependency: its
 // Resolver lists every live agent as an instance (address = the agent's
@@ -12,31 +12,54 @@
 // target one agent with callopt.WithHostPort(identity). On the server side
 // the Agent is a net.Listener for server.WithListener.
 //
-// The handshake, sent by the agent before the yamux session starts:
+// # Handshake (protocol version 3)
 //
-//	"KXTN" | version (1 byte, 1 or 2) | identity length (1 byte) | identity
-//	       | token length (2 bytes, big endian) | token
-//	       | session slot (1 byte, version 2 only)
+// The token never crosses the wire. Each side proves it knows it with an
+// HMAC-SHA256 over a transcript of fresh random nonces from both sides, so
+// a recorded handshake is worth nothing later, and the gateway proves
+// itself first, so an agent that dialed an impostor reveals nothing usable
+// and accepts no stream from it:
 //
-// and the gateway's answer: status (1 byte: 0 accepted, 1 refused) |
-// reason length (1 byte) | reason. Tokens are compared in constant time;
-// a refused or silent agent is disconnected and never becomes a session.
+//	agent → gateway  "KXTN" | 3 | slot | len | identity | len | address dialed | agent nonce (32)
+//	gateway → agent  2 | gateway nonce (32) | n | n × HMAC(key_i, "KXTN3 gateway" | T)
+//	                 (or 1 | len | reason: refused)
+//	agent → gateway  i | instance (16) | HMAC(key_i, "KXTN3 agent" | T | i | instance)
+//	gateway → agent  0 | 0 (accepted) or 1 | len | reason (refused)
+//
+// T is the transcript: identity, slot, address, both nonces and, over TLS,
+// 32 bytes of keying material exported from the TLS session (RFC 5705,
+// label "EXPORTER-kitex-anyconn-tunnel"), which binds the proofs to that
+// TLS session: a man in the middle that terminates TLS on each side gets
+// proofs that fail on the other. The keys are the tokens the gateway
+// accepts for the identity (its per-agent tokens if it has any, else the
+// shared ones; two during a rotation), and the agent answers with the one
+// it holds. The agent sends the address it dialed, so a gateway that knows
+// its own addresses (GatewayConfig.Addresses) refuses a handshake relayed
+// to it by an address that is not its own. The instance is random per
+// Agent: it tells a restarted agent (another instance) from a reconnection.
+//
+// Versions 1 and 2 (the token in clear) are refused with a reason the old
+// agent logs; a gateway older than version 3 closes the connection after
+// the hello, which the agent reports as such. Upgrade gateways and agents
+// together.
 //
 // An agent may keep several sessions to one gateway (AgentConfig.Sessions),
-// numbered by their slot; version 1 is slot 0. A new session in a slot
-// replaces the one the gateway had in it.
+// numbered by their slot. A new session in a slot replaces the one the
+// gateway had in it.
 //
 // Streams are opened by the gateway, one per Kitex connection. The only
-// stream an agent opens carries the one byte 'L' when it starts leaving
+// stream an agent may open carries the one byte 'L' when it starts leaving
 // (besides yamux's GoAway), so that the gateway stops choosing it and stops
-// reusing the streams it pooled.
+// reusing the streams it pooled; any other stream an agent opens closes its
+// session.
 package tunnel
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/binary"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -50,23 +73,36 @@ const (
 	// noticeLeaving is the one byte an agent sends, on a stream it opens,
 	// when it starts leaving.
 	noticeLeaving   = 'L'
-	protocolVersion = 2 // the newest; version 1 (no slot) is still read
-	maxTokenLen     = 4096
+	protocolVersion = 3
+	nonceLen        = 32
+	macLen          = sha256.Size
+	instanceLen     = 16
+	// maxKeys bounds the tokens a gateway accepts for one identity (and
+	// the proofs it sends).
+	maxKeys         = 8
 	statusAccepted  = 0
 	statusRefused   = 1
+	statusChallenge = 2
+	exporterLabel   = "EXPORTER-kitex-anyconn-tunnel"
 )
+
+// MinTokenLength is the shortest token accepted: 22 characters of a random
+// alphabet carry at least 128 bits.
+const MinTokenLength = 22
 
 // Sentinel errors callers tell apart with errors.Is.
 var (
 	// ErrUnknownAgent: no live session has the identity a call asked for.
 	ErrUnknownAgent = errors.New("tunnel: no agent connected with this identity")
 	// ErrRefused: the gateway refused the agent's handshake (wrong token,
-	// invalid identity).
+	// identity in use or not allowed, another protocol version).
 	ErrRefused = errors.New("tunnel: handshake refused by the gateway")
 	// ErrBadHandshake: the peer did not speak the tunnel handshake.
 	ErrBadHandshake = errors.New("tunnel: bad handshake")
-	// ErrClosed: the gateway or agent was closed.
-	ErrClosed = errors.New("tunnel: closed")
+	// ErrGatewayUnauthenticated: the gateway did not prove that it holds
+	// the agent's token (an impostor, or a gateway given other tokens).
+	// The agent sent nothing it could use and accepted no stream.
+	ErrGatewayUnauthenticated = errors.New("tunnel: the gateway did not prove it holds the token")
 )
 
 var identityPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
@@ -76,76 +112,179 @@ var identityPattern = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$`)
 // fits, and callopt.WithHostPort(id) never mistakes it for a host:port).
 func ValidIdentity(id string) bool { return identityPattern.MatchString(id) }
 
-func writeHello(w io.Writer, id, token string, slot int) error {
-	if !ValidIdentity(id) {
-		return fmt.Errorf("tunnel: invalid agent identity %q", id)
+// CheckToken returns an error unless tok is usable as a tunnel token: at
+// least MinTokenLength characters, at most 1024, no spaces or control
+// characters.
+func CheckToken(tok string) error {
+	if len(tok) < MinTokenLength {
+		return fmt.Errorf("tunnel: a token must have at least %d characters (128 bits of a random alphabet), this one has %d", MinTokenLength, len(tok))
 	}
-	if len(token) > maxTokenLen {
-		return fmt.Errorf("tunnel: token longer than %d bytes", maxTokenLen)
+	if len(tok) > 1024 {
+		return errors.New("tunnel: a token must have at most 1024 characters")
 	}
-	if slot < 0 || slot >= MaxSessions {
-		return fmt.Errorf("tunnel: session slot %d out of 0..%d", slot, MaxSessions-1)
+	for _, r := range tok {
+		if r <= ' ' || r == 0x7f {
+			return errors.New("tunnel: a token must not contain spaces or control characters")
+		}
 	}
-	version := byte(1) // slot 0 stays readable by gateways that know only version 1
-	if slot > 0 {
-		version = protocolVersion
+	return nil
+}
+
+// hello is the agent's first message.
+type hello struct {
+	id    string
+	slot  int
+	addr  string // the gateway address the agent dialed
+	nonce [nonceLen]byte
+}
+
+func writeHello(w io.Writer, h hello) error {
+	if !ValidIdentity(h.id) {
+		return fmt.Errorf("tunnel: invalid agent identity %q", h.id)
 	}
-	b := append(magic[:], version, byte(len(id)))
-	b = append(b, id...)
-	b = binary.BigEndian.AppendUint16(b, uint16(len(token)))
-	b = append(b, token...)
-	if version == protocolVersion {
-		b = append(b, byte(slot))
+	if h.slot < 0 || h.slot >= MaxSessions {
+		return fmt.Errorf("tunnel: session slot %d out of 0..%d", h.slot, MaxSessions-1)
 	}
+	if len(h.addr) > 255 {
+		return fmt.Errorf("tunnel: gateway address longer than 255 bytes")
+	}
+	b := append(magic[:], protocolVersion, byte(h.slot), byte(len(h.id)))
+	b = append(b, h.id...)
+	b = append(b, byte(len(h.addr)))
+	b = append(b, h.addr...)
+	b = append(b, h.nonce[:]...)
 	_, err := w.Write(b)
 	return err
 }
 
-type hello struct {
-	id, token string
-	slot      int
+// versionError is a hello of another protocol version.
+type versionError struct{ version byte }
+
+func (e versionError) Error() string {
+	return fmt.Sprintf("%v: protocol version %d, this gateway speaks version %d (upgrade the agent)", ErrBadHandshake, e.version, protocolVersion)
 }
 
+func (e versionError) Unwrap() error { return ErrBadHandshake }
+
 func readHello(r io.Reader) (hello, error) {
-	var head [6]byte
+	var head [5]byte
 	if _, err := io.ReadFull(r, head[:]); err != nil {
 		return hello{}, fmt.Errorf("%w: %v", ErrBadHandshake, err)
 	}
 	if [4]byte(head[:4]) != magic {
 		return hello{}, fmt.Errorf("%w: not a tunnel agent (first bytes %q)", ErrBadHandshake, head[:4])
 	}
-	version := head[4]
-	if version != 1 && version != protocolVersion {
-		return hello{}, fmt.Errorf("%w: protocol version %d, want 1 or %d", ErrBadHandshake, version, protocolVersion)
+	if head[4] != protocolVersion {
+		return hello{}, versionError{head[4]}
 	}
-	idb := make([]byte, head[5])
-	if _, err := io.ReadFull(r, idb); err != nil {
-		return hello{}, fmt.Errorf("%w: identity: %v", ErrBadHandshake, err)
+	var slot [1]byte
+	if _, err := io.ReadFull(r, slot[:]); err != nil {
+		return hello{}, fmt.Errorf("%w: session slot: %v", ErrBadHandshake, err)
 	}
-	var tl [2]byte
-	if _, err := io.ReadFull(r, tl[:]); err != nil {
-		return hello{}, fmt.Errorf("%w: token length: %v", ErrBadHandshake, err)
+	if int(slot[0]) >= MaxSessions {
+		return hello{}, fmt.Errorf("%w: session slot %d out of 0..%d", ErrBadHandshake, slot[0], MaxSessions-1)
 	}
-	n := binary.BigEndian.Uint16(tl[:])
-	if n > maxTokenLen {
-		return hello{}, fmt.Errorf("%w: token of %d bytes", ErrBadHandshake, n)
+	id, err := readShort(r, "identity")
+	if err != nil {
+		return hello{}, err
 	}
-	tb := make([]byte, n)
-	if _, err := io.ReadFull(r, tb); err != nil {
-		return hello{}, fmt.Errorf("%w: token: %v", ErrBadHandshake, err)
+	addr, err := readShort(r, "address")
+	if err != nil {
+		return hello{}, err
 	}
-	h := hello{id: string(idb), token: string(tb)}
-	if version == protocolVersion {
-		var slot [1]byte
-		if _, err := io.ReadFull(r, slot[:]); err != nil {
-			return hello{}, fmt.Errorf("%w: session slot: %v", ErrBadHandshake, err)
-		}
-		if int(slot[0]) >= MaxSessions {
-			return hello{}, fmt.Errorf("%w: session slot %d out of 0..%d", ErrBadHandshake, slot[0], MaxSessions-1)
-		}
-		h.slot = int(slot[0])
+	h := hello{id: id, slot: int(slot[0]), addr: addr}
+	if _, err := io.ReadFull(r, h.nonce[:]); err != nil {
+		return hello{}, fmt.Errorf("%w: nonce: %v", ErrBadHandshake, err)
 	}
 	return h, nil
+}
+
+// readShort reads a string of up to 255 bytes after its length byte.
+func readShort(r io.Reader, what string) (string, error) {
+	var n [1]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrBadHandshake, what, err)
+	}
+	b := make([]byte, n[0])
+	if _, err := io.ReadFull(r, b); err != nil {
+		return "", fmt.Errorf("%w: %s: %v", ErrBadHandshake, what, err)
+	}
+	return string(b), nil
+}
+
+// challenge is the gateway's proofs, one per token it accepts for the identity.
+type challenge struct {
+	nonce [nonceLen]byte
+	macs  [][macLen]byte
+}
+
+func writeChallenge(w io.Writer, ch challenge) error {
+	b := append([]byte{statusChallenge}, ch.nonce[:]...)
+	b = append(b, byte(len(ch.macs)))
+	for _, m := range ch.macs {
+		b = append(b, m[:]...)
+	}
+	_, err := w.Write(b)
+	return err
+}
+
+func readChallenge(r io.Reader) (challenge, error) {
+	var status [1]byte
+	if _, err := io.ReadFull(r, status[:]); err != nil {
+		if errors.Is(err, io.EOF) {
+			return challenge{}, fmt.Errorf("%w: the gateway closed the connection after the hello (a gateway older than protocol version %d does; upgrade it)", ErrBadHandshake, protocolVersion)
+		}
+		return challenge{}, fmt.Errorf("%w: no answer: %v", ErrBadHandshake, err)
+	}
+	switch status[0] {
+	case statusRefused:
+		return challenge{}, readReason(r)
+	case statusChallenge:
+	default:
+		return challenge{}, fmt.Errorf("%w: status %d", ErrBadHandshake, status[0])
+	}
+	var ch challenge
+	var n [1]byte
+	if _, err := io.ReadFull(r, ch.nonce[:]); err != nil {
+		return challenge{}, fmt.Errorf("%w: challenge: %v", ErrBadHandshake, err)
+	}
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return challenge{}, fmt.Errorf("%w: challenge: %v", ErrBadHandshake, err)
+	}
+	if n[0] == 0 || n[0] > maxKeys {
+		return challenge{}, fmt.Errorf("%w: %d proofs", ErrBadHandshake, n[0])
+	}
+	ch.macs = make([][macLen]byte, n[0])
+	for i := range ch.macs {
+		if _, err := io.ReadFull(r, ch.macs[i][:]); err != nil {
+			return challenge{}, fmt.Errorf("%w: challenge: %v", ErrBadHandshake, err)
+		}
+	}
+	return ch, nil
+}
+
+// proof is the agent's answer to the challenge.
+type proof struct {
+	index    int // of the gateway proof that matched the agent's token
+	instance [instanceLen]byte
+	mac      [macLen]byte
+}
+
+func writeProof(w io.Writer, p proof) error {
+	b := append([]byte{byte(p.index)}, p.instance[:]...)
+	_, err := w.Write(append(b, p.mac[:]...))
+	return err
+}
+
+func readProof(r io.Reader) (proof, error) {
+	var b [1 + instanceLen + macLen]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return proof{}, fmt.Errorf("%w: proof: %v", ErrBadHandshake, err)
+	}
+	p := proof{index: int(b[0])}
+	copy(p.instance[:], b[1:])
+	copy(p.mac[:], b[1+instanceLen:])
+	return p, nil
 }
 
 func writeAnswer(w io.Writer, status byte, reason string) error {
@@ -157,34 +296,121 @@ func writeAnswer(w io.Writer, status byte, reason string) error {
 }
 
 func readAnswer(r io.Reader) error {
-	var head [2]byte
-	if _, err := io.ReadFull(r, head[:]); err != nil {
+	var status [1]byte
+	if _, err := io.ReadFull(r, status[:]); err != nil {
 		return fmt.Errorf("%w: no answer: %v", ErrBadHandshake, err)
 	}
-	reason := make([]byte, head[1])
-	if _, err := io.ReadFull(r, reason); err != nil {
-		return fmt.Errorf("%w: answer: %v", ErrBadHandshake, err)
-	}
-	switch head[0] {
+	switch status[0] {
 	case statusAccepted:
+		var n [1]byte
+		if _, err := io.ReadFull(r, n[:]); err != nil || n[0] != 0 {
+			return fmt.Errorf("%w: answer", ErrBadHandshake)
+		}
 		return nil
 	case statusRefused:
-		return fmt.Errorf("%w: %s", ErrRefused, reason)
+		return readReason(r)
 	default:
-		return fmt.Errorf("%w: status %d", ErrBadHandshake, head[0])
+		return fmt.Errorf("%w: status %d", ErrBadHandshake, status[0])
 	}
 }
 
-// tokenEqual compares in time that depends on neither token's content nor length.
-func tokenEqual(got, want string) bool {
-	g, w := sha256.Sum256([]byte(got)), sha256.Sum256([]byte(want))
-	return subtle.ConstantTimeCompare(g[:], w[:]) == 1
+// readReason reads a refusal's reason and returns it as an ErrRefused.
+func readReason(r io.Reader) error {
+	reason, err := readShort(r, "reason")
+	if err != nil {
+		return err
+	}
+	return fmt.Errorf("%w: %s", ErrRefused, reason)
 }
 
-// Handshake connects to the gateway at addr as agent id with token, reads
-// the gateway's verdict and disconnects. It returns nil if the gateway
-// accepted, an error wrapping ErrRefused if it refused. It is meant for
-// checks and tests; an Agent does this itself.
+// transcript is what both proofs sign.
+func transcript(h hello, gatewayNonce [nonceLen]byte, binding []byte) []byte {
+	b := []byte("KXTN3")
+	b = append(b, byte(len(h.id)))
+	b = append(b, h.id...)
+	b = append(b, byte(h.slot), byte(len(h.addr)))
+	b = append(b, h.addr...)
+	b = append(b, h.nonce[:]...)
+	b = append(b, gatewayNonce[:]...)
+	b = append(b, byte(len(binding)))
+	return append(b, binding...)
+}
+
+func gatewayMAC(key []byte, t []byte) [macLen]byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("KXTN3 gateway"))
+	m.Write(t)
+	return [macLen]byte(m.Sum(nil))
+}
+
+func agentMAC(key []byte, t []byte, index int, instance [instanceLen]byte) [macLen]byte {
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte("KXTN3 agent"))
+	m.Write(t)
+	m.Write([]byte{byte(index)})
+	m.Write(instance[:])
+	return [macLen]byte(m.Sum(nil))
+}
+
+// channelBinding returns keying material exported from c's TLS session, or
+// nil on a plain connection.
+func channelBinding(c net.Conn) ([]byte, error) {
+	tc, ok := c.(*tls.Conn)
+	if !ok {
+		return nil, nil
+	}
+	cs := tc.ConnectionState()
+	b, err := cs.ExportKeyingMaterial(exporterLabel, nil, 32)
+	if err != nil {
+		return nil, fmt.Errorf("tls: cannot bind the handshake to the TLS session (%v); use TLS 1.3, or TLS 1.2 with extended master secret", err)
+	}
+	return b, nil
+}
+
+func random(b []byte) {
+	if _, err := rand.Read(b); err != nil {
+		panic(err) // crypto/rand does not fail on supported platforms
+	}
+}
+
+// agentHandshake runs the agent's side of the handshake on c (TLS, if any,
+// done): it returns nil once the gateway has proven itself and accepted.
+func agentHandshake(c net.Conn, h hello, token string, instance [instanceLen]byte) error {
+	random(h.nonce[:])
+	binding, err := channelBinding(c)
+	if err != nil {
+		return err
+	}
+	if err := writeHello(c, h); err != nil {
+		return err
+	}
+	ch, err := readChallenge(c)
+	if err != nil {
+		return err
+	}
+	t := transcript(h, ch.nonce, binding)
+	want := gatewayMAC([]byte(token), t)
+	index := -1
+	for i, m := range ch.macs {
+		if hmac.Equal(m[:], want[:]) {
+			index = i
+		}
+	}
+	if index < 0 {
+		return ErrGatewayUnauthenticated
+	}
+	p := proof{index: index, instance: instance, mac: agentMAC([]byte(token), t, index, instance)}
+	if err := writeProof(c, p); err != nil {
+		return err
+	}
+	return readAnswer(c)
+}
+
+// Handshake connects to the gateway at addr (plain TCP) as agent id with
+// token, runs the handshake and disconnects. It returns nil if the gateway
+// accepted, an error wrapping ErrRefused if it refused, and
+// ErrGatewayUnauthenticated if it did not prove it holds the token. It is
+// meant for checks and tests; an Agent does this itself.
 func Handshake(ctx context.Context, addr, id, token string) error {
 	var d net.Dialer
 	c, err := d.DialContext(ctx, "tcp", addr)
@@ -195,8 +421,7 @@ func Handshake(ctx context.Context, addr, id, token string) error {
 	if dl, ok := ctx.Deadline(); ok {
 		_ = c.SetDeadline(dl)
 	}
-	if err := writeHello(c, id, token, 0); err != nil {
-		return err
-	}
-	return readAnswer(c)
+	var instance [instanceLen]byte
+	random(instance[:])
+	return agentHandshake(c, hello{id: id, addr: addr}, token, instance)
 }

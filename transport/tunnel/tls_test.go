@@ -24,7 +24,7 @@ func TestMutualTLS(t *testing.T) {
 	addr := gw.Addr().String()
 
 	startAgentWith(t, tunnel.AgentConfig{ID: "with-cert", TLSConfig: &tls.Config{
-		RootCAs: ca.Pool, Certificates: []tls.Certificate{ca.Issue(t, "agent", x509.ExtKeyUsageClientAuth)},
+		RootCAs: ca.Pool, Certificates: []tls.Certificate{ca.Issue(t, "with-cert", x509.ExtKeyUsageClientAuth)},
 	}}, addr)
 	waitAgents(t, gw, 1)
 	if got, err := call(newClient(t, gw), "over mtls"); err != nil || got != "with-cert:over mtls" {
@@ -35,7 +35,7 @@ func TestMutualTLS(t *testing.T) {
 	var failing []*tunnel.Agent
 	for id, cfg := range map[string]*tls.Config{
 		"no-cert":  {RootCAs: ca.Pool},
-		"distrust": {RootCAs: x509.NewCertPool(), Certificates: []tls.Certificate{ca.Issue(t, "agent2", x509.ExtKeyUsageClientAuth)}},
+		"distrust": {RootCAs: x509.NewCertPool(), Certificates: []tls.Certificate{ca.Issue(t, "distrust", x509.ExtKeyUsageClientAuth)}},
 	} {
 		a, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token, TLSConfig: cfg, BackoffMin: 50 * time.Millisecond})
 		if err != nil {

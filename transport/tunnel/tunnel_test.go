@@ -24,7 +24,7 @@ func TestMain(m *testing.M) {
 	testutil.VerifyTestMain(m)
 }
 
-const token = "s3cret-token"
+const token = "s3cret-token-for-the-tests-0123"
 
 // whoami answers with its agent's identity and the message.
 type whoami struct {
@@ -222,14 +222,16 @@ func TestRefusedAgentsAndBadPeers(t *testing.T) {
 	good := startAgent(t, "good", addr)
 	waitAgents(t, gw, 1)
 
-	for _, tok := range []string{"wrong", ""} {
-		if err := rawHandshake(addr, "good", tok); !errors.Is(err, tunnel.ErrRefused) {
-			t.Fatalf("token %q: %v, want ErrRefused", tok, err)
+	// The gateway proves itself first: an agent with another token stops
+	// there, and a forged proof is refused.
+	for _, tok := range []string{"wrong-token-wrong-token-wrong", ""} {
+		if err := rawHandshake(addr, "good", tok); !errors.Is(err, tunnel.ErrGatewayUnauthenticated) {
+			t.Fatalf("token %q: %v, want ErrGatewayUnauthenticated", tok, err)
 		}
 	}
 	// A real agent with a wrong token keeps failing (with backoff) and never
 	// counts a session.
-	impostor, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "good", Token: "wrong", BackoffMin: 20 * time.Millisecond})
+	impostor, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "good", Token: "wrong-token-wrong-token-wrong", BackoffMin: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -402,26 +404,6 @@ func TestNoStaleStreamsAfterReconnect(t *testing.T) {
 	}
 }
 
-// Two agents that share an identity replace each other, but ever more
-// slowly, instead of flapping every backoff minimum.
-func TestDuplicateIdentityBacksOff(t *testing.T) {
-	gw := startGateway(t, "127.0.0.1:0")
-	for i := 0; i < 2; i++ {
-		a, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "twin", Token: token, BackoffMin: 20 * time.Millisecond, BackoffMax: 5 * time.Second})
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { _ = a.Shutdown(context.Background()) })
-		a.SetGateways([]string{gw.Addr().String()})
-	}
-	time.Sleep(3 * time.Second)
-	// Retrying every 20 ms this would be well over a hundred sessions;
-	// doubling up to 5 s it is under twenty.
-	if n := gw.Stats().SessionsAccepted; n > 30 {
-		t.Fatalf("%d sessions accepted in 3 s for one shared identity: the agents flap", n)
-	}
-}
-
 // A gateway that leaves the agent's list keeps its working session: calls
 // in flight are not cut because discovery missed it once.
 func TestRemovedGatewayKeepsLiveSession(t *testing.T) {
@@ -508,7 +490,7 @@ func waitRedial(t *testing.T, a *agentServer, reconnects uint64, what string) ti
 	start := time.Now()
 	for a.agent.Stats().Reconnects == reconnects {
 		if time.Since(start) > 15*time.Second {
-			t.Fatalf("the agent did not give up %s in 15 s: %+v", what, a.agent.Stats())
+			t.Fatalf("the agent did not reconnect (%s) in 15 s: %+v", what, a.agent.Stats())
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

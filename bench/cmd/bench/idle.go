@@ -76,7 +76,7 @@ func idleCosts(bin, kind string) (idleFigures, error) {
 }
 
 func idleSessionCosts(bin string) (idleFigures, error) {
-	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: "bench"})
+	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: "bench-token-0123456789abcdef"})
 	if err != nil {
 		return idleFigures{}, err
 	}

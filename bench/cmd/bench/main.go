@@ -315,7 +315,7 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		newCall  func() (caller, func(), error)
 		teardown = func() {}
 	)
-	const token, id = "bench", "bench-agent"
+	const token, id = "bench-token-0123456789abcdef", "bench-agent"
 	switch kind {
 	case "raw":
 		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", "raw")...); err != nil {

@@ -36,7 +36,7 @@ func main() {
 	kind := flag.String("kind", "gonet", "raw, yamux-raw (raw over a tunnel stream), netpoll, gonet, websocket, websocket-xnet (x/net's framing) or yamux")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address (not yamux)")
 	gateway := flag.String("gateway", "", "yamux: the gateway to dial")
-	token := flag.String("token", "bench", "yamux: the tunnel token")
+	token := flag.String("token", "bench-token-0123456789abcdef", "yamux: the tunnel token")
 	id := flag.String("id", "bench-agent", "yamux: the agent identity")
 	agents := flag.Int("agents", 1, "yamux: agents to run (identities <id>, <id>-1, ...), for the idle-session memory figure")
 	sessions := flag.Int("sessions", 1, "yamux: sessions per gateway")
