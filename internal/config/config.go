@@ -181,9 +181,13 @@ func (e Etcd) validate() error {
 // Tunnel holds the TUNNEL_* settings. The caller runs the gateway, each
 // echo runs an agent that dials every gateway found in etcd.
 type Tunnel struct {
-	// Token is TUNNEL_TOKEN, or the content of TUNNEL_TOKEN_FILE (trimmed).
+	// Token is TUNNEL_TOKEN: the shared token, at least
+	// tunnel.MinTokenLength characters.
 	Token string
-	// TokenFile is TUNNEL_TOKEN_FILE.
+	// TokenFile is TUNNEL_TOKEN_FILE, instead of TUNNEL_TOKEN: a file of
+	// tokens, one per line, read again whenever it is needed (a rotated
+	// Secret takes effect without a restart). The gateway accepts every
+	// token of the file, an agent proves the first.
 	TokenFile string
 	// AgentTokensFile is TUNNEL_AGENT_TOKENS_FILE (caller): per-agent
 	// tokens, one "identity token" pair per line, re-read when it changes.
@@ -405,11 +409,27 @@ func (t Tunnel) validate(kind transport.Kind) error {
 	if kind != transport.Yamux {
 		return nil
 	}
-	if t.Token == "" {
-		if t.TokenFile != "" {
-			return &Error{"TUNNEL_TOKEN_FILE", t.TokenFile, "must name a readable file holding the token"}
-		}
+	switch {
+	case t.Token != "" && t.TokenFile != "":
+		return &Error{"TUNNEL_TOKEN_FILE", t.TokenFile, "set either TUNNEL_TOKEN or TUNNEL_TOKEN_FILE, not both"}
+	case t.Token == "" && t.TokenFile == "" && t.AgentTokensFile == "":
 		return &Error{"TUNNEL_TOKEN", "", "a shared token (or TUNNEL_TOKEN_FILE) is required with TRANSPORT=yamux"}
+	case t.Token != "":
+		if err := tunnel.CheckToken(t.Token); err != nil { // the value is a secret: not in the message
+			return &Error{"TUNNEL_TOKEN", "(hidden)", fmt.Sprintf("must be at least %d characters without spaces, such as the output of `openssl rand -base64 32`: %v", tunnel.MinTokenLength, err)}
+		}
+	case t.TokenFile != "":
+		if err := tunnel.CheckTokens("", t.TokenFile, ""); err != nil {
+			return &Error{"TUNNEL_TOKEN_FILE", t.TokenFile, fmt.Sprintf("must name a readable file of tokens, one per line, each of at least %d characters: %v", tunnel.MinTokenLength, err)}
+		}
+	}
+	if t.AgentTokensFile != "" {
+		if err := tunnel.CheckTokens("", "", t.AgentTokensFile); err != nil {
+			return &Error{"TUNNEL_AGENT_TOKENS_FILE", t.AgentTokensFile, `must name a readable file of "identity token" lines: ` + err.Error()}
+		}
+	}
+	if !t.TLS && (t.TLSCertFile != "" || t.TLSCAFile != "") {
+		return &Error{"TUNNEL_TLS", "off", "TUNNEL_TLS_* files are set: remove them or set TUNNEL_TLS=on"}
 	}
 	if err := checkServiceName("TUNNEL_SERVICE", t.Service); err != nil {
 		return err
@@ -563,7 +583,7 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 	host, _ := os.Hostname()
 	return Common{
 		Tunnel: Tunnel{
-			Token:           r.secret("TUNNEL_TOKEN", "TUNNEL_TOKEN_FILE"),
+			Token:           r.str("TUNNEL_TOKEN", ""),
 			TokenFile:       r.str("TUNNEL_TOKEN_FILE", ""),
 			AgentTokensFile: r.str("TUNNEL_AGENT_TOKENS_FILE", ""),
 			TLS:             r.onOff("TUNNEL_TLS", true),

@@ -109,6 +109,15 @@ func loadKeyring(token, tokenFile, agentsFile string) (*keyring, error) {
 	return k, nil
 }
 
+// CheckTokens returns an error unless a gateway could start with these
+// tokens: token, every token of tokenFile (one per line; # comments) and
+// every "identity token" line of agentTokensFile, as GatewayConfig takes
+// them. An agent proves the first token of tokenFile.
+func CheckTokens(token, tokenFile, agentTokensFile string) error {
+	_, err := loadKeyring(token, tokenFile, agentTokensFile)
+	return err
+}
+
 // parseLines calls line for every line of data that is neither empty nor
 // a comment (#), trimmed, and returns how many there were.
 func parseLines(data []byte, file string, line func(string) error) (int, error) {

@@ -27,6 +27,7 @@ import (
 
 	xws "golang.org/x/net/websocket"
 
+	"github.com/anyconn/kitex-anyconn/internal/admit"
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
 )
 
@@ -52,7 +53,12 @@ var ErrOriginNotAllowed = errors.New("websocket: origin not allowed")
 // ErrTooManyHandshakes is reported to ListenerConfig.OnRefuse for a
 // connection closed because MaxHandshakes connections were already in their
 // handshake.
-var ErrTooManyHandshakes = errors.New("websocket: too many handshakes in progress")
+var ErrTooManyHandshakes = fmt.Errorf("websocket: %w", admit.ErrTooMany)
+
+// ErrTooManyHandshakesFromSource is reported to ListenerConfig.OnRefuse for
+// a connection closed because MaxHandshakesPerSource connections from its
+// source IP address were already in their handshake.
+var ErrTooManyHandshakesFromSource = fmt.Errorf("websocket: %w", admit.ErrTooManyFromSource)
 
 // ListenerConfig configures a Listener. The zero value is usable.
 type ListenerConfig struct {
@@ -73,12 +79,19 @@ type ListenerConfig struct {
 	// upgraded; one beyond it is closed at once (see OnRefuse).
 	// DefaultMaxHandshakes if zero.
 	MaxHandshakes int
+	// MaxHandshakesPerSource bounds those connections from one source IP
+	// address, so that one client cannot hold every slot and starve the
+	// others (behind a proxy, every client shares the proxy's address: raise
+	// it to MaxHandshakes there). DefaultMaxHandshakesPerSource if zero;
+	// MaxHandshakes at most.
+	MaxHandshakesPerSource int
 	// OnReject, if set, is called once for every request that is refused
 	// (wrong path, not an upgrade, origin not allowed), with the HTTP status
 	// sent. It must not block.
 	OnReject func(r *http.Request, status int, reason error)
 	// OnRefuse, if set, is called once for every connection closed before
-	// any request was read (ErrTooManyHandshakes). It must not block.
+	// any request was read (ErrTooManyHandshakes,
+	// ErrTooManyHandshakesFromSource). It must not block.
 	OnRefuse func(peer net.Addr, reason error)
 	// ErrorLog receives the HTTP server's own errors (such as failed TLS
 	// handshakes); they are discarded if nil.
@@ -127,6 +140,9 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 	if cfg.MaxHandshakes <= 0 {
 		cfg.MaxHandshakes = DefaultMaxHandshakes
 	}
+	if cfg.MaxHandshakesPerSource <= 0 {
+		cfg.MaxHandshakesPerSource = DefaultMaxHandshakesPerSource
+	}
 	l := &Listener{
 		ln:     ln,
 		cfg:    cfg,
@@ -146,7 +162,7 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 		ErrorLog:          errLog,
 		ConnState:         releaseUpgraded,
 	}
-	var serveLn net.Listener = &limitListener{Listener: ln, slots: make(chan struct{}, cfg.MaxHandshakes), onRefuse: cfg.OnRefuse}
+	var serveLn net.Listener = &limitListener{Listener: ln, limit: admit.New(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource), onRefuse: cfg.OnRefuse}
 	if cfg.TLSConfig != nil {
 		serveLn = tls.NewListener(serveLn, cfg.TLSConfig)
 	}
@@ -320,7 +336,7 @@ func tcpAddr(hostport string) net.Addr {
 // a connection holds a slot until it is upgraded (hijacked) or closed.
 type limitListener struct {
 	net.Listener
-	slots    chan struct{}
+	limit    *admit.Limiter
 	onRefuse func(net.Addr, error)
 }
 
@@ -330,25 +346,28 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		select {
-		case l.slots <- struct{}{}:
-			return &slotConn{Conn: c, slots: l.slots}, nil
-		default:
-			_ = c.Close()
-			if l.onRefuse != nil {
-				l.onRefuse(c.RemoteAddr(), ErrTooManyHandshakes)
+		release, err := l.limit.Acquire(c.RemoteAddr())
+		if err == nil {
+			return &slotConn{Conn: c, release: release}, nil
+		}
+		_ = c.Close()
+		if l.onRefuse != nil {
+			if errors.Is(err, admit.ErrTooManyFromSource) {
+				err = ErrTooManyHandshakesFromSource
+			} else {
+				err = ErrTooManyHandshakes
 			}
+			l.onRefuse(c.RemoteAddr(), err)
 		}
 	}
 }
 
+// slotConn holds a handshake slot until it is upgraded or closed
+// (release may be called more than once).
 type slotConn struct {
 	net.Conn
-	slots chan struct{}
-	once  sync.Once
+	release func()
 }
-
-func (c *slotConn) release() { c.once.Do(func() { <-c.slots }) }
 
 func (c *slotConn) Close() error {
 	c.release()

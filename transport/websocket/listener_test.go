@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -351,6 +352,63 @@ func TestUnfinishedHandshakesAreBounded(t *testing.T) {
 		t.Fatalf("upgrade after the stalled handshakes ended: %v", err)
 	}
 	_ = c.Close()
+}
+
+// TestOneSourceCannotStarveHandshakes: a client at 127.0.0.2 that keeps more
+// unfinished handshakes open than the listener has slots (re-dialing each
+// one the listener closes) does not keep 127.0.0.1 from upgrading.
+func TestOneSourceCannotStarveHandshakes(t *testing.T) {
+	var refusedFromSource atomic.Int64
+	l := listen(t, websocket.ListenerConfig{OnRefuse: func(_ net.Addr, reason error) {
+		if errors.Is(reason, websocket.ErrTooManyHandshakesFromSource) {
+			refusedFromSource.Add(1)
+		}
+	}})
+	acceptEcho(t, l)
+	addr := l.Addr().String()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var held atomic.Int64
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
+	for range websocket.DefaultMaxHandshakes + 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for ctx.Err() == nil {
+				c, err := d.DialContext(ctx, "tcp", addr)
+				if err != nil {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				held.Add(1)
+				_, _ = io.WriteString(c, "GET /kitex HTTP/1.1\r\nHost: x\r\n") // and no more
+				stop := context.AfterFunc(ctx, func() { _ = c.Close() })
+				_, _ = c.Read(make([]byte, 1))
+				stop()
+				_ = c.Close()
+			}
+		}()
+	}
+	defer func() { cancel(); wg.Wait() }()
+	for held.Load() < 2*websocket.DefaultMaxHandshakes {
+		time.Sleep(5 * time.Millisecond)
+	}
+	failed := 0
+	const tries = 30
+	for range tries {
+		c, err := websocket.Dial(context.Background(), addr, websocket.DialerConfig{})
+		if err != nil {
+			failed++
+			continue
+		}
+		_ = c.Close()
+	}
+	if failed != 0 {
+		t.Fatalf("%d of %d upgrades from 127.0.0.1 failed while 127.0.0.2 held the slots", failed, tries)
+	}
+	if refusedFromSource.Load() == 0 {
+		t.Fatal("no connection from 127.0.0.2 was refused for its source")
+	}
 }
 
 // The lean framing and x/net's own interoperate both ways, with messages
