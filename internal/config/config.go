@@ -415,17 +415,12 @@ func (t Tunnel) validate(kind transport.Kind) error {
 	case t.Token == "" && t.TokenFile == "" && t.AgentTokensFile == "":
 		return &Error{"TUNNEL_TOKEN", "", "a shared token (or TUNNEL_TOKEN_FILE) is required with TRANSPORT=yamux"}
 	case t.Token != "":
-		if err := tunnel.CheckToken(t.Token); err != nil { // the value is a secret: not in the message
-			return &Error{"TUNNEL_TOKEN", "(hidden)", fmt.Sprintf("must be at least %d characters without spaces, such as the output of `openssl rand -base64 32`: %v", tunnel.MinTokenLength, err)}
+		if tunnel.CheckToken(t.Token) != nil { // the value is a secret: not in the message
+			return &Error{"TUNNEL_TOKEN", "(hidden)", fmt.Sprintf("must be %d to 1024 characters without spaces (128 bits of a random alphabet), such as the output of `openssl rand -base64 32`", tunnel.MinTokenLength)}
 		}
 	case t.TokenFile != "":
 		if err := tunnel.CheckTokens("", t.TokenFile, ""); err != nil {
-			return &Error{"TUNNEL_TOKEN_FILE", t.TokenFile, fmt.Sprintf("must name a readable file of tokens, one per line, each of at least %d characters: %v", tunnel.MinTokenLength, err)}
-		}
-	}
-	if t.AgentTokensFile != "" {
-		if err := tunnel.CheckTokens("", "", t.AgentTokensFile); err != nil {
-			return &Error{"TUNNEL_AGENT_TOKENS_FILE", t.AgentTokensFile, `must name a readable file of "identity token" lines: ` + err.Error()}
+			return &Error{"TUNNEL_TOKEN_FILE", t.TokenFile, "must name a readable file of tokens, one per line: " + err.Error()}
 		}
 	}
 	if !t.TLS && (t.TLSCertFile != "" || t.TLSCAFile != "") {
@@ -447,6 +442,20 @@ func (t Tunnel) validate(kind transport.Kind) error {
 		return &Error{"TUNNEL_MAX_STREAMS", strconv.Itoa(t.MaxStreams), "must be a positive number of streams, such as 1024"}
 	}
 	return positive("TUNNEL_BACKOFF_MAX", t.BackoffMax)
+}
+
+// validateAgent checks what only echo's tunnel agent reads.
+func (t Tunnel) validateAgent() error {
+	if !tunnel.ValidIdentity(t.AgentID) {
+		return &Error{"TUNNEL_AGENT_ID", t.AgentID, "must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"}
+	}
+	if t.Token == "" && t.TokenFile == "" {
+		return &Error{"TUNNEL_TOKEN", "", "an agent needs the shared token or its own (TUNNEL_TOKEN or TUNNEL_TOKEN_FILE); TUNNEL_AGENT_TOKENS_FILE is the caller's"}
+	}
+	if t.TLSCertFile != "" && t.TLSCAFile == "" {
+		return &Error{"TUNNEL_TLS_CA_FILE", "", "must name the CA that signed the gateway's certificate when the agent has a client certificate (TUNNEL_TLS_CERT_FILE)"}
+	}
+	return nil
 }
 
 // Validate checks the echo configuration.
@@ -477,8 +486,10 @@ func (c Echo) Validate() error {
 	if c.TLSCertFile != "" && c.Transport != transport.WebSocket {
 		return &Error{"TLS_CERT_FILE", c.TLSCertFile, "TLS is available with TRANSPORT=websocket only"}
 	}
-	if c.Transport == transport.Yamux && !tunnel.ValidIdentity(c.Tunnel.AgentID) {
-		return &Error{"TUNNEL_AGENT_ID", c.Tunnel.AgentID, "must be 1 to 128 letters, digits, '.', '_' or '-', starting with a letter or digit"}
+	if c.Transport == transport.Yamux {
+		if err := c.Tunnel.validateAgent(); err != nil {
+			return err
+		}
 	}
 	if c.RegistryTTL < time.Second {
 		return &Error{"REGISTRY_TTL", c.RegistryTTL.String(), "must be at least 1s"}
@@ -519,6 +530,11 @@ func (c Caller) Validate() error {
 		return &Error{"TLS_CA_FILE", c.TLSCAFile, "TLS is available with TRANSPORT=websocket only"}
 	}
 	if c.Transport == transport.Yamux {
+		if f := c.Tunnel.AgentTokensFile; f != "" {
+			if err := tunnel.CheckTokens("", "", f); err != nil {
+				return &Error{"TUNNEL_AGENT_TOKENS_FILE", f, `must name a readable file of "identity token" lines: ` + err.Error()}
+			}
+		}
 		if err := checkHostPort("TUNNEL_LISTEN_ADDR", c.Tunnel.ListenAddr); err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package config
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -10,6 +11,9 @@ import (
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
+
+// tok is a tunnel token long enough for the configuration to accept.
+const tok = "a-token-of-22-characters-at-least"
 
 func env(kv ...string) LookupFunc {
 	m := map[string]string{}
@@ -99,8 +103,14 @@ func TestInvalidValues(t *testing.T) {
 		{"max handshakes", true, env("MAX_HANDSHAKES", "0"), "MAX_HANDSHAKES", "positive number"},
 		{"read timeout", false, env("READ_TIMEOUT", "-1s"), "READ_TIMEOUT", "positive"},
 		{"idle timeout under the callers' pool idle", false, env("IDLE_TIMEOUT", "30s"), "IDLE_TIMEOUT", "longer than the callers' pool idle time"},
-		{"tunnel sessions", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "t", "TUNNEL_SESSIONS", "17"), "TUNNEL_SESSIONS", "from 1 to 16"},
-		{"tunnel max streams", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "t", "TUNNEL_MAX_STREAMS", "0"), "TUNNEL_MAX_STREAMS", "positive number"},
+		{"tunnel sessions", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_SESSIONS", "17"), "TUNNEL_SESSIONS", "from 1 to 16"},
+		{"tunnel token too short", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "sixteen-chars-xx"), "TUNNEL_TOKEN", "22 to 1024 characters"},
+		{"tunnel token and token file", true, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_TOKEN_FILE", "/t"), "TUNNEL_TOKEN_FILE", "not both"},
+		{"agent without token", false, env("TRANSPORT", "yamux", "TUNNEL_AGENT_TOKENS_FILE", "/t"), "TUNNEL_TOKEN", "an agent needs"},
+		{"agent client cert without CA", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_TLS_CERT_FILE", "c.pem", "TUNNEL_TLS_KEY_FILE", "k.pem"), "TUNNEL_TLS_CA_FILE", "client certificate"},
+		{"tunnel tls files with tls off", true, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_TLS", "off", "TUNNEL_TLS_CA_FILE", "ca.pem"), "TUNNEL_TLS", "TUNNEL_TLS=on"},
+		{"tunnel tls not on or off", true, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_TLS", "maybe"), "TUNNEL_TLS", "on"},
+		{"tunnel max streams", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_MAX_STREAMS", "0"), "TUNNEL_MAX_STREAMS", "positive number"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -134,26 +144,46 @@ func TestTunnelSettings(t *testing.T) {
 		t.Fatalf("unreadable token file: %v", err)
 	}
 	file := t.TempDir() + "/token"
-	if err := os.WriteFile(file, []byte("from-file\n"), 0o600); err != nil {
+	if err := os.WriteFile(file, []byte("# rotated by the operator\n"+tok+"\nnext-token-0123456789abcdef\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	e, err := LoadEcho(env("TRANSPORT", "yamux", "TUNNEL_TOKEN_FILE", file, "TUNNEL_AGENT_ID", "pod-1", "SERVICE_NAME", "svc"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if e.Tunnel.Token != "from-file" || e.Tunnel.AgentID != "pod-1" || e.Tunnel.Service != "svc-tunnel" {
+	if e.Tunnel.TokenFile != file || e.Tunnel.AgentID != "pod-1" || e.Tunnel.Service != "svc-tunnel" {
 		t.Fatalf("tunnel settings %+v", e.Tunnel)
 	}
-	if _, err := LoadEcho(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "x", "TUNNEL_AGENT_ID", "no/slash")); err == nil ||
+	if _, err := LoadEcho(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_AGENT_ID", "no/slash")); err == nil ||
 		!strings.Contains(err.Error(), "TUNNEL_AGENT_ID") {
 		t.Fatalf("bad agent id: %v", err)
 	}
-	c, err := LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "x", "ECHO_SERVICE", "svc"))
+	c, err := LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "ECHO_SERVICE", "svc"))
 	if err != nil || c.Tunnel.ListenAddr != ":7000" || c.Tunnel.Service != "svc-tunnel" {
 		t.Fatalf("caller tunnel defaults: %+v, %v", c.Tunnel, err)
 	}
-	if _, err := LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", "x", "TUNNEL_LISTEN_ADDR", "7000")); err == nil ||
+	if _, err := LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_LISTEN_ADDR", "7000")); err == nil ||
 		!strings.Contains(err.Error(), "TUNNEL_LISTEN_ADDR") {
 		t.Fatalf("bad tunnel listen addr: %v", err)
+	}
+}
+
+// The caller may run with per-agent tokens only; the file is checked at
+// start, and a line that does not parse names the file and the line.
+func TestAgentTokensFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "agents")
+	if err := os.WriteFile(file, []byte("# identity token\npod-0 "+tok+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_AGENT_TOKENS_FILE", file))
+	if err != nil || c.Tunnel.AgentTokensFile != file {
+		t.Fatalf("caller with per-agent tokens only: %+v, %v", c.Tunnel, err)
+	}
+	if err := os.WriteFile(file, []byte("pod-0 short\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_AGENT_TOKENS_FILE", file))
+	if err == nil || !strings.Contains(err.Error(), "TUNNEL_AGENT_TOKENS_FILE") || !strings.Contains(err.Error(), "line 1") || strings.Contains(err.Error(), "short") {
+		t.Fatalf("a short per-agent token: %v, want an error naming the variable and the line, not the token", err)
 	}
 }

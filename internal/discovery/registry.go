@@ -118,7 +118,7 @@ func (r *Registry) Register(info *registry.Info) error {
 	addr := r.opts.Advertise
 	if addr == "" {
 		var err error
-		if addr, err = advertiseAddr(info.Addr.String()); err != nil {
+		if addr, err = AdvertiseAddr(info.Addr.String()); err != nil {
 			return err
 		}
 	}
@@ -236,8 +236,9 @@ func (r *Registry) Deregister(*registry.Info) error {
 	return nil
 }
 
-// advertiseAddr turns a listen address into one that others can dial.
-func advertiseAddr(listen string) (string, error) {
+// AdvertiseAddr turns a listen address into one that others can dial: an
+// unspecified host becomes this host's first non-loopback IPv4 address.
+func AdvertiseAddr(listen string) (string, error) {
 	host, port, err := net.SplitHostPort(listen)
 	if err != nil {
 		return "", fmt.Errorf("discovery: listen address %q: %w", listen, err)

@@ -18,7 +18,7 @@ func Server(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 	if clientCAFile != "" {
-		pool, err := loadPool(clientCAFile)
+		pool, err := Pool(clientCAFile)
 		if err != nil {
 			return nil, err
 		}
@@ -33,7 +33,7 @@ func Server(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 func Client(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
 	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pool, err := loadPool(caFile)
+		pool, err := Pool(caFile)
 		if err != nil {
 			return nil, err
 		}
@@ -49,7 +49,8 @@ func Client(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-func loadPool(file string) (*x509.CertPool, error) {
+// Pool returns a pool of the PEM certificates in file.
+func Pool(file string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)

@@ -10,8 +10,10 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -200,20 +202,34 @@ func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
 func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*outbound, error) {
 	tc := cfg.Tunnel
 	gcfg := tunnel.GatewayConfig{
-		Token: tc.Token, KeepAliveInterval: tc.KeepAlive, HandshakeTimeout: cfg.HandshakeTimeout,
-		MaxHandshakes: cfg.MaxHandshakes, Logger: log,
+		Token: tc.Token, TokenFile: tc.TokenFile, AgentTokensFile: tc.AgentTokensFile,
+		KeepAliveInterval: tc.KeepAlive, HandshakeTimeout: cfg.HandshakeTimeout,
+		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerSource: cfg.MaxHandshakesPerSource, Logger: log,
 	}
-	if tc.TLSCertFile != "" {
-		var err error
-		if gcfg.TLSConfig, err = tlsconf.Server(tc.TLSCertFile, tc.TLSKeyFile, tc.TLSCAFile); err != nil {
-			return nil, fmt.Errorf("TUNNEL_TLS_*: %w", err)
-		}
-	}
-	gw, err := tunnel.Listen(tc.ListenAddr, gcfg)
-	if err != nil {
+	var err error
+	if gcfg.TLSConfig, err = gatewayTLS(tc); err != nil {
 		return nil, err
 	}
-	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{Advertise: tc.AdvertiseAddr, Logger: log})
+	ln, err := net.Listen("tcp", tc.ListenAddr)
+	if err != nil {
+		return nil, fmt.Errorf("tunnel gateway: listen %s: %w", tc.ListenAddr, err)
+	}
+	// Agents dial the address registered in etcd; the gateway refuses a
+	// handshake made for any other (one relayed by an impostor).
+	advertise := tc.AdvertiseAddr
+	if advertise == "" {
+		if advertise, err = discovery.AdvertiseAddr(ln.Addr().String()); err != nil {
+			_ = ln.Close()
+			return nil, err
+		}
+	}
+	gcfg.Addresses = []string{advertise}
+	gw, err := tunnel.NewGateway(ln, gcfg)
+	if err != nil {
+		_ = ln.Close()
+		return nil, err
+	}
+	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{Advertise: advertise, Logger: log})
 	if err := reg.Register(&registry.Info{
 		ServiceName: tc.Service, Addr: gw.Addr(), Tags: map[string]string{discovery.TagTransport: string(transport.Yamux)},
 	}); err != nil {
@@ -242,6 +258,36 @@ func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheu
 			_ = gw.Close()
 		},
 	}, nil
+}
+
+// gatewayTLS is the gateway's TLS configuration: none with TUNNEL_TLS=off;
+// else the certificate in TUNNEL_TLS_CERT_FILE, or one the gateway makes
+// for itself (agents cannot verify it, but the handshake is bound to the
+// TLS session, so only a holder of the token can stand in the middle).
+// TUNNEL_TLS_CA_FILE requires client certificates signed by that CA, and
+// takes the agents' identities from them.
+func gatewayTLS(tc config.Tunnel) (*tls.Config, error) {
+	if !tc.TLS {
+		return nil, nil
+	}
+	if tc.TLSCertFile != "" {
+		c, err := tlsconf.Server(tc.TLSCertFile, tc.TLSKeyFile, tc.TLSCAFile)
+		if err != nil {
+			return nil, fmt.Errorf("TUNNEL_TLS_*: %w", err)
+		}
+		return c, nil
+	}
+	c, err := tunnel.SelfSignedTLS()
+	if err != nil {
+		return nil, err
+	}
+	if tc.TLSCAFile != "" {
+		if c.ClientCAs, err = tlsconf.Pool(tc.TLSCAFile); err != nil {
+			return nil, fmt.Errorf("TUNNEL_TLS_CA_FILE: %w", err)
+		}
+		c.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	return c, nil
 }
 
 func registerGatewayMetrics(reg *prometheus.Registry, gw *tunnel.Gateway) {

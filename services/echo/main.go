@@ -9,6 +9,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -17,6 +18,7 @@ import (
 	"os/signal"
 	"slices"
 	"sort"
+	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -31,6 +33,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
+	"github.com/anyconn/kitex-anyconn/internal/ratelog"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -178,20 +181,24 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 	})
 	scfg := serverConfig(cfg)
 	scfg.Addr = cfg.ListenAddr
+	refusals := ratelog.New(log, 0)
 	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
 	if cfg.Transport == transport.WebSocket {
 		scfg.WebSocket = websocket.ListenerConfig{
-			Path:             cfg.WSPath,
-			AllowedOrigins:   cfg.WSAllowedOrigins,
-			HandshakeTimeout: cfg.HandshakeTimeout,
-			MaxHandshakes:    cfg.MaxHandshakes,
+			Path:                   cfg.WSPath,
+			AllowedOrigins:         cfg.WSAllowedOrigins,
+			HandshakeTimeout:       cfg.HandshakeTimeout,
+			MaxHandshakes:          cfg.MaxHandshakes,
+			MaxHandshakesPerSource: cfg.MaxHandshakesPerSource,
+			// A client can repeat these at will: the first of a kind is
+			// logged, then one line per interval with the count.
 			OnReject: func(r *http.Request, status int, reason error) {
-				log.Warn("websocket request refused", zap.String("peer", r.RemoteAddr),
+				refusals.Warn("reject:"+strconv.Itoa(status), "websocket request refused", zap.String("peer", r.RemoteAddr),
 					zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(reason))
 			},
 			OnRefuse: func(peer net.Addr, reason error) {
-				log.Warn("websocket connection refused", zap.String("peer", peer.String()),
-					zap.Int("max_handshakes", cfg.MaxHandshakes), zap.Error(reason))
+				refusals.Warn("refuse:"+reason.Error(), "websocket connection refused", zap.String("peer", peer.String()),
+					zap.Int("max_handshakes", cfg.MaxHandshakes), zap.Int("max_handshakes_per_source", cfg.MaxHandshakesPerSource), zap.Error(reason))
 			},
 		}
 		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
@@ -228,8 +235,28 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 				log.Warn("deregister failed; the registration expires with its lease", zap.Error(err))
 			}
 		},
-		finish: func() {},
+		finish: refusals.Close,
 	}, nil
+}
+
+// agentTLS is the agent's TLS configuration: none with TUNNEL_TLS=off; the
+// gateway verified against TUNNEL_TLS_CA_FILE if set (with the client
+// certificate, if any); else TLS without verifying the gateway's
+// certificate, which the gateway may have made for itself: the tunnel
+// handshake, bound to the TLS session, authenticates the gateway instead.
+func agentTLS(tc config.Tunnel, log *zap.Logger) (*tls.Config, error) {
+	if !tc.TLS {
+		return nil, nil
+	}
+	if tc.TLSCAFile == "" {
+		log.Info("tunnel TLS without TUNNEL_TLS_CA_FILE: the gateway's certificate is not verified; the token proof, bound to the TLS session, authenticates the gateway")
+		return &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}, nil //nolint:gosec // authenticated by the channel-bound handshake
+	}
+	c, err := tlsconf.Client(tc.TLSCAFile, tc.TLSCertFile, tc.TLSKeyFile, tc.TLSServerName)
+	if err != nil {
+		return nil, fmt.Errorf("TUNNEL_TLS_*: %w", err)
+	}
+	return c, nil
 }
 
 // tunnelInbound opens no port: a tunnel agent dials every gateway that
@@ -237,14 +264,12 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*inbound, error) {
 	tc := cfg.Tunnel
 	acfg := tunnel.AgentConfig{
-		ID: tc.AgentID, Token: tc.Token, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax,
+		ID: tc.AgentID, Token: tc.Token, TokenFile: tc.TokenFile, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax,
 		HandshakeTimeout: cfg.HandshakeTimeout, MaxStreams: tc.MaxStreams, Sessions: tc.Sessions, Logger: log,
 	}
-	if tc.TLSCAFile != "" {
-		var err error
-		if acfg.TLSConfig, err = tlsconf.Client(tc.TLSCAFile, tc.TLSCertFile, tc.TLSKeyFile, tc.TLSServerName); err != nil {
-			return nil, fmt.Errorf("TUNNEL_TLS_*: %w", err)
-		}
+	var err error
+	if acfg.TLSConfig, err = agentTLS(tc, log); err != nil {
+		return nil, err
 	}
 	agent, err := tunnel.NewAgent(acfg)
 	if err != nil {

@@ -365,17 +365,21 @@ func TestEchoDeregistersThenDrainsOnSIGTERM(t *testing.T) {
 // Invalid configuration: exit code 2 and one line naming the variable.
 func TestInvalidConfigurationExits2(t *testing.T) {
 	for _, tt := range []struct {
-		bin, env, want string
+		bin  string
+		env  []string
+		want string
 	}{
-		{"echo", "TRANSPORT=carrier-pigeon", "TRANSPORT"},
-		{"echo", "LISTEN_ADDR=nowhere", "LISTEN_ADDR"},
-		{"echo", "LOG_LEVEL=chatty", "LOG_LEVEL"},
-		{"caller", "CALL_INTERVAL=often", "CALL_INTERVAL"},
-		{"caller", "CALL_COUNT=-1", "CALL_COUNT"},
-		{"caller", "LOG_FORMAT=yaml", "LOG_FORMAT"},
+		{"echo", []string{"TRANSPORT=carrier-pigeon"}, "TRANSPORT"},
+		{"echo", []string{"LISTEN_ADDR=nowhere"}, "LISTEN_ADDR"},
+		{"echo", []string{"LOG_LEVEL=chatty"}, "LOG_LEVEL"},
+		{"echo", []string{"TRANSPORT=yamux", "TUNNEL_TOKEN=only-16-chars-xx"}, "TUNNEL_TOKEN"},
+		{"caller", []string{"CALL_INTERVAL=often"}, "CALL_INTERVAL"},
+		{"caller", []string{"CALL_COUNT=-1"}, "CALL_COUNT"},
+		{"caller", []string{"LOG_FORMAT=yaml"}, "LOG_FORMAT"},
+		{"caller", []string{"TRANSPORT=yamux", "TUNNEL_TOKEN=only-16-chars-xx"}, "TUNNEL_TOKEN"},
 	} {
 		t.Run(tt.bin+"/"+tt.want, func(t *testing.T) {
-			p := start(t, tt.bin, tt.env)
+			p := start(t, tt.bin, tt.env...)
 			if code := p.wait(20 * time.Second); code != 2 {
 				t.Fatalf("exit code %d, want 2", code)
 			}
