@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -32,6 +33,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
+	"github.com/anyconn/kitex-anyconn/internal/secretinit"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -49,7 +51,52 @@ const (
 var version = "dev"
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "init-secret" {
+		os.Exit(initSecret())
+	}
 	os.Exit(run())
+}
+
+// initSecret is `caller init-secret`, the Helm chart's hook Job: it creates
+// the Secret SECRET_NAME (in the pod's namespace) with a random token under
+// SECRET_KEY ("token" by default) and the labels in SECRET_LABELS
+// (k=v,k=v), unless that Secret exists, which it keeps.
+func initSecret() int {
+	name, key := os.Getenv("SECRET_NAME"), os.Getenv("SECRET_KEY")
+	if key == "" {
+		key = "token"
+	}
+	labels := map[string]string{}
+	for _, kv := range strings.Split(os.Getenv("SECRET_LABELS"), ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(kv), "="); ok && k != "" {
+			labels[k] = v
+		}
+	}
+	if name == "" {
+		fmt.Fprintln(os.Stderr, `caller init-secret: invalid SECRET_NAME="": must name the Secret to create`)
+		return exitConfig
+	}
+	log, _ := obs.NewLogger(os.Stdout, "info", "json")
+	defer func() { _ = log.Sync() }()
+	log = log.With(zap.String("secret", name), zap.String("key", key))
+	cluster, err := secretinit.InCluster()
+	if err != nil {
+		log.Error("init-secret failed", zap.Error(err))
+		return exitFailed
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	created, err := secretinit.Ensure(ctx, cluster, secretinit.Secret{Name: name, Key: key, Labels: labels})
+	switch {
+	case err != nil:
+		log.Error("init-secret failed", zap.Error(err))
+		return exitFailed
+	case created:
+		log.Info("secret created with a new random token", zap.Int("bits", 8*secretinit.TokenBytes))
+	default:
+		log.Info("secret exists; kept as it is")
+	}
+	return exitOK
 }
 
 func run() int {
