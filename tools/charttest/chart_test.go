@@ -19,9 +19,11 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"sigs.k8s.io/yaml"
 )
 
@@ -75,6 +77,8 @@ type rendered struct {
 	pods         map[string]*corev1.Pod
 	pdbs         map[string]*policyv1.PodDisruptionBudget
 	netpols      map[string]*networkingv1.NetworkPolicy
+	jobs         map[string]*batchv1.Job
+	roles        map[string]*rbacv1.Role
 	others       map[string]map[string]any // kind/name
 	kinds        []string                  // kind/name of every object, in order
 }
@@ -97,7 +101,7 @@ func render(t *testing.T, sets ...string) *rendered {
 		deployments: map[string]*appsv1.Deployment{}, statefulsets: map[string]*appsv1.StatefulSet{},
 		services: map[string]*corev1.Service{}, secrets: map[string]*corev1.Secret{}, pods: map[string]*corev1.Pod{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, netpols: map[string]*networkingv1.NetworkPolicy{},
-		others: map[string]map[string]any{},
+		jobs: map[string]*batchv1.Job{}, roles: map[string]*rbacv1.Role{}, others: map[string]map[string]any{},
 	}
 	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(out, -1) {
 		if strings.TrimSpace(stripComments(doc)) == "" {
@@ -136,6 +140,12 @@ func render(t *testing.T, sets ...string) *rendered {
 			decodeInto(t, doc, key, name, r.netpols)
 		case "ServiceAccount":
 			decodeInto(t, doc, key, name, map[string]*corev1.ServiceAccount{})
+		case "Job":
+			decodeInto(t, doc, key, name, r.jobs)
+		case "Role":
+			decodeInto(t, doc, key, name, r.roles)
+		case "RoleBinding":
+			decodeInto(t, doc, key, name, map[string]*rbacv1.RoleBinding{})
 		default:
 			m := map[string]any{}
 			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
@@ -244,6 +254,7 @@ func TestEveryTransport(t *testing.T) {
 				want(t, "MAX_MESSAGE_BYTES", e["MAX_MESSAGE_BYTES"], "4194304")
 				want(t, "HANDSHAKE_TIMEOUT", e["HANDSHAKE_TIMEOUT"], "10s")
 				want(t, "MAX_HANDSHAKES", e["MAX_HANDSHAKES"], "128")
+				want(t, "MAX_HANDSHAKES_PER_SOURCE", e["MAX_HANDSHAKES_PER_SOURCE"], "32")
 			}
 			want(t, "echo READ_TIMEOUT", ee["READ_TIMEOUT"], "30s")
 			want(t, "echo IDLE_TIMEOUT", ee["IDLE_TIMEOUT"], "10m")
@@ -282,10 +293,17 @@ func TestEveryTransport(t *testing.T) {
 				if _, ok := ee["LISTEN_ADDR"]; ok {
 					t.Error("yamux echo must not set LISTEN_ADDR")
 				}
-				s := r.secrets["demo-tunnel-token"]
-				if s == nil || len(s.Data["token"]) < 32 {
-					t.Fatalf("generated tunnel token secret %+v, want a token of at least 32 bytes", s)
+				// TLS by default, with the gateway's own certificate: no
+				// Secret to mount, and echo verifies nothing but the
+				// channel-bound handshake.
+				want(t, "echo TUNNEL_TLS", ee["TUNNEL_TLS"], "on")
+				want(t, "caller TUNNEL_TLS", ce["TUNNEL_TLS"], "on")
+				for _, v := range []string{"TUNNEL_TLS_CA_FILE", "TUNNEL_TLS_CERT_FILE"} {
+					if ee[v] != "" || ce[v] != "" {
+						t.Errorf("%s set by default", v)
+					}
 				}
+				tokenInitJob(t, r)
 				mountsToken(t, echo.Spec.Template.Spec, "demo-tunnel-token")
 				mountsToken(t, caller.Spec.Template.Spec, "demo-tunnel-token")
 				want(t, "echo ingress rules (admin only)", len(echoIngress), 1)
@@ -296,8 +314,8 @@ func TestEveryTransport(t *testing.T) {
 				want(t, "caller container ports", portNames(cc), []string{"admin=9091"})
 				want(t, "echo LISTEN_ADDR", ee["LISTEN_ADDR"], ":8888")
 				want(t, "echo ADVERTISE_ADDR", ee["ADVERTISE_ADDR"], "$(POD_IP):8888")
-				if len(r.secrets) != 0 {
-					t.Errorf("secrets rendered without yamux: %v", r.kinds)
+				if len(r.secrets) != 0 || len(r.jobs) != 0 {
+					t.Errorf("secrets or jobs rendered without yamux: %v", r.kinds)
 				}
 				want(t, "echo ingress rules (admin, rpc)", len(echoIngress), 2)
 				want(t, "echo rpc ingress port", echoIngress[1].Ports[0].Port.IntValue(), 8888)
@@ -324,6 +342,105 @@ func TestEveryTransport(t *testing.T) {
 			want(t, "test image", test.Spec.Containers[0].Image, cc.Image)
 		})
 	}
+}
+
+// tokenInitJob checks the hook Job that makes the tunnel token in the
+// cluster: no Secret in the render, a Job on install and upgrade running
+// `caller init-secret` for demo-tunnel-token, whose Role may only create
+// Secrets.
+func tokenInitJob(t *testing.T, r *rendered) {
+	t.Helper()
+	if len(r.secrets) != 0 {
+		t.Errorf("a Secret is rendered: the token would change with every render: %v", r.kinds)
+	}
+	job := r.jobs["demo-token-init"]
+	if job == nil {
+		t.Fatalf("no token-init Job: %v", r.kinds)
+	}
+	want(t, "token-init hook", job.Annotations["helm.sh/hook"], "pre-install,pre-upgrade")
+	c := job.Spec.Template.Spec.Containers[0]
+	want(t, "token-init args", c.Args, []string{"init-secret"})
+	want(t, "token-init image", c.Image, "kitex-anyconn/caller:0.1.0")
+	want(t, "token-init SECRET_NAME", env(c)["SECRET_NAME"], "demo-tunnel-token")
+	want(t, "token-init SECRET_KEY", env(c)["SECRET_KEY"], "token")
+	want(t, "token-init service account", job.Spec.Template.Spec.ServiceAccountName, "demo-token-init")
+	role := r.roles["demo-token-init"]
+	if role == nil || len(role.Rules) != 1 || !slices.Equal(role.Rules[0].Verbs, []string{"create"}) ||
+		!slices.Equal(role.Rules[0].Resources, []string{"secrets"}) {
+		t.Errorf("token-init Role %+v, want create on secrets only", role)
+	}
+}
+
+// The render is stable: Argo CD and Flux render the chart on every sync
+// without reading the cluster, and a token drawn at render time would
+// change (and cut every tunnel session) each time.
+func TestRenderIsStable(t *testing.T) {
+	args := templateArgs([]string{"transport=yamux"})
+	first, err := run(t, "helm", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := run(t, "helm", args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first != second {
+		t.Fatal("two renders of the same values differ")
+	}
+}
+
+// Every pod mounts only the Secret keys it needs, readable by its group
+// only: echo never gets the gateway's key, the caller never gets echo's
+// WebSocket key, and under mutual TLS echo has its own key pair.
+func TestPodsMountOnlyWhatTheyNeed(t *testing.T) {
+	type keys = map[string][]string // secret -> keys
+	mounted := func(spec corev1.PodSpec, vol string) keys {
+		t.Helper()
+		got := keys{}
+		add := func(secret string, items []corev1.KeyToPath) {
+			if len(items) == 0 {
+				t.Errorf("volume %s mounts every key of %s; want items", vol, secret)
+			}
+			for _, it := range items {
+				got[secret] = append(got[secret], it.Key)
+			}
+		}
+		for _, v := range spec.Volumes {
+			if v.Name != vol {
+				continue
+			}
+			switch {
+			case v.Secret != nil:
+				if v.Secret.DefaultMode == nil || *v.Secret.DefaultMode != 0o440 {
+					t.Errorf("volume %s: defaultMode %v, want 0440", vol, v.Secret.DefaultMode)
+				}
+				add(v.Secret.SecretName, v.Secret.Items)
+			case v.Projected != nil:
+				if v.Projected.DefaultMode == nil || *v.Projected.DefaultMode != 0o440 {
+					t.Errorf("volume %s: defaultMode %v, want 0440", vol, v.Projected.DefaultMode)
+				}
+				for _, src := range v.Projected.Sources {
+					add(src.Secret.Name, src.Secret.Items)
+				}
+			}
+		}
+		return got
+	}
+	r := render(t, tlsSets...)
+	echo, caller := r.deployment(t, "demo-echo").Spec.Template.Spec, r.deployment(t, "demo-caller").Spec.Template.Spec
+	want(t, "echo tunnel-tls", mounted(echo, "tunnel-tls"), keys{"gw-tls": {"ca.crt"}, "agent-tls": {"tls.crt", "tls.key"}})
+	want(t, "caller tunnel-tls", mounted(caller, "tunnel-tls"), keys{"gw-tls": {"tls.crt", "tls.key", "ca.crt"}})
+	want(t, "echo tunnel-token", mounted(echo, "tunnel-token"), keys{"shared-token": {"token"}})
+	want(t, "caller agent-tokens", mounted(caller, "agent-tokens"), keys{"per-agent": {"tokens"}})
+	want(t, "echo agent-tokens", mounted(echo, "agent-tokens"), keys{})
+
+	r = render(t, "transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=echo-tls")
+	echo, caller = r.deployment(t, "demo-echo").Spec.Template.Spec, r.deployment(t, "demo-caller").Spec.Template.Spec
+	want(t, "echo ws-tls", mounted(echo, "ws-tls"), keys{"echo-tls": {"tls.crt", "tls.key"}})
+	want(t, "caller ws-tls", mounted(caller, "ws-tls"), keys{"echo-tls": {"ca.crt"}})
+
+	r = render(t, externalEtcdSets...)
+	want(t, "etcd-tls", mounted(r.deployment(t, "demo-echo").Spec.Template.Spec, "etcd-tls"), keys{"etcd-client": {"ca.crt", "tls.crt", "tls.key"}})
 }
 
 func mountsToken(t *testing.T, spec corev1.PodSpec, secret string) {
@@ -368,14 +485,21 @@ func TestSecureWorkloads(t *testing.T) {
 		for n, p := range r.pods {
 			specs["Pod/"+n] = p.Spec
 		}
-		want(t, "workloads", len(specs), 4)
+		for n, j := range r.jobs {
+			specs["Job/"+n] = j.Spec.Template.Spec
+		}
+		want(t, "workloads", len(specs), map[bool]int{false: 4, true: 5}[tr == "yamux"])
 		for name, spec := range specs {
 			psc := spec.SecurityContext
 			if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.SeccompProfile == nil ||
 				psc.SeccompProfile.Type != corev1.SeccompProfileTypeRuntimeDefault {
 				t.Errorf("%s: pod security context %+v", name, psc)
 			}
-			if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
+			// Only the token-init Job talks to the API server (to create
+			// the token Secret, with its own ServiceAccount).
+			if name == "Job/demo-token-init" {
+				want(t, name+" service account", spec.ServiceAccountName, "demo-token-init")
+			} else if spec.AutomountServiceAccountToken == nil || *spec.AutomountServiceAccountToken {
 				t.Errorf("%s mounts a service account token", name)
 			}
 			for _, c := range spec.Containers {
@@ -445,12 +569,13 @@ func TestExternalEtcd(t *testing.T) {
 var tlsSets = []string{
 	"transport=yamux", "tunnel.tls.enabled=true", "tunnel.tls.existingSecret=gw-tls",
 	"tunnel.tls.mutual=true", "tunnel.tls.clientSecret=agent-tls", "tunnel.token.existingSecret=shared-token",
+	"tunnel.agentTokens.existingSecret=per-agent",
 }
 
 func TestTLSAndExistingSecrets(t *testing.T) {
 	r := render(t, tlsSets...)
-	if len(r.secrets) != 0 {
-		t.Errorf("a token secret was generated although tunnel.token.existingSecret is set: %v", r.kinds)
+	if len(r.secrets) != 0 || len(r.jobs) != 0 {
+		t.Errorf("a token secret or its Job was rendered although tunnel.token.existingSecret is set: %v", r.kinds)
 	}
 	echo := r.deployment(t, "demo-echo").Spec.Template.Spec
 	caller := r.deployment(t, "demo-caller").Spec.Template.Spec
@@ -460,17 +585,11 @@ func TestTLSAndExistingSecrets(t *testing.T) {
 	want(t, "echo client certificate", ee["TUNNEL_TLS_CERT_FILE"], "/etc/kitex-anyconn/tunnel-tls/tls.crt")
 	want(t, "gateway certificate", ce["TUNNEL_TLS_CERT_FILE"], "/etc/kitex-anyconn/tunnel-tls/tls.crt")
 	want(t, "gateway requires client certificates", ce["TUNNEL_TLS_CA_FILE"], "/etc/kitex-anyconn/tunnel-tls/ca.crt")
-	volumeSecret := func(spec corev1.PodSpec, vol string) string {
-		for _, v := range spec.Volumes {
-			if v.Name == vol && v.Secret != nil {
-				return v.Secret.SecretName
-			}
-		}
-		return ""
+	want(t, "gateway per-agent tokens", ce["TUNNEL_AGENT_TOKENS_FILE"], "/etc/kitex-anyconn/agent-tokens/tokens")
+	want(t, "echo identity under mutual TLS (*.demo-echo)", ee["TUNNEL_AGENT_ID"], "$(POD_NAME).demo-echo")
+	if _, ok := ee["TUNNEL_AGENT_TOKENS_FILE"]; ok {
+		t.Error("echo reads the per-agent tokens")
 	}
-	want(t, "echo tunnel-tls secret", volumeSecret(echo, "tunnel-tls"), "agent-tls")
-	want(t, "caller tunnel-tls secret", volumeSecret(caller, "tunnel-tls"), "gw-tls")
-	want(t, "token secret", volumeSecret(echo, "tunnel-token"), "shared-token")
 
 	r = render(t, "transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=echo-tls",
 		"websocket.allowedOrigins={https://a.example,https://b.example}")
@@ -513,12 +632,13 @@ func TestOptionsAndOverrides(t *testing.T) {
 		want(t, c+" ServiceMonitor release label", labels["release"], "prom")
 	}
 
-	r = render(t, "transport=yamux", "limits.maxMessageBytes=16777216", "limits.maxHandshakes=8",
+	r = render(t, "transport=yamux", "limits.maxMessageBytes=16777216", "limits.maxHandshakes=8", "limits.maxHandshakesPerSource=4",
 		"limits.readTimeout=5s", "limits.idleTimeout=1h", "limits.tunnelMaxStreams=64", "limits.handshakeTimeout=3s")
 	ee, ce := env(r.deployment(t, "demo-echo").Spec.Template.Spec.Containers[0]), env(r.deployment(t, "demo-caller").Spec.Template.Spec.Containers[0])
 	for name, e := range map[string]map[string]string{"echo": ee, "caller": ce} {
 		want(t, name+" MAX_MESSAGE_BYTES (no exponent)", e["MAX_MESSAGE_BYTES"], "16777216")
 		want(t, name+" MAX_HANDSHAKES", e["MAX_HANDSHAKES"], "8")
+		want(t, name+" MAX_HANDSHAKES_PER_SOURCE", e["MAX_HANDSHAKES_PER_SOURCE"], "4")
 		want(t, name+" HANDSHAKE_TIMEOUT", e["HANDSHAKE_TIMEOUT"], "3s")
 	}
 	want(t, "READ_TIMEOUT", ee["READ_TIMEOUT"], "5s")
@@ -530,8 +650,8 @@ func TestOptionsAndOverrides(t *testing.T) {
 	if len(sts.Spec.VolumeClaimTemplates) != 1 || sts.Spec.VolumeClaimTemplates[0].Spec.Resources.Requests.Storage().String() != "1Gi" {
 		t.Errorf("etcd persistence by default: %+v", sts.Spec.VolumeClaimTemplates)
 	}
-	if len(r.netpols) != 0 || len(r.others) != 0 {
-		t.Errorf("NetworkPolicy or ServiceMonitor rendered by default: %v", r.kinds)
+	if len(r.netpols) != 3 || len(r.others) != 0 {
+		t.Errorf("by default, want the three NetworkPolicies and no ServiceMonitor: %v", r.kinds)
 	}
 }
 
@@ -557,7 +677,10 @@ func TestRejected(t *testing.T) {
 		{[]string{"etcd.enabled=false"}, "externalEtcd.endpoints"},
 		{[]string{"echo.terminationGracePeriodSeconds=8"}, "drainDelaySeconds + shutdownTimeoutSeconds + 1 = 11"},
 		{[]string{"transport=websocket", "websocket.tls.enabled=true"}, "websocket.tls.existingSecret"},
-		{[]string{"transport=yamux", "tunnel.tls.enabled=true"}, "tunnel.tls.existingSecret"},
+		{[]string{"transport=yamux", "tunnel.tls.mutual=true"}, "tunnel.tls.existingSecret"},
+		{[]string{"transport=yamux", "tunnel.tls.mutual=true", "tunnel.tls.existingSecret=gw"}, "tunnel.tls.clientSecret"},
+		{[]string{"transport=yamux", "tunnel.tls.enabled=false", "tunnel.tls.mutual=true"}, "tunnel.tls.enabled"},
+		{[]string{"limits.maxHandshakesPerSource=200"}, "limits.maxHandshakesPerSource=200 must not exceed limits.maxHandshakes=128"},
 		{[]string{"etcd.enabled=false", "externalEtcd.endpoints={a:2379}", "externalEtcd.auth.username=u"}, "externalEtcd.auth.existingSecret"},
 	}
 	for _, c := range cases {

@@ -109,6 +109,9 @@ func TestTiltfile(t *testing.T) {
 		if !strings.Contains(cfgYAML, "kind: ServiceAccount") {
 			t.Error("the ServiceAccount is not in the config resource, which etcd, echo and caller wait for")
 		}
+		if !strings.Contains(cfgYAML, "kind: NetworkPolicy") {
+			t.Error("the NetworkPolicies are not in the config resource")
+		}
 		if tr == "yamux" && !strings.Contains(cfgYAML, "kind: Secret") {
 			t.Error("yamux: the tunnel token Secret is not in the config resource")
 		}

@@ -87,8 +87,17 @@ Checks that fail the install with one clear line instead of a broken release.
 {{- if and .Values.websocket.tls.enabled (not .Values.websocket.tls.existingSecret) -}}
 {{- fail "websocket.tls.enabled needs websocket.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
 {{- end -}}
-{{- if and .Values.tunnel.tls.enabled (not .Values.tunnel.tls.existingSecret) -}}
-{{- fail "tunnel.tls.enabled needs tunnel.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
+{{- if and .Values.tunnel.tls.mutual (not .Values.tunnel.tls.enabled) -}}
+{{- fail "tunnel.tls.mutual needs tunnel.tls.enabled" -}}
+{{- end -}}
+{{- if and .Values.tunnel.tls.mutual (not .Values.tunnel.tls.existingSecret) -}}
+{{- fail "tunnel.tls.mutual needs tunnel.tls.existingSecret (a Secret with the gateway's tls.crt and tls.key and the ca.crt that verifies echo's client certificates)" -}}
+{{- end -}}
+{{- if and .Values.tunnel.tls.mutual (not .Values.tunnel.tls.clientSecret) -}}
+{{- fail "tunnel.tls.mutual needs tunnel.tls.clientSecret (echo's own tls.crt and tls.key, for the DNS name *.<prefix>-echo; not the gateway's key pair)" -}}
+{{- end -}}
+{{- if gt (int .Values.limits.maxHandshakesPerSource) (int .Values.limits.maxHandshakes) -}}
+{{- fail (printf "limits.maxHandshakesPerSource=%v must not exceed limits.maxHandshakes=%v" .Values.limits.maxHandshakesPerSource .Values.limits.maxHandshakes) -}}
 {{- end -}}
 {{- if and .Values.externalEtcd.tls.enabled (not .Values.externalEtcd.tls.existingSecret) -}}
 {{- fail "externalEtcd.tls.enabled needs externalEtcd.tls.existingSecret (a Secret with ca.crt)" -}}
@@ -162,6 +171,8 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ .Values.limits.handshakeTimeout | quote }}
 - name: MAX_HANDSHAKES
   value: {{ int64 .Values.limits.maxHandshakes | toString | quote }}
+- name: MAX_HANDSHAKES_PER_SOURCE
+  value: {{ int64 .Values.limits.maxHandshakesPerSource | toString | quote }}
 {{- if eq .Values.transport "websocket" }}
 - name: WS_PATH
   value: {{ .Values.websocket.path | quote }}
@@ -173,6 +184,8 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ printf "%s-tunnel" (include "kitex-anyconn.echoServiceName" .) | quote }}
 - name: TUNNEL_KEEPALIVE
   value: {{ .Values.tunnel.keepAlive | quote }}
+- name: TUNNEL_TLS
+  value: {{ ternary "on" "off" .Values.tunnel.tls.enabled | quote }}
 {{- end }}
 {{- end }}
 
@@ -198,7 +211,11 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ printf ":%d" (int .Values.tunnel.port) | quote }}
 - name: TUNNEL_ADVERTISE_ADDR
   value: {{ printf "$(POD_IP):%d" (int .Values.tunnel.port) | quote }}
-{{- if .Values.tunnel.tls.enabled }}
+{{- if .Values.tunnel.agentTokens.existingSecret }}
+- name: TUNNEL_AGENT_TOKENS_FILE
+  value: /etc/kitex-anyconn/agent-tokens/tokens
+{{- end }}
+{{- if and .Values.tunnel.tls.enabled .Values.tunnel.tls.existingSecret }}
 - name: TUNNEL_TLS_CERT_FILE
   value: /etc/kitex-anyconn/tunnel-tls/tls.crt
 - name: TUNNEL_TLS_KEY_FILE
@@ -213,55 +230,120 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
 
 {{/*
 Volumes for the Secrets a service reads: (dict "root" $ "component" "echo"|"caller").
+Each projects only the keys that component needs, readable by the pod's group only.
 Emits nothing when no Secret is needed.
 */}}
 {{- define "kitex-anyconn.secretVolumes" -}}
 {{- $v := .root.Values -}}
+{{- $caller := ne .component "echo" -}}
 {{- if eq $v.transport "yamux" }}
 - name: tunnel-token
   secret:
     secretName: {{ include "kitex-anyconn.tunnelSecretName" .root }}
+    defaultMode: 0440
     items:
       - key: {{ $v.tunnel.token.key }}
         path: token
-{{- if $v.tunnel.tls.enabled }}
-- name: tunnel-tls
+{{- if and $caller $v.tunnel.agentTokens.existingSecret }}
+- name: agent-tokens
   secret:
-    {{- if and (eq .component "echo") $v.tunnel.tls.mutual $v.tunnel.tls.clientSecret }}
-    secretName: {{ $v.tunnel.tls.clientSecret }}
-    {{- else }}
-    secretName: {{ $v.tunnel.tls.existingSecret }}
-    {{- end }}
+    secretName: {{ $v.tunnel.agentTokens.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ $v.tunnel.agentTokens.key }}
+        path: tokens
+{{- end }}
+{{- if and $v.tunnel.tls.enabled $v.tunnel.tls.existingSecret }}
+- name: tunnel-tls
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- if $caller }}
+      - secret:
+          name: {{ $v.tunnel.tls.existingSecret }}
+          items:
+            - key: tls.crt
+              path: tls.crt
+            - key: tls.key
+              path: tls.key
+            {{- if $v.tunnel.tls.mutual }}
+            - key: ca.crt
+              path: ca.crt
+            {{- end }}
+      {{- else }}
+      - secret:
+          name: {{ $v.tunnel.tls.existingSecret }}
+          items:
+            - key: ca.crt
+              path: ca.crt
+      {{- if $v.tunnel.tls.mutual }}
+      - secret:
+          name: {{ $v.tunnel.tls.clientSecret }}
+          items:
+            - key: tls.crt
+              path: tls.crt
+            - key: tls.key
+              path: tls.key
+      {{- end }}
+      {{- end }}
 {{- end }}
 {{- end }}
 {{- if and (eq $v.transport "websocket") $v.websocket.tls.enabled }}
 - name: ws-tls
   secret:
     secretName: {{ $v.websocket.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      {{- if $caller }}
+      - key: ca.crt
+        path: ca.crt
+      {{- else }}
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      {{- end }}
 {{- end }}
 {{- if and (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
 - name: etcd-tls
   secret:
     secretName: {{ $v.externalEtcd.tls.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: ca.crt
+        path: ca.crt
+      {{- if $v.externalEtcd.tls.clientCert }}
+      - key: tls.crt
+        path: tls.crt
+      - key: tls.key
+        path: tls.key
+      {{- end }}
 {{- end }}
 {{- if and (not $v.etcd.enabled) $v.externalEtcd.auth.username }}
 - name: etcd-auth
   secret:
     secretName: {{ $v.externalEtcd.auth.existingSecret }}
+    defaultMode: 0440
     items:
       - key: {{ $v.externalEtcd.auth.passwordKey }}
         path: password
 {{- end }}
 {{- end }}
 
-{{/* Mounts of those volumes, read-only. */}}
+{{/* Mounts of those volumes, read-only: (dict "root" $ "component" "echo"|"caller"). */}}
 {{- define "kitex-anyconn.secretMounts" -}}
 {{- $v := .root.Values -}}
+{{- $caller := ne .component "echo" -}}
 {{- if eq $v.transport "yamux" }}
 - name: tunnel-token
   mountPath: /etc/kitex-anyconn/tunnel-token
   readOnly: true
-{{- if $v.tunnel.tls.enabled }}
+{{- if and $caller $v.tunnel.agentTokens.existingSecret }}
+- name: agent-tokens
+  mountPath: /etc/kitex-anyconn/agent-tokens
+  readOnly: true
+{{- end }}
+{{- if and $v.tunnel.tls.enabled $v.tunnel.tls.existingSecret }}
 - name: tunnel-tls
   mountPath: /etc/kitex-anyconn/tunnel-tls
   readOnly: true
