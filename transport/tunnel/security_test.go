@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -519,5 +520,46 @@ func TestVersionAndTokenLength(t *testing.T) {
 	}
 	if _, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "a", Token: "short-token"}); err == nil {
 		t.Fatal("an agent accepted an 11-character token")
+	}
+}
+
+// A plaintext gateway and a plaintext agent each warn once, at start,
+// naming the risk, however many sessions they make; over TLS neither does.
+func TestPlaintextWarnsOnce(t *testing.T) {
+	for _, secure := range []bool{false, true} {
+		core, logs := observer.New(zapcore.WarnLevel)
+		log := zap.New(core)
+		var gwTLS, agentTLS *tls.Config
+		if secure {
+			var err error
+			if gwTLS, err = tunnel.SelfSignedTLS(); err != nil {
+				t.Fatal(err)
+			}
+			agentTLS = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // authenticated by the channel-bound handshake
+		}
+		var addrs []string
+		var gws []*tunnel.Gateway
+		for range 2 {
+			gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, TLSConfig: gwTLS, Logger: log})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer gw.Close()
+			gws, addrs = append(gws, gw), append(addrs, gw.Addr().String())
+		}
+		a := startAgentWith(t, tunnel.AgentConfig{ID: "plain", TLSConfig: agentTLS, Logger: log}, addrs...)
+		for _, gw := range gws {
+			waitAgents(t, gw, 1)
+		}
+		a.stop()
+		warned := logs.FilterMessageSnippet("plaintext").All()
+		switch {
+		case secure && len(warned) != 0:
+			t.Fatalf("TLS tunnel warned: %v", warned)
+		case !secure && len(warned) != 3: // two gateways, one agent
+			t.Fatalf("plaintext: %d warnings, want one per gateway and one for the agent: %v", len(warned), warned)
+		case !secure && !strings.Contains(warned[0].Message, "take over a session"):
+			t.Fatalf("the warning does not name the risk: %q", warned[0].Message)
+		}
 	}
 }
