@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -219,31 +218,7 @@ func TestCertificateBindsIdentity(t *testing.T) {
 func TestOneSourceCannotStarveHandshakes(t *testing.T) {
 	gw := startGateway(t, "127.0.0.1:0")
 	addr := gw.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var held atomic.Int64
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
-	for range tunnel.DefaultMaxHandshakes + 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				c, err := d.DialContext(ctx, "tcp", addr)
-				if err != nil {
-					continue
-				}
-				held.Add(1)
-				stop := context.AfterFunc(ctx, func() { _ = c.Close() })
-				_, _ = c.Read(make([]byte, 1))
-				stop()
-				_ = c.Close()
-			}
-		}()
-	}
-	defer func() { cancel(); wg.Wait() }()
-	for held.Load() < 2*tunnel.DefaultMaxHandshakes {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.HoldHandshakes(t, addr, tunnel.DefaultMaxHandshakes+32, nil)
 	failed := 0
 	const tries = 30
 	for range tries {

@@ -366,33 +366,7 @@ func TestOneSourceCannotStarveHandshakes(t *testing.T) {
 	}})
 	acceptEcho(t, l)
 	addr := l.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	var held atomic.Int64
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}}
-	for range websocket.DefaultMaxHandshakes + 32 {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for ctx.Err() == nil {
-				c, err := d.DialContext(ctx, "tcp", addr)
-				if err != nil {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				held.Add(1)
-				_, _ = io.WriteString(c, "GET /kitex HTTP/1.1\r\nHost: x\r\n") // and no more
-				stop := context.AfterFunc(ctx, func() { _ = c.Close() })
-				_, _ = c.Read(make([]byte, 1))
-				stop()
-				_ = c.Close()
-			}
-		}()
-	}
-	defer func() { cancel(); wg.Wait() }()
-	for held.Load() < 2*websocket.DefaultMaxHandshakes {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.HoldHandshakes(t, addr, websocket.DefaultMaxHandshakes+32, []byte("GET /kitex HTTP/1.1\r\nHost: x\r\n"))
 	failed := 0
 	const tries = 30
 	for range tries {
