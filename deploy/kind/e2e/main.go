@@ -5,7 +5,10 @@
 // waits for the rollout, reads the caller's log until 20 consecutive calls on
 // that transport reached echo, runs `helm test`, deletes an echo pod and
 // restarts echo under load (no call may fail), and for yamux checks that echo
-// opens no RPC port. It prints a summary table and, on failure, the pods,
+// opens no RPC port and runs a rogue pod (deploy/kind/e2e/rogue) that writes a
+// fake tunnel gateway into etcd and plays it to the echo agents that dial it:
+// they must reveal no token and accept no call, and no call of the caller may
+// fail meanwhile. It prints a summary table and, on failure, the pods,
 // events and logs. Finally `tilt ci` deploys the project's Tiltfile in the same
 // cluster. The cluster is deleted at the end unless -keep is given.
 package main
@@ -14,6 +17,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"flag"
@@ -72,6 +76,7 @@ type result struct {
 	podDeleteResume  time.Duration
 	restartFailed    int
 	helmTest, noPort string
+	rogue            string // what the rogue pod got (yamux)
 }
 
 type env struct {
@@ -117,6 +122,11 @@ func (e *env) run() error {
 	if err := e.cmd(10*time.Minute, abs("bin/kind"), append([]string{"load", "docker-image", "--name", *cluster}, images...)...); err != nil {
 		return err
 	}
+	if wants("yamux") {
+		if err := e.buildRogue(); err != nil {
+			return err
+		}
+	}
 	if err := e.validateManifests(); err != nil {
 		return err
 	}
@@ -155,7 +165,8 @@ func (e *env) validateManifests() error {
 		{"transport=netpoll", "networkPolicy.enabled=true"},
 		{"transport=gonet", "echo.pdb.minAvailable=1"},
 		{"transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=ws-tls", "websocket.allowedOrigins={*}"},
-		{"transport=yamux", "networkPolicy.enabled=true", "tunnel.tls.enabled=true", "tunnel.tls.existingSecret=gw", "tunnel.tls.mutual=true"},
+		{"transport=yamux", "tunnel.tls.existingSecret=gw", "tunnel.tls.mutual=true", "tunnel.tls.clientSecret=agent", "tunnel.agentTokens.existingSecret=agents"},
+		{"transport=yamux", "tunnel.tls.enabled=false", "networkPolicy.enabled=false"},
 		{"etcd.enabled=false", "externalEtcd.endpoints={https://etcd.example:2379}", "externalEtcd.tls.enabled=true",
 			"externalEtcd.tls.existingSecret=etcd-tls", "externalEtcd.auth.username=u", "externalEtcd.auth.existingSecret=etcd-pw"},
 	}
@@ -183,7 +194,7 @@ func (e *env) validateManifests() error {
 
 // transport installs the chart with one transport and checks it.
 func (e *env) transport(tr string) error {
-	r := &result{transport: tr, helmTest: "-", noPort: "n/a"}
+	r := &result{transport: tr, helmTest: "-", noPort: "n/a", rogue: "n/a"}
 	e.results = append(e.results, r)
 	ns := *namespace + "-" + tr
 	e.step("%s: helm install", tr)
@@ -289,6 +300,11 @@ func (e *env) transport(tr string) error {
 			return err
 		}
 		r.noPort = "verified"
+
+		e.step("yamux: a rogue pod in the cluster writes a fake gateway into etcd")
+		if r.rogue, err = e.rogue(ns); err != nil {
+			return err
+		}
 	}
 
 	all, err := e.callerLog(ns)
@@ -322,6 +338,16 @@ func (e *env) transport(tr string) error {
 		}
 	}
 	return nil
+}
+
+// wants reports whether transport tr is among those to run.
+func wants(tr string) bool {
+	for _, t := range strings.Split(*only, ",") {
+		if strings.TrimSpace(t) == tr {
+			return true
+		}
+	}
+	return false
 }
 
 func lastTransport() string {
@@ -439,6 +465,222 @@ func (e *env) noInboundRPC(ns string) error {
 	time.Sleep(500 * time.Millisecond)
 	if rerr == nil || !strings.Contains(pfOut.String(), "refused") {
 		return fmt.Errorf("port 8888 of echo pod %s did not refuse the connection (read: %v):\n%s", pods[0], rerr, pfOut.String())
+	}
+	return nil
+}
+
+// The rogue pod (deploy/kind/e2e/rogue) plays an attacker inside the cluster.
+const (
+	rogueImage    = "kitex-anyconn/rogue:e2e"
+	rogueDuration = 40 * time.Second
+)
+
+// buildRogue builds the rogue pod's image, a static binary FROM scratch (no
+// image is pulled), and loads it into the cluster.
+func (e *env) buildRogue() error {
+	e.step("yamux: build the rogue pod's image")
+	dir, err := os.MkdirTemp("", "kitex-anyconn-rogue-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := e.cmdWith(5*time.Minute, []string{"CGO_ENABLED=0", "GOOS=linux"}, nil,
+		"go", "build", "-trimpath", "-o", filepath.Join(dir, "rogue"), "./deploy/kind/e2e/rogue"); err != nil {
+		return err
+	}
+	dockerfile := "FROM scratch\nCOPY rogue /rogue\nUSER 65532:65532\nENTRYPOINT [\"/rogue\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		return err
+	}
+	if err := e.cmdWith(5*time.Minute, []string{"DOCKER_BUILDKIT=0"}, nil, "docker", "build", "-q", "-t", rogueImage, dir); err != nil {
+		return err
+	}
+	return e.cmd(5*time.Minute, abs("bin/kind"), "load", "docker-image", "--name", *cluster, rogueImage)
+}
+
+// roguePod is a bare pod without the chart's labels, so that none of the
+// chart's NetworkPolicies lets it in anywhere; it passes restricted pod
+// security. Arguments: image, release, release, duration.
+const roguePod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: rogue
+spec:
+  restartPolicy: Never
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile:
+      type: RuntimeDefault
+  containers:
+    - name: rogue
+      image: %s
+      imagePullPolicy: Never
+      env:
+        - name: ETCD_ENDPOINTS
+          value: %s-etcd:2379
+        - name: SERVICE
+          value: %s-echo-tunnel
+        - name: DURATION
+          value: %s
+        - name: POD_IP
+          valueFrom:
+            fieldRef:
+              fieldPath: status.podIP
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities:
+          drop: ["ALL"]
+`
+
+// rogueReport is the rogue pod's JSON line.
+type rogueReport struct {
+	EtcdWrite      string `json:"etcd_write"`
+	Connections    int    `json:"connections"`
+	BytesReceived  int    `json:"bytes_received"`
+	ReceivedSample string `json:"received_sample"` // %q of the first 200 bytes
+	ReceivedB64    string `json:"received_b64"`    // the first 4 KiB
+	TLSConnections int    `json:"tls_connections"`
+	StreamsOpened  int    `json:"streams_opened"`
+	Replies        int    `json:"replies"`
+}
+
+// rogue runs the rogue pod in ns while the caller keeps calling: it writes
+// itself into etcd as a tunnel gateway and plays one to the echo agents that
+// dial it. Where the chart's NetworkPolicies are enforced the write times out;
+// where they are not (this cluster's CNI) the agents dial it. Either way it
+// must see no token and have no stream accepted, and no call of the caller
+// may fail. It returns the summary for the table.
+func (e *env) rogue(ns string) (string, error) {
+	tokens, err := e.tunnelTokens(ns)
+	if err != nil {
+		return "FAILED", err
+	}
+	if err := e.kube(2*time.Minute, "-n", ns, "delete", "pod", "rogue", "--ignore-not-found", "--wait=true"); err != nil {
+		return "FAILED", err
+	}
+	started := time.Now()
+	manifest := fmt.Sprintf(roguePod, rogueImage, release, release, rogueDuration)
+	if err := e.cmdWith(time.Minute, nil, []byte(manifest), e.kubectl, "--context", e.context(), "-n", ns, "apply", "-f", "-"); err != nil {
+		return "FAILED", err
+	}
+	wait := rogueDuration + time.Minute
+	deadline := time.Now().Add(wait)
+	phase := ""
+	for phase != "Succeeded" && phase != "Failed" {
+		if time.Now().After(deadline) {
+			state, _ := e.kubeOut("-n", ns, "get", "pod", "rogue", "-o", "jsonpath={.status.containerStatuses[*].state}")
+			return "FAILED", fmt.Errorf("the rogue pod is still %q %s after it was created: %s", phase, wait, state)
+		}
+		time.Sleep(2 * time.Second)
+		if phase, err = e.kubeOut("-n", ns, "get", "pod", "rogue", "-o", "jsonpath={.status.phase}"); err != nil {
+			return "FAILED", err
+		}
+	}
+	logs, err := e.kubeOut("-n", ns, "logs", "pod/rogue")
+	if err != nil {
+		return "FAILED", err
+	}
+	if phase == "Failed" {
+		return "FAILED", fmt.Errorf("the rogue pod failed; its log:\n%s", logs)
+	}
+	rep, err := parseRogue(logs)
+	if err != nil {
+		return "FAILED", fmt.Errorf("%w; its log:\n%s", err, logs)
+	}
+	fmt.Printf("rogue pod saw: etcd write %s; %d connections (%d over TLS), %d bytes received: %s; %d streams opened, %d replies\n",
+		rep.EtcdWrite, rep.Connections, rep.TLSConnections, rep.BytesReceived, rep.ReceivedSample, rep.StreamsOpened, rep.Replies)
+
+	if rep.StreamsOpened > 0 || rep.Replies > 0 {
+		return "FAILED", fmt.Errorf("echo agents accepted %d streams from the rogue's fake gateway and answered on %d", rep.StreamsOpened, rep.Replies)
+	}
+	if err := noToken(rep, tokens); err != nil {
+		return "FAILED", err
+	}
+	calls, err := e.callerLog(ns)
+	if err != nil {
+		return "FAILED", err
+	}
+	during := since(calls, started)
+	if n := countFailed(during); n > 0 {
+		return "FAILED", fmt.Errorf("%d of %d calls failed while the rogue pod ran: %v", n, len(during), failedOnly(during))
+	}
+	if okCount(during) < 10 {
+		return "FAILED", fmt.Errorf("only %d successful calls while the rogue pod ran", okCount(during))
+	}
+
+	write := "ok"
+	switch {
+	case rep.EtcdWrite != "ok":
+		write = "failed"
+		fmt.Printf("rogue: the etcd write failed (%s): the NetworkPolicies keep a stranger out of etcd\n", rep.EtcdWrite)
+	case rep.Connections == 0:
+		fmt.Println("rogue: the fake gateway was written into etcd (NetworkPolicies not enforced here), but no agent dialed it")
+	default:
+		fmt.Printf("rogue: the fake gateway was written into etcd (this cluster's CNI does not enforce NetworkPolicies); "+
+			"%d agent connections reached it, revealed no token and accepted no stream\n", rep.Connections)
+	}
+	if out, err := e.kubeOut("-n", ns, "logs", "-l", "app.kubernetes.io/component=echo", "--tail=-1"); err == nil {
+		fmt.Printf("rogue: echo logged %d refusals of a gateway that did not prove the token\n",
+			strings.Count(out, "did not prove it holds the token"))
+	}
+	return fmt.Sprintf("no token, 0 calls (etcd write %s, %d conns, %.1f KiB seen)", write, rep.Connections, float64(rep.BytesReceived)/1024), nil
+}
+
+// tunnelTokens returns the tokens of the release's tunnel Secret (one per line).
+func (e *env) tunnelTokens(ns string) ([]string, error) {
+	name := release + "-tunnel-token"
+	out, err := e.kubeOut("-n", ns, "get", "secret", name, "-o", "jsonpath={.data.token}")
+	if err != nil {
+		return nil, err
+	}
+	b, err := base64.StdEncoding.DecodeString(strings.TrimSpace(out))
+	if err != nil {
+		return nil, fmt.Errorf("secret %s: %w", name, err)
+	}
+	var tokens []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if l = strings.TrimSpace(l); l != "" && !strings.HasPrefix(l, "#") {
+			tokens = append(tokens, l)
+		}
+	}
+	if len(tokens) == 0 {
+		return nil, fmt.Errorf("secret %s holds no token", name)
+	}
+	return tokens, nil
+}
+
+// parseRogue finds the rogue pod's report, the last JSON line of its log.
+func parseRogue(logs string) (rogueReport, error) {
+	lines := strings.Split(strings.TrimSpace(logs), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		var rep rogueReport
+		if json.Unmarshal([]byte(lines[i]), &rep) == nil && rep.EtcdWrite != "" {
+			return rep, nil
+		}
+	}
+	return rogueReport{}, errors.New("the rogue pod printed no report")
+}
+
+// noToken checks that no token appears in what the rogue received: in its
+// sample, quoted or not, or in everything it kept.
+func noToken(rep rogueReport, tokens []string) error {
+	sample, err := strconv.Unquote(rep.ReceivedSample)
+	if err != nil {
+		return fmt.Errorf("the rogue's received_sample is not a quoted string: %w", err)
+	}
+	all, err := base64.StdEncoding.DecodeString(rep.ReceivedB64)
+	if err != nil {
+		return fmt.Errorf("the rogue's received_b64: %w", err)
+	}
+	for _, t := range tokens {
+		if strings.Contains(rep.ReceivedSample, t) || strings.Contains(sample, t) || bytes.Contains(all, []byte(t)) {
+			return errors.New("the tunnel token reached the rogue's fake gateway")
+		}
 	}
 	return nil
 }
@@ -600,11 +842,11 @@ func (e *env) printSummary() {
 	if len(e.results) == 0 {
 		return
 	}
-	fmt.Println("\n| transport | calls ok | calls failed | failed before the first success | p50 ms | p99 ms | first success after install | failed after pod delete | failed during rolling restart | helm test | no inbound RPC port |")
-	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|")
+	fmt.Println("\n| transport | calls ok | calls failed | failed before the first success | p50 ms | p99 ms | first success after install | failed after pod delete | failed during rolling restart | helm test | no inbound RPC port | rogue pod |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	for _, r := range e.results {
-		fmt.Printf("| %s | %d | %d | %d | %.2f | %.2f | %s | %d | %d | %s | %s |\n", r.transport, r.ok, r.failed, r.startupFailed,
-			r.p50, r.p99, r.firstSuccess, r.podDeleteFailed, r.restartFailed, r.helmTest, r.noPort)
+		fmt.Printf("| %s | %d | %d | %d | %.2f | %.2f | %s | %d | %d | %s | %s | %s |\n", r.transport, r.ok, r.failed, r.startupFailed,
+			r.p50, r.p99, r.firstSuccess, r.podDeleteFailed, r.restartFailed, r.helmTest, r.noPort, r.rogue)
 	}
 }
 
@@ -647,11 +889,27 @@ func (e *env) kubeOut(args ...string) (string, error) {
 
 // cmd runs a command with its output on ours, bounded by timeout.
 func (e *env) cmd(timeout time.Duration, name string, args ...string) error {
+	return e.cmdWith(timeout, nil, nil, name, args...)
+}
+
+// cmdWith is cmd with variables added to the environment and, if not nil,
+// stdin as the command's input.
+func (e *env) cmdWith(timeout time.Duration, environ []string, stdin []byte, name string, args ...string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	fmt.Printf("$ %s %s\n", filepath.Base(name), strings.Join(args, " "))
+	shown := ""
+	for _, v := range environ {
+		shown += v + " "
+	}
+	fmt.Printf("$ %s%s %s\n", shown, filepath.Base(name), strings.Join(args, " "))
 	c := exec.CommandContext(ctx, name, args...)
 	c.Stdout, c.Stderr = os.Stdout, os.Stderr
+	if environ != nil {
+		c.Env = append(os.Environ(), environ...)
+	}
+	if stdin != nil {
+		c.Stdin = bytes.NewReader(stdin)
+	}
 	if err := c.Run(); err != nil {
 		if ctx.Err() != nil {
 			return fmt.Errorf("%s %s: timed out after %s", filepath.Base(name), strings.Join(args, " "), timeout)
