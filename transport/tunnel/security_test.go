@@ -191,14 +191,7 @@ func (r *recorder) sent() []byte {
 // for one identity cannot register as another.
 func TestCertificateBindsIdentity(t *testing.T) {
 	ca := testutil.NewCA(t)
-	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, HandshakeTimeout: 500 * time.Millisecond, TLSConfig: &tls.Config{
-		Certificates: []tls.Certificate{ca.Issue(t, "gateway", x509.ExtKeyUsageServerAuth)},
-		ClientCAs:    ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = gw.Close() })
+	gw := mutualTLSGateway(t, ca)
 	addr := gw.Addr().String()
 	certA := ca.Issue(t, "agent-a", x509.ExtKeyUsageClientAuth)
 	thief := startAgentWith(t, tunnel.AgentConfig{ID: "agent-b", TLSConfig: &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{certA}}}, addr)

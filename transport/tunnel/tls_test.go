@@ -11,9 +11,11 @@ import (
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
-func TestMutualTLS(t *testing.T) {
-	ca := testutil.NewCA(t)
-	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, TLSConfig: &tls.Config{
+// mutualTLSGateway starts a gateway whose certificate ca signed and that
+// requires client certificates signed by ca.
+func mutualTLSGateway(t *testing.T, ca *testutil.CA) *tunnel.Gateway {
+	t.Helper()
+	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, HandshakeTimeout: 500 * time.Millisecond, TLSConfig: &tls.Config{
 		Certificates: []tls.Certificate{ca.Issue(t, "gateway", x509.ExtKeyUsageServerAuth)},
 		ClientCAs:    ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert,
 	}})
@@ -21,6 +23,12 @@ func TestMutualTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = gw.Close() })
+	return gw
+}
+
+func TestMutualTLS(t *testing.T) {
+	ca := testutil.NewCA(t)
+	gw := mutualTLSGateway(t, ca)
 	addr := gw.Addr().String()
 
 	startAgentWith(t, tunnel.AgentConfig{ID: "with-cert", TLSConfig: &tls.Config{
