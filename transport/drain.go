@@ -2,13 +2,13 @@ package transport
 
 import (
 	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
 
-	"github.com/cloudwego/kitex/pkg/klog"
 	"github.com/cloudwego/kitex/pkg/remote"
 	"github.com/cloudwego/netpoll"
 )
@@ -112,6 +112,7 @@ func (c *drainConn) Close() error {
 type netpollDrain struct {
 	grace time.Duration
 	idle  time.Duration
+	log   *slog.Logger
 	mu    sync.Mutex
 	conns map[net.Conn]*atomic.Int64 // last read, in Unix nanoseconds
 	sweep *time.Timer                // nil while no sweep is scheduled
@@ -165,7 +166,7 @@ func (d *netpollDrain) closeIdle() {
 	}
 	d.mu.Unlock()
 	for _, c := range idle {
-		klog.Infof("KITEX-ANYCONN: closing a connection idle for over %v, remoteAddr=%s", d.idle, c.RemoteAddr())
+		d.log.Debug("closing a connection idle for too long", slog.Duration("idle_timeout", d.idle), slog.String("peer", c.RemoteAddr().String()))
 		_ = c.Close()
 	}
 }
@@ -203,12 +204,12 @@ func (l netpollListener) Close() error {
 
 // netpollDrained returns the listener and inbound handler that close a
 // netpoll server's remaining connections grace after it stops.
-func netpollDrained(ln net.Listener, grace, idle time.Duration) (net.Listener, remote.InboundHandler, error) {
+func netpollDrained(ln net.Listener, grace, idle time.Duration, log *slog.Logger) (net.Listener, remote.InboundHandler, error) {
 	nl, err := netpoll.ConvertListener(ln)
 	if err != nil {
 		return nil, nil, err
 	}
-	d := &netpollDrain{grace: grace, idle: idle, conns: make(map[net.Conn]*atomic.Int64)}
+	d := &netpollDrain{grace: grace, idle: idle, log: log, conns: make(map[net.Conn]*atomic.Int64)}
 	return netpollListener{Listener: nl, d: d}, d, nil
 }
 

@@ -11,6 +11,7 @@ package transport
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"strings"
 	"time"
@@ -109,6 +110,10 @@ type ServerConfig struct {
 	// (half-open). Keep it longer than the clients' pool idle time (30 s
 	// with NewClient). DefaultIdleTimeout if zero.
 	IdleTimeout time.Duration
+	// Logger receives the transport's own log lines: connections closed
+	// for idling (debug level), and the WebSocket listener's unless
+	// WebSocket.Logger is set. Nothing is logged if nil.
+	Logger *slog.Logger
 }
 
 // Defaults of ServerConfig.
@@ -155,7 +160,11 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 		}
 	}
 	if cfg.Kind == WebSocket {
-		ln = websocket.NewListener(ln, cfg.WebSocket)
+		ws := cfg.WebSocket
+		if ws.Logger == nil {
+			ws.Logger = cfg.Logger
+		}
+		ln = websocket.NewListener(ln, ws)
 	}
 	exitWait := cfg.ExitWaitTime
 	if exitWait <= 0 {
@@ -176,7 +185,11 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 		opts = append(opts, server.WithReadWriteTimeout(cfg.ReadTimeout))
 	}
 	if cfg.Kind == Netpoll {
-		nl, drain, err := netpollDrained(ln, exitWait, idle)
+		log := cfg.Logger
+		if log == nil {
+			log = slog.New(slog.DiscardHandler)
+		}
+		nl, drain, err := netpollDrained(ln, exitWait, idle, log)
 		if err != nil {
 			_ = ln.Close()
 			return nil, nil, fmt.Errorf("transport %s: %w", cfg.Kind, err)

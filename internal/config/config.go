@@ -4,8 +4,6 @@
 package config
 
 import (
-	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -13,11 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
-	clientv3 "go.etcd.io/etcd/client/v3"
-	"go.uber.org/zap"
-
-	"github.com/anyconn/kitex-anyconn/internal/backoff"
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -119,41 +112,6 @@ func (e Etcd) ClientConfig() (discovery.EtcdConfig, error) {
 		cfg.TLS = t
 	}
 	return cfg, nil
-}
-
-// Connect returns an etcd client with these settings. Without a user name
-// it returns at once: the client connects whenever etcd is reachable. With
-// one, etcd must be reached to authenticate, so Connect retries with backoff
-// (logging the first failure, then every 30 s) until it succeeds, ctx ends,
-// or etcd refuses the credentials, which is returned at once.
-func (e Etcd) Connect(ctx context.Context, log *zap.Logger) (*clientv3.Client, error) {
-	cfg, err := e.ClientConfig()
-	if err != nil {
-		return nil, err
-	}
-	if log == nil {
-		log = zap.NewNop()
-	}
-	bo := backoff.New(200*time.Millisecond, 5*time.Second)
-	var lastLog time.Time
-	for {
-		cli, err := discovery.NewEtcdClient(cfg, log)
-		if err == nil {
-			return cli, nil
-		}
-		if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrPermissionDenied) {
-			return nil, fmt.Errorf("etcd refused user %q: %w", e.Username, err)
-		}
-		if time.Since(lastLog) > 30*time.Second {
-			log.Warn("waiting for etcd to authenticate", zap.Strings("etcd", e.Endpoints), zap.Error(err))
-			lastLog = time.Now()
-		}
-		select {
-		case <-ctx.Done():
-			return nil, fmt.Errorf("etcd %v: %w", e.Endpoints, ctx.Err())
-		case <-time.After(bo.Next()):
-		}
-	}
 }
 
 func (e Etcd) validate() error {

@@ -1,10 +1,14 @@
 package discovery
 
 import (
+	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/cenkalti/backoff/v5"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc"
@@ -50,4 +54,47 @@ func NewEtcdClient(cfg EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 		return nil, fmt.Errorf("etcd client for %v: %w", endpoints, err)
 	}
 	return cli, nil
+}
+
+// Connect returns an etcd client with these settings. Without a user name
+// it returns at once: the client connects whenever etcd is reachable. With
+// one, etcd must be reached to authenticate, so Connect retries with backoff
+// (logging the first failure, then every 30 s) until it succeeds, ctx ends,
+// or etcd refuses the credentials, which is returned at once.
+func Connect(ctx context.Context, cfg EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
+	if log == nil {
+		log = zap.NewNop()
+	}
+	retry := newBackoff(200*time.Millisecond, 5*time.Second)
+	var lastLog time.Time
+	for {
+		cli, err := NewEtcdClient(cfg, log)
+		if err == nil {
+			return cli, nil
+		}
+		if errors.Is(err, rpctypes.ErrAuthFailed) || errors.Is(err, rpctypes.ErrPermissionDenied) {
+			return nil, fmt.Errorf("etcd refused user %q: %w", cfg.Username, err)
+		}
+		if time.Since(lastLog) > 30*time.Second {
+			log.Warn("waiting for etcd to authenticate", zap.Strings("etcd", cfg.Endpoints), zap.Error(err))
+			lastLog = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("etcd %v: %w", cfg.Endpoints, ctx.Err())
+		case <-time.After(retry.NextBackOff()):
+		}
+	}
+}
+
+// jitter is the spread of a retry delay: ±20 % around the doubling value.
+const jitter = 0.2
+
+// newBackoff returns the exponential backoff of this package's retry
+// loops: about min first, doubling, never above max.
+func newBackoff(min, max time.Duration) *backoff.ExponentialBackOff {
+	b := &backoff.ExponentialBackOff{InitialInterval: min, RandomizationFactor: jitter, Multiplier: 2,
+		MaxInterval: time.Duration(float64(max) / (1 + jitter))}
+	b.Reset()
+	return b
 }

@@ -21,8 +21,6 @@ import (
 	"github.com/cloudwego/kitex/pkg/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
-
-	"github.com/anyconn/kitex-anyconn/internal/backoff"
 )
 
 // DefaultPrefix is registry-etcd's key prefix.
@@ -151,7 +149,7 @@ func (r *Registry) keep(ctx context.Context, key, val string, done chan struct{}
 	defer close(done)
 	// Retries (backoff plus one attempt's timeout) stay within one TTL, so
 	// that a registration comes back within a TTL of etcd coming back.
-	retry := backoff.New(200*time.Millisecond, min(5*time.Second, r.opts.TTL/2))
+	retry := newBackoff(200*time.Millisecond, min(5*time.Second, r.opts.TTL/2))
 	failures := 0
 	for ctx.Err() == nil {
 		err := r.registerOnce(ctx, key, val)
@@ -174,7 +172,7 @@ func (r *Registry) keep(ctx context.Context, key, val string, done chan struct{}
 		}
 		select {
 		case <-ctx.Done():
-		case <-time.After(retry.Next()):
+		case <-time.After(retry.NextBackOff()):
 		}
 	}
 }

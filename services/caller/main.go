@@ -146,7 +146,12 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 	if cfg.CallCount > 0 {
 		connectCtx, cancelConnect = context.WithTimeout(ctx, cfg.DiscoveryTimeout)
 	}
-	etcd, err := cfg.Etcd.Connect(connectCtx, log)
+	etcdCfg, err := cfg.Etcd.ClientConfig()
+	if err != nil {
+		cancelConnect()
+		return err
+	}
+	etcd, err := discovery.Connect(connectCtx, etcdCfg, log)
 	cancelConnect()
 	if err != nil {
 		return err
@@ -251,7 +256,7 @@ func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheu
 	gcfg := tunnel.GatewayConfig{
 		Token: tc.Token, TokenFile: tc.TokenFile, AgentTokensFile: tc.AgentTokensFile,
 		KeepAliveInterval: tc.KeepAlive, HandshakeTimeout: cfg.HandshakeTimeout,
-		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerSource: cfg.MaxHandshakesPerSource, Logger: log,
+		MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerSource: cfg.MaxHandshakesPerSource, Logger: obs.Slog(log),
 	}
 	var err error
 	if gcfg.TLSConfig, err = gatewayTLS(tc); err != nil {

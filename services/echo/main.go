@@ -12,13 +12,10 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"slices"
 	"sort"
-	"strconv"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -33,7 +30,6 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
-	"github.com/anyconn/kitex-anyconn/internal/ratelog"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -98,7 +94,11 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 	}
 	defer func() { _ = admin.Close(2 * time.Second) }()
 
-	etcd, err := cfg.Etcd.Connect(ctx, log)
+	etcdCfg, err := cfg.Etcd.ClientConfig()
+	if err != nil {
+		return err
+	}
+	etcd, err := discovery.Connect(ctx, etcdCfg, log)
 	if err != nil {
 		return err
 	}
@@ -163,9 +163,10 @@ type inbound struct {
 
 // serverConfig is the part of the server's transport settings that every
 // transport shares.
-func serverConfig(cfg config.Echo) transport.ServerConfig {
+func serverConfig(cfg config.Echo, log *zap.Logger) transport.ServerConfig {
 	return transport.ServerConfig{
 		Kind:            cfg.Transport,
+		Logger:          obs.Slog(log),
 		ExitWaitTime:    cfg.ShutdownTimeout,
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		ReadTimeout:     cfg.ReadTimeout,
@@ -179,9 +180,8 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{
 		TTL: cfg.RegistryTTL, Advertise: cfg.AdvertiseAddr, Logger: log,
 	})
-	scfg := serverConfig(cfg)
+	scfg := serverConfig(cfg, log)
 	scfg.Addr = cfg.ListenAddr
-	refusals := ratelog.New(log, 0)
 	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
 	if cfg.Transport == transport.WebSocket {
 		scfg.WebSocket = websocket.ListenerConfig{
@@ -190,16 +190,6 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 			HandshakeTimeout:       cfg.HandshakeTimeout,
 			MaxHandshakes:          cfg.MaxHandshakes,
 			MaxHandshakesPerSource: cfg.MaxHandshakesPerSource,
-			// A client can repeat these at will: the first of a kind is
-			// logged, then one line per interval with the count.
-			OnReject: func(r *http.Request, status int, reason error) {
-				refusals.Warn("reject:"+strconv.Itoa(status), "websocket request refused", zap.String("peer", r.RemoteAddr),
-					zap.String("path", r.URL.Path), zap.Int("status", status), zap.Error(reason))
-			},
-			OnRefuse: func(peer net.Addr, reason error) {
-				refusals.Warn("refuse:"+reason.Error(), "websocket connection refused", zap.String("peer", peer.String()),
-					zap.Int("max_handshakes", cfg.MaxHandshakes), zap.Int("max_handshakes_per_source", cfg.MaxHandshakesPerSource), zap.Error(reason))
-			},
 		}
 		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
 		if cfg.TLSCertFile != "" {
@@ -235,7 +225,7 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 				log.Warn("deregister failed; the registration expires with its lease", zap.Error(err))
 			}
 		},
-		finish: refusals.Close,
+		finish: func() {},
 	}, nil
 }
 
@@ -265,7 +255,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	tc := cfg.Tunnel
 	acfg := tunnel.AgentConfig{
 		ID: tc.AgentID, Token: tc.Token, TokenFile: tc.TokenFile, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax,
-		HandshakeTimeout: cfg.HandshakeTimeout, MaxStreams: tc.MaxStreams, Sessions: tc.Sessions, Logger: log,
+		HandshakeTimeout: cfg.HandshakeTimeout, MaxStreams: tc.MaxStreams, Sessions: tc.Sessions, Logger: obs.Slog(log),
 	}
 	var err error
 	if acfg.TLSConfig, err = agentTLS(tc, log); err != nil {
@@ -275,7 +265,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	if err != nil {
 		return nil, err
 	}
-	scfg := serverConfig(cfg)
+	scfg := serverConfig(cfg, log)
 	scfg.Listener = agent
 	sopts, addr, err := transport.ServerOptions(scfg)
 	if err != nil {

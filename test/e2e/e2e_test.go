@@ -25,6 +25,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 )
@@ -445,7 +446,11 @@ func TestEtcdOverTLSWithAuth(t *testing.T) {
 
 	// Turn authentication on: root, and a user "kitex" that may only read and
 	// write the registry's keys.
-	admin, err := config.Etcd{Endpoints: []string{etcd}, CAFile: caFile, CertFile: cliCert, KeyFile: cliKey}.Connect(context.Background(), nil)
+	adminCfg, err := config.Etcd{Endpoints: []string{etcd}, CAFile: caFile, CertFile: cliCert, KeyFile: cliKey}.ClientConfig()
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin, err := discovery.Connect(context.Background(), adminCfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

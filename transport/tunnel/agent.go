@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"slices"
 	"sort"
@@ -13,10 +14,9 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
-	"go.uber.org/zap"
 
-	"github.com/anyconn/kitex-anyconn/internal/backoff"
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
+	"github.com/anyconn/kitex-anyconn/transport/internal/backoff"
 )
 
 // Defaults for the agent's reconnect backoff.
@@ -80,7 +80,7 @@ type AgentConfig struct {
 	// Dial opens the TCP connection to a gateway; net.Dialer if nil.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
 	// Logger receives connection events; none if nil.
-	Logger *zap.Logger
+	Logger *slog.Logger
 }
 
 // AgentStats are counters for metrics.
@@ -100,7 +100,7 @@ type AgentStats struct {
 type Agent struct {
 	cfg      AgentConfig
 	ymx      *yamux.Config
-	log      *zap.Logger
+	log      *slog.Logger
 	instance [instanceLen]byte // tells this agent from a restarted one with its identity
 
 	streams   chan net.Conn
@@ -167,12 +167,12 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = zap.NewNop()
+		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{
 		cfg:     cfg,
 		ymx:     yamuxConfig(cfg.KeepAliveInterval),
-		log:     log.With(zap.String("agent", cfg.ID)),
+		log:     log.With(slog.String("agent", cfg.ID)),
 		streams: make(chan net.Conn),
 		leaving: make(chan struct{}),
 		done:    make(chan struct{}),
@@ -213,7 +213,7 @@ func (a *Agent) SetGateways(addrs []string) {
 			close(p.retired)
 			delete(a.peers, addr)
 			a.retired = append(a.retired, p)
-			a.log.Info("tunnel agent: gateway removed; its session is kept until it ends", zap.String("gateway", addr))
+			a.log.Info("tunnel agent: gateway removed; its session is kept until it ends", slog.String("gateway", addr))
 		}
 	}
 	for addr := range want {
@@ -258,9 +258,9 @@ func (a *Agent) keepAll(ctx context.Context, addr string, p *peer) {
 // keep connects one session slot to one gateway, serves its streams, and
 // reconnects after any loss, until ctx ends or the agent closes.
 func (a *Agent) keep(ctx context.Context, addr string, slot int, p *peer) {
-	log := a.log.With(zap.String("gateway", addr))
+	log := a.log.With(slog.String("gateway", addr))
 	if a.cfg.Sessions > 1 {
-		log = log.With(zap.Int("session", slot))
+		log = log.With(slog.Int("session", slot))
 	}
 	retry := backoff.New(a.cfg.BackoffMin, a.cfg.BackoffMax)
 	attempt, everConnected := 0, false
@@ -278,8 +278,8 @@ func (a *Agent) keep(ctx context.Context, addr string, slot int, p *peer) {
 			// the gateway refused us or failed to prove itself (a
 			// configuration problem, or an impostor).
 			if attempt == 1 || time.Since(lastLog) >= 30*time.Second || errors.Is(err, ErrRefused) || errors.Is(err, ErrGatewayUnauthenticated) {
-				log.Warn("tunnel agent: cannot connect to gateway; retrying", zap.Int("attempt", attempt),
-					zap.Duration("next_in", wait), zap.Error(err))
+				log.Warn("tunnel agent: cannot connect to gateway; retrying", slog.Int("attempt", attempt),
+					slog.Duration("next_in", wait), slog.Any("error", err))
 				lastLog = time.Now()
 			}
 			if !a.sleep(ctx, p, wait) {
@@ -306,7 +306,7 @@ func (a *Agent) keep(ctx context.Context, addr string, slot int, p *peer) {
 			retry.Reset()
 		}
 		wait := retry.Next()
-		log.Warn("tunnel agent: session to gateway lost; reconnecting", zap.Error(err), zap.Duration("next_in", wait))
+		log.Warn("tunnel agent: session to gateway lost; reconnecting", slog.Any("error", err), slog.Duration("next_in", wait))
 		if !a.sleep(ctx, p, wait) {
 			return
 		}
@@ -389,7 +389,7 @@ func (a *Agent) connect(ctx context.Context, addr string, slot int) (*yamux.Sess
 
 // serve hands the session's streams to Accept until the session ends. Once
 // the agent leaves, the session is drained: see Leave.
-func (a *Agent) serve(ctx context.Context, sess *yamux.Session, log *zap.Logger) error {
+func (a *Agent) serve(ctx context.Context, sess *yamux.Session, log *slog.Logger) error {
 	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
 	defer stop()
 	defer sess.Close()
@@ -415,7 +415,7 @@ func (a *Agent) serve(ctx context.Context, sess *yamux.Session, log *zap.Logger)
 			_ = st.Close()
 			a.refused.Add(1)
 			log.Warn("tunnel agent: too many streams open on this session; stream closed",
-				zap.Int("max_streams", a.cfg.MaxStreams))
+				slog.Int("max_streams", a.cfg.MaxStreams))
 			continue
 		}
 		c := &countedStream{Stream: st, open: &open}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"slices"
 	"sort"
@@ -21,11 +22,10 @@ import (
 	"github.com/cloudwego/kitex/pkg/remote"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"github.com/hashicorp/yamux"
-	"go.uber.org/zap"
 
-	"github.com/anyconn/kitex-anyconn/internal/admit"
-	"github.com/anyconn/kitex-anyconn/internal/ratelog"
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
+	"github.com/anyconn/kitex-anyconn/transport/internal/admit"
+	"github.com/anyconn/kitex-anyconn/transport/internal/ratelog"
 )
 
 // Defaults for GatewayConfig and AgentConfig.
@@ -97,7 +97,7 @@ type GatewayConfig struct {
 	// Logger receives session events and refusals (refusals sampled: the
 	// first of a kind, then one line per RefusalLogInterval with a
 	// count); none if nil.
-	Logger *zap.Logger
+	Logger *slog.Logger
 	// RefusalLogInterval is the interval of the refusal summaries;
 	// DefaultRefusalLogInterval if zero.
 	RefusalLogInterval time.Duration
@@ -127,7 +127,7 @@ type Gateway struct {
 	cfg   GatewayConfig
 	ln    net.Listener
 	ymx   *yamux.Config
-	log   *zap.Logger
+	log   *slog.Logger
 	rlog  *ratelog.Logger // refusals, sampled
 	admit *admit.Limiter
 	keys  atomic.Pointer[keyring]
@@ -187,7 +187,7 @@ func NewGateway(ln net.Listener, cfg GatewayConfig) (*Gateway, error) {
 	}
 	log := cfg.Logger
 	if log == nil {
-		log = zap.NewNop()
+		log = slog.New(slog.DiscardHandler)
 	}
 	if cfg.TLSConfig == nil {
 		log.Warn("tunnel gateway: plaintext tunnel: the handshake does not reveal the token, but anyone on the network path can read the calls and take over a session once it is open; use TLS")
@@ -254,7 +254,7 @@ func (g *Gateway) acceptLoop() {
 			}
 			// A transient error (out of file descriptors...): wait and go on.
 			delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-			g.log.Warn("tunnel gateway: accept failed; retrying", zap.Error(err), zap.Duration("in", delay))
+			g.log.Warn("tunnel gateway: accept failed; retrying", slog.Any("error", err), slog.Duration("in", delay))
 			select {
 			case <-g.done:
 				return
@@ -267,8 +267,8 @@ func (g *Gateway) acceptLoop() {
 		if err != nil {
 			g.handshakeFailures.Add(1)
 			g.rlog.Warn("busy:"+err.Error(), "tunnel gateway: connection closed: "+err.Error(),
-				zap.String("peer", c.RemoteAddr().String()), zap.Int("max_handshakes", g.cfg.MaxHandshakes),
-				zap.Int("max_handshakes_per_source", g.cfg.MaxHandshakesPerSource))
+				slog.String("peer", c.RemoteAddr().String()), slog.Int("max_handshakes", g.cfg.MaxHandshakes),
+				slog.Int("max_handshakes_per_source", g.cfg.MaxHandshakesPerSource))
 			_ = c.Close()
 			continue
 		}
@@ -288,7 +288,7 @@ func (g *Gateway) serveConn(c net.Conn, release func()) {
 	release()
 	if err != nil {
 		g.handshakeFailures.Add(1)
-		g.rlog.Warn("refused", "tunnel gateway: agent refused", zap.String("peer", peer), zap.String("agent", a.id), zap.Error(err))
+		g.rlog.Warn("refused", "tunnel gateway: agent refused", slog.String("peer", peer), slog.String("agent", a.id), slog.Any("error", err))
 		_ = c.Close()
 		return
 	}
@@ -303,8 +303,8 @@ func (g *Gateway) serveConn(c net.Conn, release func()) {
 		return
 	}
 	g.accepted.Add(1)
-	log := g.log.With(zap.String("agent", a.id), zap.String("peer", peer), zap.Int("session", a.slot))
-	log.Info("tunnel gateway: agent connected", zap.Bool("identity_bound", a.bound))
+	log := g.log.With(slog.String("agent", a.id), slog.String("peer", peer), slog.Int("session", a.slot))
+	log.Info("tunnel gateway: agent connected", slog.Bool("identity_bound", a.bound))
 	g.wg.Add(1)
 	go g.watchStreams(a.id, peer, sess, log)
 	select {
@@ -327,7 +327,7 @@ func (g *Gateway) serveConn(c net.Conn, release func()) {
 // streams already pooled. Any other stream, or a second one, closes the
 // session: an agent that opens streams of its own is not one of ours, and
 // its streams would hold the gateway's memory.
-func (g *Gateway) watchStreams(id, peer string, sess *yamux.Session, log *zap.Logger) {
+func (g *Gateway) watchStreams(id, peer string, sess *yamux.Session, log *slog.Logger) {
 	defer g.wg.Done()
 	st, err := sess.AcceptStream()
 	if err != nil {
@@ -362,7 +362,7 @@ func (g *Gateway) refuseStreams(sess *yamux.Session, id, peer string) {
 	}
 	_ = sess.Close()
 	g.rlog.Warn("streams", "tunnel gateway: the agent opened a stream other than its one leave notice; session closed",
-		zap.String("agent", id), zap.String("peer", peer))
+		slog.String("agent", id), slog.String("peer", peer))
 }
 
 // admitted is what a successful handshake established.
@@ -524,12 +524,12 @@ func (g *Gateway) add(id string, s slotSession, bound bool) bool {
 		switch {
 		case old.instance != s.instance:
 			g.log.Warn("tunnel gateway: identity taken over by another agent instance; the previous one's session is closed",
-				zap.String("agent", id), zap.String("peer", s.peer), zap.String("previous_peer", old.peer),
-				zap.Bool("identity_bound", bound))
+				slog.String("agent", id), slog.String("peer", s.peer), slog.String("previous_peer", old.peer),
+				slog.Bool("identity_bound", bound))
 			_ = old.sess.Close()
 		case old.slot == s.slot:
 			g.log.Info("tunnel gateway: agent reconnected a session slot; the previous session is closed",
-				zap.String("agent", id), zap.String("peer", s.peer), zap.String("previous_peer", old.peer), zap.Int("session", s.slot))
+				slog.String("agent", id), slog.String("peer", s.peer), slog.String("previous_peer", old.peer), slog.Int("session", s.slot))
 			_ = old.sess.Close()
 		default:
 			kept = append(kept, old)
@@ -579,7 +579,7 @@ func (g *Gateway) reloadLoop() {
 		keys, err := loadKeyring(g.cfg.Token, g.cfg.TokenFile, g.cfg.AgentTokensFile)
 		if err != nil {
 			if err.Error() != lastErr {
-				g.log.Error("tunnel gateway: cannot reload the tokens; the ones loaded before stay in force", zap.Error(err))
+				g.log.Error("tunnel gateway: cannot reload the tokens; the ones loaded before stay in force", slog.Any("error", err))
 				lastErr = err.Error()
 			}
 			continue
@@ -599,7 +599,7 @@ func (g *Gateway) revoke(keys *keyring) {
 		for _, s := range list {
 			if !keys.valid(id, s.key) {
 				g.log.Warn("tunnel gateway: the token of this session is no longer accepted; session closed",
-					zap.String("agent", id), zap.String("peer", s.peer), zap.Int("session", s.slot))
+					slog.String("agent", id), slog.String("peer", s.peer), slog.Int("session", s.slot))
 				_ = s.sess.Close()
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -19,9 +20,6 @@ import (
 
 	"github.com/cloudwego/kitex/client"
 	"github.com/hashicorp/yamux"
-	"go.uber.org/zap"
-	"go.uber.org/zap/zapcore"
-	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
@@ -227,8 +225,8 @@ func TestOneSourceCannotStarveHandshakes(t *testing.T) {
 // A peer that keeps failing its handshake gets a few log lines, not one
 // per attempt.
 func TestRefusalLogsAreSampled(t *testing.T) {
-	core, logs := observer.New(zapcore.WarnLevel)
-	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, Logger: zap.New(core)})
+	log, logs := testutil.NewLogs(slog.LevelWarn)
+	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -355,8 +353,8 @@ func TestBoundIdentityIsTakenOverByNewInstance(t *testing.T) {
 	if err := os.WriteFile(agents, []byte("pod-0 "+tok+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	core, logs := observer.New(zapcore.WarnLevel)
-	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{AgentTokensFile: agents, Logger: zap.New(core)})
+	log, logs := testutil.NewLogs(slog.LevelWarn)
+	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{AgentTokensFile: agents, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -376,8 +374,8 @@ func TestBoundIdentityIsTakenOverByNewInstance(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	taken := logs.FilterMessageSnippet("identity taken over").All()
-	if len(taken) != 1 || taken[0].ContextMap()["peer"] == nil || taken[0].ContextMap()["previous_peer"] == nil {
+	taken := logs.Containing("identity taken over")
+	if len(taken) != 1 || taken[0].Attrs["peer"].String() == "" || taken[0].Attrs["previous_peer"].String() == "" {
 		t.Fatalf("takeover logged as %v, want one line naming both peers", taken)
 	}
 }
@@ -497,8 +495,7 @@ func TestVersionAndTokenLength(t *testing.T) {
 // naming the risk, however many sessions they make; over TLS neither does.
 func TestPlaintextWarnsOnce(t *testing.T) {
 	for _, secure := range []bool{false, true} {
-		core, logs := observer.New(zapcore.WarnLevel)
-		log := zap.New(core)
+		log, logs := testutil.NewLogs(slog.LevelWarn)
 		var gwTLS, agentTLS *tls.Config
 		if secure {
 			var err error
@@ -522,7 +519,7 @@ func TestPlaintextWarnsOnce(t *testing.T) {
 			waitAgents(t, gw, 1)
 		}
 		a.stop()
-		warned := logs.FilterMessageSnippet("plaintext").All()
+		warned := logs.Containing("plaintext")
 		switch {
 		case secure && len(warned) != 0:
 			t.Fatalf("TLS tunnel warned: %v", warned)

@@ -15,20 +15,21 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"io"
-	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
 
 	xws "golang.org/x/net/websocket"
 
-	"github.com/anyconn/kitex-anyconn/internal/admit"
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
+	"github.com/anyconn/kitex-anyconn/transport/internal/admit"
+	"github.com/anyconn/kitex-anyconn/transport/internal/ratelog"
 )
 
 // DefaultPath is the HTTP path WebSocket upgrades are served on when
@@ -85,6 +86,12 @@ type ListenerConfig struct {
 	// it to MaxHandshakes there). DefaultMaxHandshakesPerSource if zero;
 	// MaxHandshakes at most.
 	MaxHandshakesPerSource int
+	// Logger receives the listener's warnings: requests and connections it
+	// refuses, sampled (the first of a kind in full, then one line every
+	// 10 s with the count, since a client can repeat them at will), and at
+	// debug level the HTTP server's own errors (such as failed TLS
+	// handshakes). Nothing is logged if nil.
+	Logger *slog.Logger
 	// OnReject, if set, is called once for every request that is refused
 	// (wrong path, not an upgrade, origin not allowed), with the HTTP status
 	// sent. It must not block.
@@ -93,9 +100,6 @@ type ListenerConfig struct {
 	// any request was read (ErrTooManyHandshakes,
 	// ErrTooManyHandshakesFromSource). It must not block.
 	OnRefuse func(peer net.Addr, reason error)
-	// ErrorLog receives the HTTP server's own errors (such as failed TLS
-	// handshakes); they are discarded if nil.
-	ErrorLog *log.Logger
 	// XNetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
 	// leaner one (the benchmark's comparison). The wire is the same.
@@ -115,6 +119,7 @@ type Listener struct {
 	once     sync.Once
 	served   chan struct{}
 	serveErr error
+	refusals *ratelog.Logger
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -150,19 +155,20 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 		done:   make(chan struct{}),
 		served: make(chan struct{}),
 	}
-	errLog := cfg.ErrorLog
-	if errLog == nil {
-		errLog = log.New(io.Discard, "", 0)
+	logger := cfg.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
 	}
+	l.refusals = ratelog.New(logger, 0)
 	l.srv = &http.Server{
 		Handler:           l,
 		ReadHeaderTimeout: cfg.HandshakeTimeout,
 		IdleTimeout:       cfg.HandshakeTimeout,
 		MaxHeaderBytes:    16 << 10,
-		ErrorLog:          errLog,
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		ConnState:         releaseUpgraded,
 	}
-	var serveLn net.Listener = &limitListener{Listener: ln, limit: admit.New(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource), onRefuse: cfg.OnRefuse}
+	var serveLn net.Listener = &limitListener{Listener: ln, limit: admit.New(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource), onRefuse: l.refused}
 	if cfg.TLSConfig != nil {
 		serveLn = tls.NewListener(serveLn, cfg.TLSConfig)
 	}
@@ -202,8 +208,20 @@ func (l *Listener) Close() error {
 		close(l.done)
 		_ = l.srv.Close()
 		<-l.served
+		l.refusals.Close()
 	})
 	return nil
+}
+
+// refused logs a connection closed before its handshake (sampled) and
+// reports it to OnRefuse.
+func (l *Listener) refused(peer net.Addr, reason error) {
+	l.refusals.Warn("refuse:"+reason.Error(), "websocket: connection refused", slog.String("peer", peer.String()),
+		slog.Int("max_handshakes", l.cfg.MaxHandshakes), slog.Int("max_handshakes_per_source", l.cfg.MaxHandshakesPerSource),
+		slog.Any("error", reason))
+	if l.cfg.OnRefuse != nil {
+		l.cfg.OnRefuse(peer, reason)
+	}
 }
 
 // Addr returns the TCP address the listener is bound to.
@@ -291,6 +309,8 @@ func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
 }
 
 func (l *Listener) reject(w http.ResponseWriter, r *http.Request, status int, reason error) {
+	l.refusals.Warn("reject:"+strconv.Itoa(status), "websocket: request refused", slog.String("peer", r.RemoteAddr),
+		slog.String("path", r.URL.Path), slog.Int("status", status), slog.Any("error", reason))
 	if l.cfg.OnReject != nil {
 		l.cfg.OnReject(r, status, reason)
 	}
@@ -351,14 +371,12 @@ func (l *limitListener) Accept() (net.Conn, error) {
 			return &slotConn{Conn: c, release: release}, nil
 		}
 		_ = c.Close()
-		if l.onRefuse != nil {
-			if errors.Is(err, admit.ErrTooManyFromSource) {
-				err = ErrTooManyHandshakesFromSource
-			} else {
-				err = ErrTooManyHandshakes
-			}
-			l.onRefuse(c.RemoteAddr(), err)
+		if errors.Is(err, admit.ErrTooManyFromSource) {
+			err = ErrTooManyHandshakesFromSource
+		} else {
+			err = ErrTooManyHandshakes
 		}
+		l.onRefuse(c.RemoteAddr(), err)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -359,7 +360,8 @@ func TestUnfinishedHandshakesAreBounded(t *testing.T) {
 // one the listener closes) does not keep 127.0.0.1 from upgrading.
 func TestOneSourceCannotStarveHandshakes(t *testing.T) {
 	var refusedFromSource atomic.Int64
-	l := listen(t, websocket.ListenerConfig{OnRefuse: func(_ net.Addr, reason error) {
+	log, logs := testutil.NewLogs(slog.LevelWarn)
+	l := listen(t, websocket.ListenerConfig{Logger: log, OnRefuse: func(_ net.Addr, reason error) {
 		if errors.Is(reason, websocket.ErrTooManyHandshakesFromSource) {
 			refusedFromSource.Add(1)
 		}
@@ -380,9 +382,15 @@ func TestOneSourceCannotStarveHandshakes(t *testing.T) {
 	if failed != 0 {
 		t.Fatalf("%d of %d upgrades from 127.0.0.1 failed while 127.0.0.2 held the slots", failed, tries)
 	}
-	if refusedFromSource.Load() == 0 {
+	refused := refusedFromSource.Load()
+	if refused == 0 {
 		t.Fatal("no connection from 127.0.0.2 was refused for its source")
 	}
+	// A client repeats refusals at will: they are logged sampled.
+	if n := len(logs.Containing("websocket: connection refused")); n == 0 || n > 2 {
+		t.Fatalf("%d log lines for %d refused connections, want 1 or 2 (sampled)", n, refused)
+	}
+	t.Logf("%d connections refused for their source, %d log lines", refused, logs.Len())
 }
 
 // The lean framing and x/net's own interoperate both ways, with messages

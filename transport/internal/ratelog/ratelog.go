@@ -2,16 +2,16 @@
 // connections, failed handshakes) without letting it flood the log: the
 // first event of a kind is logged at once and in full; further events of
 // that kind are only counted, and one summary line per interval reports how
-// many there were (with the fields of the last one). A kind that stays
+// many there were (with the attributes of the last one). A kind that stays
 // quiet for a whole interval is forgotten, so its next event is logged in
 // full again.
 package ratelog
 
 import (
+	"context"
+	"log/slog"
 	"sync"
 	"time"
-
-	"go.uber.org/zap"
 )
 
 // DefaultInterval is the summary interval of New when every is zero.
@@ -19,7 +19,7 @@ const DefaultInterval = 10 * time.Second
 
 // Logger samples warnings by kind. A nil *Logger discards everything.
 type Logger struct {
-	log   *zap.Logger
+	log   *slog.Logger
 	every time.Duration
 
 	mu     sync.Mutex
@@ -30,15 +30,15 @@ type Logger struct {
 type kind struct {
 	msg   string
 	held  uint64      // events counted since the last line
-	last  []zap.Field // fields of the newest counted event
+	last  []slog.Attr // attributes of the newest counted event
 	timer *time.Timer
 }
 
 // New returns a Logger writing to log, summarising every interval
 // (DefaultInterval if zero).
-func New(log *zap.Logger, every time.Duration) *Logger {
+func New(log *slog.Logger, every time.Duration) *Logger {
 	if log == nil {
-		log = zap.NewNop()
+		log = slog.New(slog.DiscardHandler)
 	}
 	if every <= 0 {
 		every = DefaultInterval
@@ -47,11 +47,11 @@ func New(log *zap.Logger, every time.Duration) *Logger {
 }
 
 // Warn records one event of kind key. The first event of a kind (or the
-// first after a quiet interval) is logged at once as msg with fields; the
-// others are counted and reported by one summary line, msg with the fields
-// "repeated" (how many), "interval" and the newest event's fields, at the
+// first after a quiet interval) is logged at once as msg with attrs; the
+// others are counted and reported by one summary line, msg with the attributes
+// "repeated" (how many), "interval" and the newest event's attributes, at the
 // end of each interval that had any.
-func (l *Logger) Warn(key, msg string, fields ...zap.Field) {
+func (l *Logger) Warn(key, msg string, attrs ...slog.Attr) {
 	if l == nil {
 		return
 	}
@@ -62,10 +62,10 @@ func (l *Logger) Warn(key, msg string, fields ...zap.Field) {
 	}
 	if k := l.kinds[key]; k != nil {
 		k.held++
-		k.msg, k.last = msg, fields
+		k.msg, k.last = msg, attrs
 		return
 	}
-	l.log.Warn(msg, fields...)
+	l.log.LogAttrs(context.Background(), slog.LevelWarn, msg, attrs...)
 	k := &kind{msg: msg}
 	l.kinds[key] = k
 	k.timer = time.AfterFunc(l.every, func() { l.tick(key, k) })
@@ -88,8 +88,8 @@ func (l *Logger) tick(key string, k *kind) {
 }
 
 func (l *Logger) summary(k *kind) {
-	fields := append([]zap.Field{zap.Uint64("repeated", k.held), zap.Duration("interval", l.every)}, k.last...)
-	l.log.Warn(k.msg, fields...)
+	attrs := append([]slog.Attr{slog.Uint64("repeated", k.held), slog.Duration("interval", l.every)}, k.last...)
+	l.log.LogAttrs(context.Background(), slog.LevelWarn, k.msg, attrs...)
 	k.held, k.last = 0, nil
 }
 

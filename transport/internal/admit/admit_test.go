@@ -5,7 +5,7 @@ import (
 	"net"
 	"testing"
 
-	"github.com/anyconn/kitex-anyconn/internal/admit"
+	"github.com/anyconn/kitex-anyconn/transport/internal/admit"
 )
 
 func addr(s string) net.Addr { a, _ := net.ResolveTCPAddr("tcp", s); return a }
