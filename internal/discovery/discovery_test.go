@@ -13,6 +13,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
+	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
 )
 
 func TestMain(m *testing.M) {
@@ -43,7 +44,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 }
 
 func TestRegisterWritesRegistryEtcdLayout(t *testing.T) {
-	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	cli := etcdtest.Client(t, etcdtest.Start(t))
 	reg := register(t, cli, "10.1.2.3:8888", map[string]string{discovery.TagTransport: "gonet"})
 
 	const key = "kitex/registry-etcd/echo/10.1.2.3:8888"
@@ -84,7 +85,7 @@ func TestRegisterWritesRegistryEtcdLayout(t *testing.T) {
 }
 
 func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
-	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	cli := etcdtest.Client(t, etcdtest.Start(t))
 	register(t, cli, "10.0.0.1:1", map[string]string{discovery.TagTransport: "gonet"})
 	register(t, cli, "10.0.0.2:1", map[string]string{discovery.TagTransport: "netpoll"})
 	register(t, cli, "10.0.0.3:1", map[string]string{discovery.TagTransport: "websocket", discovery.TagWSPath: "/kitex"})
@@ -114,7 +115,7 @@ func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
 
 // KeepLast bridges an emptied etcd for a while, then lets the emptiness show.
 func TestResolverKeepLast(t *testing.T) {
-	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	cli := etcdtest.Client(t, etcdtest.Start(t))
 	register(t, cli, "10.0.0.1:1", map[string]string{discovery.TagTransport: "gonet"})
 	r := discovery.NewResolver(cli, "", map[string]string{discovery.TagTransport: "gonet"}).KeepLast(500 * time.Millisecond)
 	count := func() int {
@@ -148,7 +149,7 @@ func TestResolverKeepLast(t *testing.T) {
 // A lease lost behind the registry's back (etcd restarted without its data,
 // or the lease expired while etcd was unreachable) is registered again.
 func TestRegistrationComesBackAfterLeaseLoss(t *testing.T) {
-	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	cli := etcdtest.Client(t, etcdtest.Start(t))
 	reg := register(t, cli, "10.9.9.9:1", map[string]string{discovery.TagTransport: "gonet"})
 	resp, err := cli.Get(context.Background(), reg.Key())
 	if err != nil || len(resp.Kvs) != 1 {
@@ -172,7 +173,7 @@ func TestRegisterWhileEtcdDown(t *testing.T) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	cli := testutil.EtcdClient(t, addr)
+	cli := etcdtest.Client(t, addr)
 	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
 	tcp, _ := net.ResolveTCPAddr("tcp", "10.0.0.9:1")
 	start := time.Now()
@@ -198,7 +199,7 @@ func TestRegisterWhileEtcdDown(t *testing.T) {
 // Kitex registers a second after Run: a Register that comes after a
 // Deregister (SIGTERM in that second) must keep the instance out, quietly.
 func TestRegisterAfterDeregisterStaysOut(t *testing.T) {
-	cli := testutil.EtcdClient(t, testutil.StartEtcd(t))
+	cli := etcdtest.Client(t, etcdtest.Start(t))
 	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
 	if err := reg.Deregister(nil); err != nil {
 		t.Fatal(err)

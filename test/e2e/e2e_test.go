@@ -28,6 +28,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
+	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
 )
 
 var binDir string
@@ -201,7 +202,7 @@ func startEcho(t *testing.T, etcd, transport string, env ...string) *echoProc {
 // echoes of the other transports registered under the same name, and logs
 // one JSON line per call with the documented fields.
 func TestCallerCallsEchoOnEveryTransport(t *testing.T) {
-	etcd := testutil.StartEtcd(t)
+	etcd := etcdtest.Start(t)
 	for _, transport := range []string{"netpoll", "gonet", "websocket", "yamux"} {
 		t.Run(transport, func(t *testing.T) {
 			t.Parallel()
@@ -256,7 +257,7 @@ func tunnelEnv(agentID string) []string {
 // Two callers (two gateways) and two echoes (two agents): every caller
 // reaches every echo, and the echoes accept no RPC connection.
 func TestTunnelTwoCallersTwoEchoes(t *testing.T) {
-	etcd := testutil.StartEtcd(t)
+	etcd := etcdtest.Start(t)
 	env := []string{"SERVICE_NAME=tun", "ECHO_SERVICE=tun", "DISCOVERY_REFRESH=200ms"}
 	var echoes []*echoProc
 	for _, id := range []string{"echo-a", "echo-b"} {
@@ -303,7 +304,7 @@ func grep(s, substr string) string {
 // A failed call makes a CALL_COUNT caller exit non-zero: here no echo of the
 // caller's transport exists, only one of another transport.
 func TestCallerFailsWithoutMatchingInstance(t *testing.T) {
-	etcd := testutil.StartEtcd(t)
+	etcd := etcdtest.Start(t)
 	startEcho(t, etcd, "netpoll")
 	caller := start(t, "caller", "TRANSPORT=gonet", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0",
 		"CALL_COUNT=1", "DISCOVERY_TIMEOUT=1s")
@@ -319,7 +320,7 @@ func TestCallerFailsWithoutMatchingInstance(t *testing.T) {
 // come through the gateway, so an error naming etcd would send the user the
 // wrong way.
 func TestTunnelCallerWithoutAgentNamesTheGateway(t *testing.T) {
-	etcd := testutil.StartEtcd(t)
+	etcd := etcdtest.Start(t)
 	caller := start(t, "caller", append(tunnelEnv(""),
 		"TRANSPORT=yamux", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=100ms")...)
 	var failure string
@@ -335,8 +336,8 @@ func TestTunnelCallerWithoutAgentNamesTheGateway(t *testing.T) {
 // SIGTERM: echo leaves etcd first and stays up (not ready) for DRAIN_DELAY,
 // then stops and exits 0.
 func TestEchoDeregistersThenDrainsOnSIGTERM(t *testing.T) {
-	etcd := testutil.StartEtcd(t)
-	cli := testutil.EtcdClient(t, etcd)
+	etcd := etcdtest.Start(t)
+	cli := etcdtest.Client(t, etcd)
 	echo := startEcho(t, etcd, "gonet", "DRAIN_DELAY=3s")
 	key := "kitex/registry-etcd/echo/" + echo.addr
 	registered := func() bool {
@@ -395,7 +396,7 @@ func TestInvalidConfigurationExits2(t *testing.T) {
 // TLS through the services' configuration: echo serves wss:// and the caller
 // verifies it; the tunnel runs over mutual TLS.
 func TestTLSConfiguration(t *testing.T) {
-	etcd := testutil.StartEtcd(t)
+	etcd := etcdtest.Start(t)
 	dir := t.TempDir()
 	ca := testutil.NewCA(t)
 	caFile := ca.WriteCAFile(t, dir)
@@ -508,8 +509,8 @@ func TestEtcdOverTLSWithAuth(t *testing.T) {
 // gateway drops the dead agent's session at once. The report line
 // gives the failed calls and whether the dead instance was still in etcd.
 func TestSIGKILLedEchoCostsNoCall(t *testing.T) {
-	etcd := testutil.StartEtcd(t)
-	cli := testutil.EtcdClient(t, etcd)
+	etcd := etcdtest.Start(t)
+	cli := etcdtest.Client(t, etcd)
 	for _, transport := range []string{"netpoll", "gonet", "websocket", "yamux"} {
 		t.Run(transport, func(t *testing.T) {
 			t.Parallel()

@@ -12,7 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
-	"github.com/anyconn/kitex-anyconn/internal/testutil"
+	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
 )
 
 // outage is how long etcd stays down in TestEtcdOutage: 3 s in `make test`,
@@ -80,7 +80,7 @@ func TestEtcdOutage(t *testing.T) {
 				t.Fatal(err)
 			}
 			back := time.Now()
-			cli := testutil.EtcdClient(t, addr)
+			cli := etcdtest.Client(t, addr)
 			registered := func() bool {
 				resp, err := cli.Get(context.Background(), "kitex/registry-etcd/outage/", clientv3.WithPrefix())
 				return err == nil && len(resp.Kvs) == 2
@@ -157,7 +157,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 	for _, tr := range []string{"netpoll", "gonet", "websocket", "yamux"} {
 		t.Run(tr, func(t *testing.T) {
 			t.Parallel()
-			etcd := testutil.StartEtcd(t)
+			etcd := etcdtest.Start(t)
 			svc := "roll-" + tr
 			env := []string{"SERVICE_NAME=" + svc, "ECHO_SERVICE=" + svc, "DISCOVERY_REFRESH=200ms", "DRAIN_DELAY=1s"}
 			echoEnv := func(id string) []string {

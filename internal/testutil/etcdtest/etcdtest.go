@@ -1,4 +1,6 @@
-package testutil
+// Package etcdtest starts the embedded etcd for tests (apart from testutil,
+// so that tests which need no etcd do not depend on the etcd server).
+package etcdtest
 
 import (
 	"testing"
@@ -9,9 +11,9 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 )
 
-// StartEtcd starts an embedded etcd for the test and returns its endpoint;
+// Start starts an embedded etcd for the test and returns its endpoint;
 // it stops when the test ends.
-func StartEtcd(t testing.TB) string {
+func Start(t testing.TB) string {
 	t.Helper()
 	srv, err := etcdembed.Start(t.TempDir(), "")
 	if err != nil {
@@ -21,8 +23,8 @@ func StartEtcd(t testing.TB) string {
 	return srv.Endpoint()
 }
 
-// EtcdClient returns a client of endpoint, closed when the test ends.
-func EtcdClient(t testing.TB, endpoint string) *clientv3.Client {
+// Client returns a client of endpoint, closed when the test ends.
+func Client(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
 	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{endpoint}}, nil)
 	if err != nil {
