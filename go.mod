@@ -3,11 +3,9 @@ module github.com/anyconn/kitex-anyconn
 go 1.26.0
 
 require (
-	github.com/apache/thrift v0.22.0
 	github.com/cenkalti/backoff/v5 v5.0.3
 	github.com/cloudwego/gopkg v0.2.0
 	github.com/cloudwego/kitex v0.16.3
-	github.com/cloudwego/netpoll v0.7.2
 	github.com/hashicorp/yamux v0.1.2
 	github.com/prometheus/client_golang v1.23.2
 	go.etcd.io/etcd/api/v3 v3.6.16
@@ -16,9 +14,13 @@ require (
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/crypto v0.58.0
-	golang.org/x/net v0.62.0
 	gonum.org/v1/plot v0.17.0
 	google.golang.org/grpc v1.83.2
+)
+
+require (
+	github.com/cloudwego/netpoll v0.7.2 // indirect
+	golang.org/x/net v0.62.0 // indirect
 )
 
 require (
@@ -27,6 +29,7 @@ require (
 	codeberg.org/go-pdf/fpdf v0.11.1 // indirect
 	git.sr.ht/~sbinet/gg v0.7.0 // indirect
 	github.com/ajstarks/svgo v0.0.0-20211024235047-1546f124cd8b // indirect
+	github.com/anyconn/kitex-anyconn/transport v0.0.0
 	github.com/beorn7/perks v1.0.1 // indirect
 	github.com/bytedance/gopkg v0.1.4 // indirect
 	github.com/bytedance/sonic v1.15.0 // indirect
@@ -123,3 +126,5 @@ tool (
 	github.com/cloudwego/kitex/tool/cmd/kitex
 	go.etcd.io/etcd/server/v3
 )
+
+replace github.com/anyconn/kitex-anyconn/transport => ./transport
