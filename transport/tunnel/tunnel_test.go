@@ -578,25 +578,31 @@ func TestSessionsPerGateway(t *testing.T) {
 	waitAgents(t, gw, 1)
 	sessions := func(n int) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for gw.Stats().Sessions != n || a.agent.Stats().Sessions != n {
-			if time.Now().After(deadline) {
-				t.Fatalf("gateway has %d sessions, agent %d; want %d", gw.Stats().Sessions, a.agent.Stats().Sessions, n)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		testutil.Eventually(t, 10*time.Second, func() bool { return gw.Stats().Sessions == n && a.agent.Stats().Sessions == n },
+			fmt.Sprintf("%d sessions on both sides", n))
 	}
 	sessions(4)
 	if got := gw.Agents(); len(got) != 1 || got[0] != "multi" {
 		t.Fatalf("Agents() = %v, want [multi]", got)
 	}
-	// Streams open over the sessions in turn.
+	// Streams open over the sessions in turn: 8 streams, 2 on each of the
+	// 4 sessions (a stream's remote address is its session's connection).
+	perSession := map[string]int{}
 	for i := 0; i < 8; i++ {
 		c, err := gw.Open(context.Background(), "multi")
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer c.Close()
+		perSession[c.RemoteAddr().String()]++
+	}
+	if len(perSession) != 4 {
+		t.Fatalf("8 streams went over %d sessions, want all 4: %v", len(perSession), perSession)
+	}
+	for addr, n := range perSession {
+		if n != 2 {
+			t.Fatalf("session %s carries %d of 8 streams, want 2 (in turn): %v", addr, n, perSession)
+		}
 	}
 	cli := newClient(t, gw)
 	answeredBy(t, cli, "multi", "over four sessions", 20)
@@ -606,11 +612,7 @@ func TestSessionsPerGateway(t *testing.T) {
 	mu.Lock()
 	_ = conns[0].Close()
 	mu.Unlock()
-	for deadline := time.Now().Add(10 * time.Second); gw.Stats().SessionsAccepted == accepted; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the lost session was not redialed")
-		}
-	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return gw.Stats().SessionsAccepted > accepted }, "the lost session redialed")
 	sessions(4)
 	answeredBy(t, cli, "multi", "after a session was lost", 20)
 
