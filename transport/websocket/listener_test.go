@@ -273,15 +273,26 @@ func TestCloseWithStuckWrite(t *testing.T) {
 	}
 	chunk := make([]byte, 1<<20)
 	stuck := make(chan struct{})
+	var writes atomic.Int64
 	go func() {
 		defer close(stuck)
 		for {
 			if _, err := srv.Write(chunk); err != nil {
 				return
 			}
+			writes.Add(1)
 		}
 	}()
-	time.Sleep(300 * time.Millisecond) // let the socket buffers fill
+	// The writer writes without pause: once no write has completed for
+	// 200 ms, one is blocked on the full socket buffers.
+	last, since := int64(-1), time.Now()
+	testutil.Eventually(t, 10*time.Second, func() bool {
+		if n := writes.Load(); n != last {
+			last, since = n, time.Now()
+			return false
+		}
+		return time.Since(since) > 200*time.Millisecond
+	}, "a write stuck for 200 ms on a peer that reads nothing")
 	closed := make(chan struct{})
 	go func() { _ = srv.Close(); close(closed) }()
 	select {
