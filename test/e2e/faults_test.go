@@ -189,12 +189,19 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 					t.Fatalf("echo exited %d after SIGTERM, want 0", code)
 				}
 			}
-			time.Sleep(500 * time.Millisecond) // calls on the new instances only
+			stopped := time.Now()
+			eventually(t, "10 calls answered by the new instances alone", 10*time.Second, func() bool { ok, _ := callStats(caller, stopped); return ok >= 10 })
 			ok, failed := callStats(caller, began)
+			elapsed := time.Since(began)
 			t.Logf("report: rolling restart of 2 %s echoes under 50 calls/s: %d calls ok, %d failed, in %s",
-				tr, ok, failed, time.Since(began).Round(100*time.Millisecond))
+				tr, ok, failed, elapsed.Round(100*time.Millisecond))
 			if failed > 0 {
 				t.Fatalf("%d of %d calls failed during the rolling restart:\n%s", failed, ok+failed, grep(caller.stdout.String(), `"call failed"`))
+			}
+			// Calls went on throughout: at least a quarter of one per 20 ms
+			// (the caller's pace; the race detector and a busy machine slow it).
+			if want := int(elapsed / (20 * time.Millisecond) / 4); ok < want {
+				t.Fatalf("%d calls ok in %s, want at least %d: calls stalled during the restart", ok, elapsed.Round(100*time.Millisecond), want)
 			}
 		})
 	}
