@@ -137,7 +137,7 @@ func testSilentClients(t *testing.T, tc transportCase) {
 	}
 	defer active.Close()
 	keptBusy := make(chan error, 1)
-	go func() { keptBusy <- callEvery(t, active, 200*time.Millisecond, 8) }()
+	go func() { keptBusy <- callEvery(active, 200*time.Millisecond, 8) }()
 
 	c, err := f.dialServer(context.Background())
 	if err != nil {
@@ -161,11 +161,13 @@ func testSilentClients(t *testing.T, tc transportCase) {
 
 // callEvery makes n echo calls on c, one every interval, each a framed
 // Thrift request written as raw bytes, and returns the first failure.
-func callEvery(t *testing.T, c net.Conn, interval time.Duration, n int) error {
+func callEvery(c net.Conn, interval time.Duration, n int) error {
 	out := thrift.NewTMemoryBuffer()
 	for i := 1; i <= n; i++ {
 		out.Reset()
-		writeEchoCall(t, thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), int32(i), "busy")
+		if err := writeEchoCall(thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), int32(i), "busy"); err != nil {
+			return err
+		}
 		if _, err := c.Write(out.Bytes()); err != nil {
 			return err
 		}

@@ -49,7 +49,9 @@ func tcpThriftCall(t *testing.T, addr string, seq int32, msg string) string {
 	}
 	defer sock.Close()
 	p := thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(sock, thriftConf), thriftConf)
-	writeEchoCall(t, p, seq, msg)
+	if err := writeEchoCall(p, seq, msg); err != nil {
+		t.Fatal(err)
+	}
 	return readEchoReply(t, p, seq)
 }
 
@@ -58,7 +60,9 @@ func tcpThriftCall(t *testing.T, addr string, seq int32, msg string) string {
 // decodes the single binary message that comes back.
 func webSocketThriftCall(t *testing.T, addr string, seq int32, msg string) string {
 	out := thrift.NewTMemoryBuffer()
-	writeEchoCall(t, thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), seq, msg)
+	if err := writeEchoCall(thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), seq, msg); err != nil {
+		t.Fatal(err)
+	}
 
 	cfg, err := xws.NewConfig("ws://"+addr+"/kitex", "http://"+addr)
 	if err != nil {
@@ -89,7 +93,9 @@ func webSocketThriftCall(t *testing.T, addr string, seq int32, msg string) strin
 
 // writeEchoCall writes Echo.echo(Request{message}) field by field, as any
 // Thrift implementation would from echo.thrift.
-func writeEchoCall(t *testing.T, p thrift.TProtocol, seq int32, msg string) {
+// writeEchoCall writes a framed Echo.echo call (it returns its error rather
+// than failing the test, so that other goroutines may use it).
+func writeEchoCall(p thrift.TProtocol, seq int32, msg string) error {
 	ctx := context.Background()
 	steps := []func() error{
 		func() error { return p.WriteMessageBegin(ctx, "echo", thrift.CALL, seq) },
@@ -109,9 +115,10 @@ func writeEchoCall(t *testing.T, p thrift.TProtocol, seq int32, msg string) {
 	}
 	for _, step := range steps {
 		if err := step(); err != nil {
-			t.Fatalf("write call: %v", err)
+			return fmt.Errorf("write call: %w", err)
 		}
 	}
+	return nil
 }
 
 // readEchoReply reads the REPLY and returns Response.message from the
