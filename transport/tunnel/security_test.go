@@ -195,10 +195,7 @@ func TestCertificateBindsIdentity(t *testing.T) {
 	thief := startAgentWith(t, tunnel.AgentConfig{ID: "agent-b", TLSConfig: &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{certA}}}, addr)
 	startAgentWith(t, tunnel.AgentConfig{ID: "agent-a", TLSConfig: &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{certA}}}, addr)
 	waitAgents(t, gw, 1)
-	deadline := time.Now().Add(5 * time.Second)
-	for thief.agent.Stats().Failures < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return thief.agent.Stats().Failures >= 2 }, "two refused attempts of the agent with another's certificate")
 	if ids := gw.Agents(); len(ids) != 1 || ids[0] != "agent-a" {
 		t.Fatalf("agents %v; want only agent-a (a certificate for agent-a registered as agent-b?)", ids)
 	}
@@ -251,21 +248,13 @@ func TestLiveIdentityIsNotTakenOver(t *testing.T) {
 	first := startAgent(t, "twin", addr)
 	waitAgents(t, gw, 1)
 	second := startAgent(t, "twin", addr)
-	deadline := time.Now().Add(5 * time.Second)
-	for second.agent.Stats().Failures < 3 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return second.agent.Stats().Failures >= 3 }, "three refused attempts of the second agent")
 	if st := first.agent.Stats(); st.Sessions != 1 || st.Reconnects != 0 {
 		t.Fatalf("the live agent lost its identity to a second one: %+v (second %+v)", st, second.agent.Stats())
 	}
 	first.stop()
 	began := time.Now()
-	for second.agent.Stats().Sessions != 1 {
-		if time.Since(began) > 5*time.Second {
-			t.Fatalf("the identity was not free after its agent left: %+v", second.agent.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return second.agent.Stats().Sessions == 1 }, "the identity free for the second agent once the first left")
 	t.Logf("identity taken over %v after its agent had left", time.Since(began).Round(time.Millisecond))
 }
 
@@ -308,12 +297,9 @@ func TestAgentTokensFile(t *testing.T) {
 	a := startAgentWith(t, tunnel.AgentConfig{ID: "agent-a", TokenFile: aFile}, addr)
 	// agent-c's probe may still be listed for a moment: wait for agent-a
 	// itself, connected with tokA1, before the file changes.
-	for deadline := time.Now().Add(15 * time.Second); a.agent.Stats().Sessions != 1 || !slices.Equal(gw.Agents(), []string{"agent-a"}); {
-		if time.Now().After(deadline) {
-			t.Fatalf("agent-a did not connect: agents %v, %+v", gw.Agents(), a.agent.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 15*time.Second, func() bool {
+		return a.agent.Stats().Sessions == 1 && slices.Equal(gw.Agents(), []string{"agent-a"})
+	}, "agent-a connected, alone")
 	// Rotation: the new token next to the old, the agent moves to it, the
 	// old goes. The session opened with the old token is closed, and the
 	// agent comes back with the new one.
@@ -328,13 +314,8 @@ func TestAgentTokensFile(t *testing.T) {
 	waitAgents(t, gw, 1)
 	// Revocation: agent-a's line removed, its session closed, no way back.
 	write(agents, "agent-b "+tokB+"\n")
-	deadline := time.Now().Add(5 * time.Second)
-	for len(gw.Agents()) != 0 || a.agent.Stats().Failures < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("revoked agent: agents %v, %+v", gw.Agents(), a.agent.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return len(gw.Agents()) == 0 && a.agent.Stats().Failures >= 2 },
+		"the revoked agent's session closed and its attempts refused")
 	// A file that no longer parses keeps the tokens in force.
 	write(agents, "agent-b short\n")
 	time.Sleep(100 * time.Millisecond)
@@ -367,13 +348,7 @@ func TestBoundIdentityIsTakenOverByNewInstance(t *testing.T) {
 	waitAgents(t, gw, 1)
 	old.agent.SetGateways(nil) // the old one will not come back
 	startAgentWith(t, tunnel.AgentConfig{ID: "pod-0", TokenFile: tokFile}, gw.Addr().String())
-	deadline := time.Now().Add(5 * time.Second)
-	for old.agent.Stats().Sessions != 0 {
-		if time.Now().After(deadline) {
-			t.Fatalf("the new instance did not take over: old %+v", old.agent.Stats())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return old.agent.Stats().Sessions == 0 }, "the new instance taking the identity over")
 	taken := logs.Containing("identity taken over")
 	if len(taken) != 1 || taken[0].Attrs["peer"].String() == "" || taken[0].Attrs["previous_peer"].String() == "" {
 		t.Fatalf("takeover logged as %v, want one line naming both peers", taken)
@@ -456,10 +431,7 @@ func TestTLSManInTheMiddleFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim.SetGateways([]string{ln.Addr().String()})
-	deadline := time.Now().Add(5 * time.Second)
-	for victim.Stats().Failures < 2 && time.Now().Before(deadline) {
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 5*time.Second, func() bool { return victim.Stats().Failures >= 2 }, "two failed attempts through the man in the middle")
 	_ = victim.Shutdown(context.Background())
 	if st := victim.Stats(); st.Failures < 2 || st.Sessions != 0 || st.Reconnects != 0 {
 		t.Fatalf("agent behind a TLS man in the middle: %+v", st)

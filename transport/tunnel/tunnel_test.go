@@ -123,13 +123,7 @@ func waitAgents(t testing.TB, gw *tunnel.Gateway, n int) {
 // waitAgentsWithin fails unless the gateway lists n agents within d.
 func waitAgentsWithin(t testing.TB, gw *tunnel.Gateway, n int, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
-	for len(gw.Agents()) != n {
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway has agents %v after %v, want %d", gw.Agents(), d, n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testutil.Eventually(t, d, func() bool { return len(gw.Agents()) == n }, fmt.Sprintf("the gateway listing %d agents", n))
 }
 
 func call(cli echo.Client, msg string, opts ...callopt.Option) (string, error) {
@@ -236,13 +230,7 @@ func TestRefusedAgentsAndBadPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	impostor.SetGateways([]string{addr})
-	deadline := time.Now().Add(10 * time.Second)
-	for impostor.Stats().Failures < 2 {
-		if time.Now().After(deadline) {
-			t.Fatalf("agent with a wrong token: %+v", impostor.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return impostor.Stats().Failures >= 2 }, "two failures of an agent with a wrong token")
 	_ = impostor.Shutdown(context.Background())
 	if st := impostor.Stats(); st.Sessions != 0 || st.Reconnects != 0 {
 		t.Fatalf("agent with a wrong token counted sessions: %+v", st)
@@ -392,13 +380,7 @@ func TestNoStaleStreamsAfterReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Cut()
-	deadline := time.Now().Add(10 * time.Second)
-	for a.agent.Stats().Reconnects < 1 || len(gw.Agents()) != 1 {
-		if time.Now().After(deadline) {
-			t.Fatal("agent did not reconnect")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 10*time.Second, func() bool { return a.agent.Stats().Reconnects >= 1 && len(gw.Agents()) == 1 }, "the agent reconnected")
 	if err := concurrently(8); err != nil {
 		t.Fatalf("a call after the reconnect failed on a stale pooled stream: %v", err)
 	}
@@ -488,12 +470,7 @@ func TestFrozenConnectionIsDetected(t *testing.T) {
 func waitRedial(t *testing.T, a *agentServer, reconnects uint64, what string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for a.agent.Stats().Reconnects == reconnects {
-		if time.Since(start) > 15*time.Second {
-			t.Fatalf("the agent did not reconnect (%s) in 15 s: %+v", what, a.agent.Stats())
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testutil.Eventually(t, 15*time.Second, func() bool { return a.agent.Stats().Reconnects != reconnects }, "the agent reconnected ("+what+")")
 	return time.Since(start)
 }
 
