@@ -167,19 +167,12 @@ func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.
 // waitServing calls until the server answers: Run starts the server asynchronously.
 func waitServing(t testing.TB, f *fixture) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for {
+	testutil.Eventually(t, fmt.Sprintf("the %s server at %s answering", f.kind, f.addr), 10*time.Second, func() bool {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 		_, err := f.cli.Echo(ctx, &api.Request{Message: "ping"})
-		cancel()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s server at %s never answered: %v", f.kind, f.addr, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return err == nil
+	})
 }
 
 func (f *fixture) stop(t testing.TB) {

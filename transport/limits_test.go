@@ -187,11 +187,5 @@ func callEvery(c net.Conn, interval time.Duration, n int) error {
 // waitGoroutines waits (up to 5 s) until at most n goroutines run.
 func waitGoroutines(t *testing.T, n int) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for runtime.NumGoroutine() > n {
-		if time.Now().After(deadline) {
-			t.Fatalf("%d goroutines still run, want at most %d", runtime.NumGoroutine(), n)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testutil.Eventually(t, fmt.Sprintf("at most %d goroutines running", n), 5*time.Second, func() bool { return runtime.NumGoroutine() <= n })
 }

@@ -28,19 +28,8 @@ func register(t *testing.T, cli *clientv3.Client, addr string, tags map[string]s
 		t.Fatalf("Register: %v", err)
 	}
 	t.Cleanup(func() { _ = reg.Deregister(nil) })
-	eventually(t, "registered", reg.Registered)
+	testutil.Eventually(t, "registered", 15*time.Second, reg.Registered)
 	return reg
-}
-
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(15 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s after 15s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 func TestRegisterWritesRegistryEtcdLayout(t *testing.T) {
@@ -158,7 +147,7 @@ func TestRegistrationComesBackAfterLeaseLoss(t *testing.T) {
 	if _, err := cli.Revoke(context.Background(), clientv3.LeaseID(resp.Kvs[0].Lease)); err != nil {
 		t.Fatalf("revoke: %v", err)
 	}
-	eventually(t, "registered again", func() bool {
+	testutil.Eventually(t, "registered again", 15*time.Second, func() bool {
 		resp, err := cli.Get(context.Background(), reg.Key())
 		return err == nil && len(resp.Kvs) == 1 && reg.Registered()
 	})
@@ -190,7 +179,7 @@ func TestRegisterWhileEtcdDown(t *testing.T) {
 		t.Fatalf("start etcd at %s: %v", addr, err)
 	}
 	t.Cleanup(srv.Close)
-	eventually(t, "registered once etcd is up", reg.Registered)
+	testutil.Eventually(t, "registered once etcd is up", 15*time.Second, reg.Registered)
 	if err := reg.Deregister(nil); err != nil { // while etcd still runs
 		t.Fatal(err)
 	}

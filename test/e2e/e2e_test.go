@@ -146,17 +146,6 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
-func eventually(t *testing.T, what string, timeout time.Duration, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s after %v", what, timeout)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 func httpStatus(url string) int {
 	c := http.Client{Timeout: 2 * time.Second}
 	resp, err := c.Get(url)
@@ -194,7 +183,7 @@ func startEcho(t *testing.T, etcd, transport string, env ...string) *echoProc {
 	if transport == "yamux" {
 		probe = "/healthz" // ready only once a caller's gateway is connected
 	}
-	eventually(t, "echo up", 20*time.Second, func() bool { return httpStatus("http://"+admin+probe) == 200 })
+	testutil.Eventually(t, "echo up", 20*time.Second, func() bool { return httpStatus("http://"+admin+probe) == 200 })
 	return &echoProc{proc: p, addr: addr, admin: admin}
 }
 
@@ -324,7 +313,7 @@ func TestTunnelCallerWithoutAgentNamesTheGateway(t *testing.T) {
 	caller := start(t, "caller", append(tunnelEnv(""),
 		"TRANSPORT=yamux", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=100ms")...)
 	var failure string
-	eventually(t, "a failed call logged", 20*time.Second, func() bool {
+	testutil.Eventually(t, "a failed call logged", 20*time.Second, func() bool {
 		failure = grep(caller.stdout.String(), `"call failed"`)
 		return failure != ""
 	})
@@ -350,7 +339,7 @@ func TestEchoDeregistersThenDrainsOnSIGTERM(t *testing.T) {
 	if err := echo.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "deregistered", 2*time.Second, func() bool { return !registered() })
+	testutil.Eventually(t, "deregistered", 2*time.Second, func() bool { return !registered() })
 	select {
 	case <-echo.done:
 		t.Fatal("echo exited before draining")
@@ -529,14 +518,14 @@ func TestSIGKILLedEchoCostsNoCall(t *testing.T) {
 				}
 				return n
 			}
-			eventually(t, "calls flowing to both echoes", 30*time.Second, func() bool { return okCalls() >= 20 })
+			testutil.Eventually(t, "calls flowing to both echoes", 30*time.Second, func() bool { return okCalls() >= 20 })
 
 			if err := victim.cmd.Process.Kill(); err != nil {
 				t.Fatal(err)
 			}
 			killed := time.Now()
 			before := okCalls()
-			eventually(t, "50 more calls", 20*time.Second, func() bool { return okCalls() >= before+50 })
+			testutil.Eventually(t, "50 more calls", 20*time.Second, func() bool { return okCalls() >= before+50 })
 			stillRegistered := false
 			if transport != "yamux" {
 				resp, err := cli.Get(context.Background(), "kitex/registry-etcd/"+svc+"/"+victim.addr)

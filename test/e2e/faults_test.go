@@ -12,6 +12,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
 )
 
@@ -60,7 +61,7 @@ func TestEtcdOutage(t *testing.T) {
 	caller := start(t, "caller", append(env, "TRANSPORT=gonet", "ETCD_ENDPOINTS="+addr,
 		"ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=50ms")...)
 	began := time.Now()
-	eventually(t, "calls flowing", 20*time.Second, func() bool { ok, _ := callStats(caller, began); return ok >= 10 })
+	testutil.Eventually(t, "calls flowing", 20*time.Second, func() bool { ok, _ := callStats(caller, began); return ok >= 10 })
 
 	for _, wipe := range []bool{false, true} {
 		name := map[bool]string{false: "restart", true: "restart-wiped"}[wipe]
@@ -85,7 +86,7 @@ func TestEtcdOutage(t *testing.T) {
 				resp, err := cli.Get(context.Background(), "kitex/registry-etcd/outage/", clientv3.WithPrefix())
 				return err == nil && len(resp.Kvs) == 2
 			}
-			eventually(t, "both echoes registered again", 2*ttl+5*time.Second, registered)
+			testutil.Eventually(t, "both echoes registered again", 2*ttl+5*time.Second, registered)
 			recovered := time.Since(back)
 			time.Sleep(500 * time.Millisecond)
 			okAll, failedAll := callStats(caller, down)
@@ -117,7 +118,7 @@ func TestEtcdUnreachableAtStart(t *testing.T) {
 	caller := start(t, "caller", "TRANSPORT=netpoll", "ETCD_ENDPOINTS="+addr, "ADMIN_ADDR="+callerAdmin,
 		"ECHO_SERVICE=late", "CALL_INTERVAL=100ms", "DISCOVERY_REFRESH=200ms")
 	for _, admin := range []string{echoAdmin, callerAdmin} {
-		eventually(t, "alive without etcd", 10*time.Second, func() bool { return httpStatus("http://"+admin+"/healthz") == 200 })
+		testutil.Eventually(t, "alive without etcd", 10*time.Second, func() bool { return httpStatus("http://"+admin+"/healthz") == 200 })
 	}
 	time.Sleep(2 * time.Second)
 	for _, p := range []*proc{echo, caller} {
@@ -139,9 +140,9 @@ func TestEtcdUnreachableAtStart(t *testing.T) {
 	}
 	defer srv.Close()
 	arrived := time.Now()
-	eventually(t, "echo ready", 20*time.Second, func() bool { return httpStatus("http://"+echoAdmin+"/readyz") == 200 })
+	testutil.Eventually(t, "echo ready", 20*time.Second, func() bool { return httpStatus("http://"+echoAdmin+"/readyz") == 200 })
 	echoReady := time.Since(arrived)
-	eventually(t, "a call ok", 20*time.Second, func() bool { ok, _ := callStats(caller, arrived); return ok > 0 })
+	testutil.Eventually(t, "a call ok", 20*time.Second, func() bool { ok, _ := callStats(caller, arrived); return ok > 0 })
 	t.Logf("report: etcd unreachable at start: no restart; echo ready %s and the first call ok %s after etcd arrived",
 		echoReady.Round(10*time.Millisecond), time.Since(arrived).Round(10*time.Millisecond))
 	if code := httpStatus("http://" + callerAdmin + "/readyz"); code != http.StatusOK {
@@ -174,14 +175,14 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 			caller := start(t, "caller", append(append(env, callerEnv...), "TRANSPORT="+tr, "ETCD_ENDPOINTS="+etcd,
 				"ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=20ms")...)
 			began := time.Now()
-			eventually(t, "calls flowing", 20*time.Second, func() bool { ok, _ := callStats(caller, began); return ok >= 10 })
+			testutil.Eventually(t, "calls flowing", 20*time.Second, func() bool { ok, _ := callStats(caller, began); return ok >= 10 })
 
 			// From here on (a yamux caller fails its first calls until an
 			// agent has found its gateway in etcd).
 			began = time.Now()
 			for i, e := range old {
 				next := startEcho(t, etcd, tr, echoEnv(fmt.Sprintf("%s-%d", svc, i+2))...)
-				eventually(t, "the new echo ready", 20*time.Second, func() bool { return httpStatus("http://"+next.admin+"/readyz") == 200 })
+				testutil.Eventually(t, "the new echo ready", 20*time.Second, func() bool { return httpStatus("http://"+next.admin+"/readyz") == 200 })
 				if err := e.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 					t.Fatal(err)
 				}
@@ -190,7 +191,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 				}
 			}
 			stopped := time.Now()
-			eventually(t, "10 calls answered by the new instances alone", 10*time.Second, func() bool { ok, _ := callStats(caller, stopped); return ok >= 10 })
+			testutil.Eventually(t, "10 calls answered by the new instances alone", 10*time.Second, func() bool { ok, _ := callStats(caller, stopped); return ok >= 10 })
 			ok, failed := callStats(caller, began)
 			elapsed := time.Since(began)
 			t.Logf("report: rolling restart of 2 %s echoes under 50 calls/s: %d calls ok, %d failed, in %s",

@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 )
 
 func tcpPair(t *testing.T) (net.Conn, net.Conn) {
@@ -85,16 +87,10 @@ func TestBatchConnFailsAfterAWriteError(t *testing.T) {
 	b := newBatchConn(c, time.Second)
 	s.Close()
 	c.Close() // the flusher's next write fails
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, err := b.Write([]byte("x")); err != nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("writes still succeed after the connection failed")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	testutil.Eventually(t, "a write failing after the connection failed", 5*time.Second, func() bool {
+		_, err := b.Write([]byte("x"))
+		return err != nil
+	})
 	_ = b.Close()
 	if _, err := b.Write([]byte("x")); err == nil {
 		t.Fatal("write after Close succeeded")

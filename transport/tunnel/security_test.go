@@ -195,7 +195,7 @@ func TestCertificateBindsIdentity(t *testing.T) {
 	thief := startAgentWith(t, tunnel.AgentConfig{ID: "agent-b", TLSConfig: &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{certA}}}, addr)
 	startAgentWith(t, tunnel.AgentConfig{ID: "agent-a", TLSConfig: &tls.Config{RootCAs: ca.Pool, Certificates: []tls.Certificate{certA}}}, addr)
 	waitAgents(t, gw, 1)
-	testutil.Eventually(t, 5*time.Second, func() bool { return thief.agent.Stats().Failures >= 2 }, "two refused attempts of the agent with another's certificate")
+	testutil.Eventually(t, "two refused attempts of the agent with another's certificate", 5*time.Second, func() bool { return thief.agent.Stats().Failures >= 2 })
 	if ids := gw.Agents(); len(ids) != 1 || ids[0] != "agent-a" {
 		t.Fatalf("agents %v; want only agent-a (a certificate for agent-a registered as agent-b?)", ids)
 	}
@@ -248,13 +248,13 @@ func TestLiveIdentityIsNotTakenOver(t *testing.T) {
 	first := startAgent(t, "twin", addr)
 	waitAgents(t, gw, 1)
 	second := startAgent(t, "twin", addr)
-	testutil.Eventually(t, 5*time.Second, func() bool { return second.agent.Stats().Failures >= 3 }, "three refused attempts of the second agent")
+	testutil.Eventually(t, "three refused attempts of the second agent", 5*time.Second, func() bool { return second.agent.Stats().Failures >= 3 })
 	if st := first.agent.Stats(); st.Sessions != 1 || st.Reconnects != 0 {
 		t.Fatalf("the live agent lost its identity to a second one: %+v (second %+v)", st, second.agent.Stats())
 	}
 	first.stop()
 	began := time.Now()
-	testutil.Eventually(t, 5*time.Second, func() bool { return second.agent.Stats().Sessions == 1 }, "the identity free for the second agent once the first left")
+	testutil.Eventually(t, "the identity free for the second agent once the first left", 5*time.Second, func() bool { return second.agent.Stats().Sessions == 1 })
 	t.Logf("identity taken over %v after its agent had left", time.Since(began).Round(time.Millisecond))
 }
 
@@ -297,9 +297,9 @@ func TestAgentTokensFile(t *testing.T) {
 	a := startAgentWith(t, tunnel.AgentConfig{ID: "agent-a", TokenFile: aFile}, addr)
 	// agent-c's probe may still be listed for a moment: wait for agent-a
 	// itself, connected with tokA1, before the file changes.
-	testutil.Eventually(t, 15*time.Second, func() bool {
+	testutil.Eventually(t, "agent-a connected, alone", 15*time.Second, func() bool {
 		return a.agent.Stats().Sessions == 1 && slices.Equal(gw.Agents(), []string{"agent-a"})
-	}, "agent-a connected, alone")
+	})
 	// Rotation: the new token next to the old, the agent moves to it, the
 	// old goes. The session opened with the old token is closed, and the
 	// agent comes back with the new one.
@@ -314,8 +314,8 @@ func TestAgentTokensFile(t *testing.T) {
 	waitAgents(t, gw, 1)
 	// Revocation: agent-a's line removed, its session closed, no way back.
 	write(agents, "agent-b "+tokB+"\n")
-	testutil.Eventually(t, 5*time.Second, func() bool { return len(gw.Agents()) == 0 && a.agent.Stats().Failures >= 2 },
-		"the revoked agent's session closed and its attempts refused")
+	testutil.Eventually(t,
+		"the revoked agent's session closed and its attempts refused", 5*time.Second, func() bool { return len(gw.Agents()) == 0 && a.agent.Stats().Failures >= 2 })
 	// A file that no longer parses keeps the tokens in force.
 	write(agents, "agent-b short\n")
 	time.Sleep(100 * time.Millisecond)
@@ -348,7 +348,7 @@ func TestBoundIdentityIsTakenOverByNewInstance(t *testing.T) {
 	waitAgents(t, gw, 1)
 	old.agent.SetGateways(nil) // the old one will not come back
 	startAgentWith(t, tunnel.AgentConfig{ID: "pod-0", TokenFile: tokFile}, gw.Addr().String())
-	testutil.Eventually(t, 5*time.Second, func() bool { return old.agent.Stats().Sessions == 0 }, "the new instance taking the identity over")
+	testutil.Eventually(t, "the new instance taking the identity over", 5*time.Second, func() bool { return old.agent.Stats().Sessions == 0 })
 	taken := logs.Containing("identity taken over")
 	if len(taken) != 1 || taken[0].Attrs["peer"].String() == "" || taken[0].Attrs["previous_peer"].String() == "" {
 		t.Fatalf("takeover logged as %v, want one line naming both peers", taken)
@@ -431,7 +431,7 @@ func TestTLSManInTheMiddleFails(t *testing.T) {
 		t.Fatal(err)
 	}
 	victim.SetGateways([]string{ln.Addr().String()})
-	testutil.Eventually(t, 5*time.Second, func() bool { return victim.Stats().Failures >= 2 }, "two failed attempts through the man in the middle")
+	testutil.Eventually(t, "two failed attempts through the man in the middle", 5*time.Second, func() bool { return victim.Stats().Failures >= 2 })
 	_ = victim.Shutdown(context.Background())
 	if st := victim.Stats(); st.Failures < 2 || st.Sessions != 0 || st.Reconnects != 0 {
 		t.Fatalf("agent behind a TLS man in the middle: %+v", st)

@@ -54,7 +54,7 @@ func TestMutualTLS(t *testing.T) {
 		failing = append(failing, a)
 	}
 	for _, a := range failing {
-		testutil.Eventually(t, 10*time.Second, func() bool { return a.Stats().Failures > 0 }, "an agent without a valid TLS setup failing")
+		testutil.Eventually(t, "an agent without a valid TLS setup failing", 10*time.Second, func() bool { return a.Stats().Failures > 0 })
 	}
 	// A plain-TCP agent that skips TLS gets no answer either.
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

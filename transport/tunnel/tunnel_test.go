@@ -123,7 +123,7 @@ func waitAgents(t testing.TB, gw *tunnel.Gateway, n int) {
 // waitAgentsWithin fails unless the gateway lists n agents within d.
 func waitAgentsWithin(t testing.TB, gw *tunnel.Gateway, n int, d time.Duration) {
 	t.Helper()
-	testutil.Eventually(t, d, func() bool { return len(gw.Agents()) == n }, fmt.Sprintf("the gateway listing %d agents", n))
+	testutil.Eventually(t, fmt.Sprintf("the gateway listing %d agents", n), d, func() bool { return len(gw.Agents()) == n })
 }
 
 func call(cli echo.Client, msg string, opts ...callopt.Option) (string, error) {
@@ -230,7 +230,7 @@ func TestRefusedAgentsAndBadPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	impostor.SetGateways([]string{addr})
-	testutil.Eventually(t, 10*time.Second, func() bool { return impostor.Stats().Failures >= 2 }, "two failures of an agent with a wrong token")
+	testutil.Eventually(t, "two failures of an agent with a wrong token", 10*time.Second, func() bool { return impostor.Stats().Failures >= 2 })
 	_ = impostor.Shutdown(context.Background())
 	if st := impostor.Stats(); st.Sessions != 0 || st.Reconnects != 0 {
 		t.Fatalf("agent with a wrong token counted sessions: %+v", st)
@@ -380,7 +380,7 @@ func TestNoStaleStreamsAfterReconnect(t *testing.T) {
 		t.Fatal(err)
 	}
 	proxy.Cut()
-	testutil.Eventually(t, 10*time.Second, func() bool { return a.agent.Stats().Reconnects >= 1 && len(gw.Agents()) == 1 }, "the agent reconnected")
+	testutil.Eventually(t, "the agent reconnected", 10*time.Second, func() bool { return a.agent.Stats().Reconnects >= 1 && len(gw.Agents()) == 1 })
 	if err := concurrently(8); err != nil {
 		t.Fatalf("a call after the reconnect failed on a stale pooled stream: %v", err)
 	}
@@ -470,7 +470,7 @@ func TestFrozenConnectionIsDetected(t *testing.T) {
 func waitRedial(t *testing.T, a *agentServer, reconnects uint64, what string) time.Duration {
 	t.Helper()
 	start := time.Now()
-	testutil.Eventually(t, 15*time.Second, func() bool { return a.agent.Stats().Reconnects != reconnects }, "the agent reconnected ("+what+")")
+	testutil.Eventually(t, "the agent reconnected ("+what+")", 15*time.Second, func() bool { return a.agent.Stats().Reconnects != reconnects })
 	return time.Since(start)
 }
 
@@ -555,8 +555,8 @@ func TestSessionsPerGateway(t *testing.T) {
 	waitAgents(t, gw, 1)
 	sessions := func(n int) {
 		t.Helper()
-		testutil.Eventually(t, 10*time.Second, func() bool { return gw.Stats().Sessions == n && a.agent.Stats().Sessions == n },
-			fmt.Sprintf("%d sessions on both sides", n))
+		testutil.Eventually(t,
+			fmt.Sprintf("%d sessions on both sides", n), 10*time.Second, func() bool { return gw.Stats().Sessions == n && a.agent.Stats().Sessions == n })
 	}
 	sessions(4)
 	if got := gw.Agents(); len(got) != 1 || got[0] != "multi" {
@@ -589,7 +589,7 @@ func TestSessionsPerGateway(t *testing.T) {
 	mu.Lock()
 	_ = conns[0].Close()
 	mu.Unlock()
-	testutil.Eventually(t, 10*time.Second, func() bool { return gw.Stats().SessionsAccepted > accepted }, "the lost session redialed")
+	testutil.Eventually(t, "the lost session redialed", 10*time.Second, func() bool { return gw.Stats().SessionsAccepted > accepted })
 	sessions(4)
 	answeredBy(t, cli, "multi", "after a session was lost", 20)
 

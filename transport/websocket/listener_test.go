@@ -286,13 +286,13 @@ func TestCloseWithStuckWrite(t *testing.T) {
 	// The writer writes without pause: once no write has completed for
 	// 200 ms, one is blocked on the full socket buffers.
 	last, since := int64(-1), time.Now()
-	testutil.Eventually(t, 10*time.Second, func() bool {
+	testutil.Eventually(t, "a write stuck for 200 ms on a peer that reads nothing", 10*time.Second, func() bool {
 		if n := writes.Load(); n != last {
 			last, since = n, time.Now()
 			return false
 		}
 		return time.Since(since) > 200*time.Millisecond
-	}, "a write stuck for 200 ms on a peer that reads nothing")
+	})
 	closed := make(chan struct{})
 	go func() { _ = srv.Close(); close(closed) }()
 	select {

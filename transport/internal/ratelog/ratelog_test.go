@@ -35,7 +35,7 @@ func TestSampling(t *testing.T) {
 	if got := logs.Len(); got != 2 {
 		t.Fatalf("%d lines right after 10,001 events of two kinds; want 2 (one per kind)", got)
 	}
-	testutil.Eventually(t, 5*time.Second, func() bool { return len(repeated(logs, 9_999)) > 0 }, "a summary of the 9,999 held events")
+	testutil.Eventually(t, "a summary of the 9,999 held events", 5*time.Second, func() bool { return len(repeated(logs, 9_999)) > 0 })
 	sum := repeated(logs, 9_999)[0]
 	if sum.Message != "connection refused" || sum.Attrs["n"].Int64() != 9_999 {
 		t.Fatalf("summary %q %v; want the message and the newest event's attributes", sum.Message, sum.Attrs)
