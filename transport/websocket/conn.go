@@ -5,8 +5,6 @@ import (
 	"net"
 	"sync"
 	"time"
-
-	xws "golang.org/x/net/websocket"
 )
 
 // maxCoalesce is the largest length-prefixed frame that Conn gathers into one
@@ -45,17 +43,6 @@ var _ net.Conn = (*Conn)(nil)
 
 func newConn(f frames, local, remote net.Addr) *Conn {
 	return &Conn{f: f, local: local, remote: remote, done: make(chan struct{})}
-}
-
-// newFrames returns the framing of an upgraded connection: x/net's own
-// (ws) if xnet, else leanFrames over raw, the connection ws was upgraded
-// on, reading the bytes already received (pending) first.
-func newFrames(ws *xws.Conn, raw net.Conn, pending []byte, client, xnet bool) frames {
-	if xnet {
-		ws.PayloadType = xws.BinaryFrame
-		return xnetFrames{ws}
-	}
-	return newLeanFrames(raw, pending, client)
 }
 
 // Read reads message payload bytes. It returns io.EOF after the peer closed

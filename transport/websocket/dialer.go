@@ -100,5 +100,9 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 	_ = raw.SetDeadline(time.Time{})
 	// The server sends nothing before the first request, so x/net's
 	// handshake reader has nothing buffered.
-	return newConn(newFrames(ws, rwc, nil, true, cfg.XNetFraming), raw.LocalAddr(), raw.RemoteAddr()), nil
+	var f frames = newLeanFrames(rwc, nil, clientSide)
+	if cfg.XNetFraming {
+		f = newXNetFrames(ws)
+	}
+	return newConn(f, raw.LocalAddr(), raw.RemoteAddr()), nil
 }

@@ -34,6 +34,12 @@ type frames interface {
 // xnetFrames is golang.org/x/net/websocket's own framing.
 type xnetFrames struct{ *xws.Conn }
 
+// newXNetFrames returns x/net's framing of ws, in binary messages.
+func newXNetFrames(ws *xws.Conn) xnetFrames {
+	ws.PayloadType = xws.BinaryFrame
+	return xnetFrames{ws}
+}
+
 func (f xnetFrames) WriteMessage(p []byte) error {
 	_, err := f.Conn.Write(p)
 	return err
@@ -63,9 +69,9 @@ var ErrProtocol = errors.New("websocket: protocol error")
 // that golang.org/x/net/websocket did: no allocation per message, masking 8
 // bytes at a time, one write per message. The wire is the same.
 type leanFrames struct {
-	conn   net.Conn
-	br     *bufio.Reader
-	client bool // a client masks what it sends; a server requires masked input
+	conn net.Conn
+	br   *bufio.Reader
+	side side // a client masks what it sends; a server requires masked input
 
 	// Read state: Read is called from one goroutine at a time.
 	remain int64   // payload bytes left in the current data frame
@@ -80,14 +86,22 @@ type leanFrames struct {
 	closeSent atomic.Bool
 }
 
+// side is which end of a WebSocket connection a framing serves.
+type side bool
+
+const (
+	serverSide side = false
+	clientSide side = true
+)
+
 // newLeanFrames reads pending (bytes already received on conn), then conn.
-func newLeanFrames(conn net.Conn, pending []byte, client bool) *leanFrames {
+func newLeanFrames(conn net.Conn, pending []byte, s side) *leanFrames {
 	var src io.Reader = conn
 	if len(pending) > 0 {
 		src = io.MultiReader(bytes.NewReader(pending), conn)
 	}
-	f := &leanFrames{conn: conn, br: bufio.NewReaderSize(src, 4096), client: client}
-	if client {
+	f := &leanFrames{conn: conn, br: bufio.NewReaderSize(src, 4096), side: s}
+	if s == clientSide {
 		var seed [32]byte
 		_, _ = rand.Read(seed[:])
 		f.rng = mrand.NewChaCha8(seed)
@@ -127,7 +141,7 @@ func (f *leanFrames) nextFrame() error {
 	if rsv != 0 {
 		return f.fail(fmt.Errorf("%w: reserved bits set", ErrProtocol))
 	}
-	if masked == f.client {
+	if masked == (f.side == clientSide) {
 		return f.fail(fmt.Errorf("%w: masked frame from the server or unmasked frame from a client", ErrProtocol))
 	}
 	switch n {
@@ -218,7 +232,7 @@ func (f *leanFrames) write(op byte, p []byte) error {
 		b[1] = 127
 		b = binary.BigEndian.AppendUint64(b, uint64(n))
 	}
-	if f.client {
+	if f.side == clientSide {
 		b[1] |= 0x80
 		var key [4]byte
 		binary.LittleEndian.PutUint32(key[:], uint32(f.rng.Uint64()))

@@ -73,7 +73,7 @@ func serverPair(t *testing.T) (*leanFrames, net.Conn) {
 	t.Cleanup(func() { _ = client.Close(); _ = server.Close() })
 	_ = client.SetDeadline(time.Now().Add(5 * time.Second))
 	_ = server.SetDeadline(time.Now().Add(5 * time.Second))
-	return newLeanFrames(server, nil, false), client
+	return newLeanFrames(server, nil, serverSide), client
 }
 
 // A fragmented message with a ping between its fragments reads as one

@@ -277,7 +277,7 @@ func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 // framesOf returns the framing of an upgraded server connection.
 func (l *Listener) framesOf(ws *xws.Conn, h *hijacked) frames {
 	if l.cfg.XNetFraming {
-		return newFrames(ws, nil, nil, false, true)
+		return newXNetFrames(ws)
 	}
 	// A client may send frames right behind its upgrade request: they wait
 	// in the HTTP server's buffer, which x/net has not read from.
@@ -286,7 +286,7 @@ func (l *Listener) framesOf(ws *xws.Conn, h *hijacked) frames {
 		b, _ := h.buf.Reader.Peek(n)
 		pending = append(pending, b...)
 	}
-	return newFrames(ws, h.conn, pending, false, false)
+	return newLeanFrames(h.conn, pending, serverSide)
 }
 
 func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
