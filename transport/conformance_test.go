@@ -128,14 +128,14 @@ func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.
 	if serverCfg != nil {
 		serverCfg(&scfg)
 	}
-	sopts, addr, err := transport.ServerOptions(scfg)
+	sopts, ln, err := transport.ServerOptions(scfg)
 	if err != nil {
 		t.Fatalf("ServerOptions(%s): %v", tc.kind, err)
 	}
 	h := newTestHandler()
 	run := testutil.NewRunner()
 	svr := echo.NewServer(h, append(sopts, run.Option())...)
-	f := &fixture{kind: tc.kind, addr: addr.String(), rawAddr: env.rawAddr, handler: h, run: run}
+	f := &fixture{kind: tc.kind, addr: ln.Addr().String(), rawAddr: env.rawAddr, handler: h, run: run}
 	if f.rawAddr == "" {
 		f.rawAddr = f.addr
 	}
@@ -146,7 +146,7 @@ func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.
 	run.Run(svr)
 	t.Cleanup(func() { f.stop(t) })
 
-	ct, err := transport.NewClient(env.client)
+	ct, err := transport.NewClientTransport(env.client)
 	if err != nil {
 		t.Fatalf("NewClient(%s): %v", tc.kind, err)
 	}

@@ -24,8 +24,8 @@ func (echoImpl) Echo(_ context.Context, req *api.Request) (*api.Response, error)
 // A Kitex service moves to WebSocket with one config on each side: the
 // server listens on ws://host:port/kitex, the client dials it.
 func Example_webSocket() {
-	// Server: ServerOptions listens at once and returns the bound address.
-	sopts, addr, err := transport.ServerOptions(transport.ServerConfig{
+	// Server: ServerOptions listens at once; ln.Addr() is the bound address.
+	sopts, ln, err := transport.ServerOptions(transport.ServerConfig{
 		Kind:      transport.WebSocket,
 		Addr:      "127.0.0.1:0",
 		WebSocket: websocket.ListenerConfig{Path: "/kitex"},
@@ -40,7 +40,7 @@ func Example_webSocket() {
 	defer func() { exit <- nil; <-stopped }()
 
 	// Client: the same Kind and path; Close releases its pooled connections.
-	ct, err := transport.NewClient(transport.ClientConfig{
+	ct, err := transport.NewClientTransport(transport.ClientConfig{
 		Kind:      transport.WebSocket,
 		WebSocket: websocket.DialerConfig{Path: "/kitex"},
 	})
@@ -48,7 +48,7 @@ func Example_webSocket() {
 		log.Fatal(err)
 	}
 	defer ct.Close()
-	cli := echo.MustNewClient("echo", append(ct.Options(), client.WithHostPorts(addr.String()))...)
+	cli := echo.MustNewClient("echo", append(ct.Options(), client.WithHostPorts(ln.Addr().String()))...)
 
 	resp, err := cli.Echo(context.Background(), &api.Request{Message: "over websocket"})
 	if err != nil {
@@ -60,7 +60,7 @@ func Example_webSocket() {
 
 // The Go standard library's net package instead of netpoll.
 func Example_goNet() {
-	sopts, addr, err := transport.ServerOptions(transport.ServerConfig{Kind: transport.GoNet, Addr: "127.0.0.1:0"})
+	sopts, ln, err := transport.ServerOptions(transport.ServerConfig{Kind: transport.GoNet, Addr: "127.0.0.1:0"})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -69,12 +69,12 @@ func Example_goNet() {
 	go func() { stopped <- svr.Run() }()
 	defer func() { exit <- nil; <-stopped }()
 
-	ct, err := transport.NewClient(transport.ClientConfig{Kind: transport.GoNet})
+	ct, err := transport.NewClientTransport(transport.ClientConfig{Kind: transport.GoNet})
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer ct.Close()
-	cli := echo.MustNewClient("echo", append(ct.Options(), client.WithHostPorts(addr.String()))...)
+	cli := echo.MustNewClient("echo", append(ct.Options(), client.WithHostPorts(ln.Addr().String()))...)
 
 	resp, err := cli.Echo(context.Background(), &api.Request{Message: "over gonet"})
 	if err != nil {

@@ -1,11 +1,3 @@
-// Package transport chooses what carries a Kitex service's RPCs: netpoll
-// (Kitex's default), gonet (the Go standard library), WebSocket, or a yamux
-// reverse tunnel. A service picks a Kind, passes the options from
-// ServerOptions or NewClient to Kitex, and its handlers, middleware, load
-// balancing, retries and timeouts stay the same on every transport.
-//
-// Every transport speaks standard Thrift: Framed (or TTHeader) binary on TCP,
-// and the same bytes inside binary WebSocket messages.
 package transport
 
 import (
@@ -108,7 +100,7 @@ type ServerConfig struct {
 	// IdleTimeout closes connections that carry no request for this long,
 	// which also frees those of clients that went away without a word
 	// (half-open). Keep it longer than the clients' pool idle time (30 s
-	// with NewClient). DefaultIdleTimeout if zero.
+	// with NewClientTransport). DefaultIdleTimeout if zero.
 	IdleTimeout time.Duration
 	// Logger receives the transport's own log lines: connections closed
 	// for idling (debug level), and the WebSocket listener's unless
@@ -140,11 +132,12 @@ func messageLimit(n int) int {
 	return n
 }
 
-// ServerOptions returns the Kitex server options for cfg and the address the
-// server is bound to. It listens at once, so a busy port is reported here;
-// the listener belongs to the Kitex server from then on and is closed when
-// the server stops (close it yourself if you never run the server).
-func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
+// ServerOptions returns the Kitex server options for cfg and the listener
+// they serve (its Addr is the address the server is bound to). It listens
+// at once, so a busy port is reported here. The listener belongs to the
+// Kitex server, which closes it when it stops; close it yourself only if
+// you never run the server.
+func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 	kind, err := ParseKind(string(cfg.Kind))
 	if err != nil {
 		return nil, nil, err
@@ -210,7 +203,7 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Addr, error) {
 		server.WithServiceAddr(ln.Addr()),
 		server.WithExitWaitTime(exitWait),
 	)
-	return opts, ln.Addr(), nil
+	return opts, ln, nil
 }
 
 // DefaultMaxIdlePerAddress is the connection pool size per server address
@@ -245,17 +238,18 @@ type ClientConfig struct {
 	MaxMessageBytes int
 }
 
-// Client holds the Kitex client options of one transport and the connection
-// pool behind them. Build one Kitex client from its Options and Close it
-// when that client is no longer used.
-type Client struct {
+// ClientTransport is the client side of one transport: the Kitex client
+// options (Options) and the connection pool behind them. Build one Kitex
+// client from its Options and Close it when that client is no longer used.
+type ClientTransport struct {
 	opts []client.Option
 	pool *kpool.LongPool
 }
 
-// NewClient returns the Kitex client options for cfg. Calls use Thrift
-// Framed, the wire any Thrift client and server understands.
-func NewClient(cfg ClientConfig) (*Client, error) {
+// NewClientTransport returns the client side of the transport cfg names.
+// Calls use Thrift Framed, the wire any Thrift client and server
+// understands.
+func NewClientTransport(cfg ClientConfig) (*ClientTransport, error) {
 	kind, err := ParseKind(string(cfg.Kind))
 	if err != nil {
 		return nil, err
@@ -304,12 +298,12 @@ func NewClient(cfg ClientConfig) (*Client, error) {
 			client.WithTransHandlerFactory(gonet.NewCliTransHandlerFactory()),
 		)
 	}
-	return &Client{opts: opts, pool: pool}, nil
+	return &ClientTransport{opts: opts, pool: pool}, nil
 }
 
 // Options returns the options to pass to the Kitex client constructor.
-func (c *Client) Options() []client.Option { return append([]client.Option(nil), c.opts...) }
+func (c *ClientTransport) Options() []client.Option { return append([]client.Option(nil), c.opts...) }
 
 // Close closes every pooled connection. Later calls through a client built
 // from Options fail.
-func (c *Client) Close() error { return c.pool.Close() }
+func (c *ClientTransport) Close() error { return c.pool.Close() }

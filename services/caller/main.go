@@ -170,7 +170,7 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 	defer out.close()
 	found.Store(out)
 
-	ct, err := transport.NewClient(out.transport)
+	ct, err := transport.NewClientTransport(out.transport)
 	if err != nil {
 		return err
 	}

@@ -201,7 +201,7 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 			tags[discovery.TagWSScheme] = "wss"
 		}
 	}
-	sopts, addr, err := transport.ServerOptions(scfg)
+	sopts, ln, err := transport.ServerOptions(scfg)
 	if err != nil {
 		return nil, err
 	}
@@ -213,7 +213,7 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 			server.WithRegistry(reg),
 			server.WithRegistryInfo(&registry.Info{ServiceName: cfg.ServiceName, Weight: 10, Tags: tags}),
 		),
-		addr: addr.String(),
+		addr: ln.Addr().String(),
 		ready: func() error {
 			if !reg.Registered() {
 				return errors.New("not registered in etcd")
@@ -267,7 +267,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	}
 	scfg := serverConfig(cfg, log)
 	scfg.Listener = agent
-	sopts, addr, err := transport.ServerOptions(scfg)
+	sopts, ln, err := transport.ServerOptions(scfg)
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +282,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	}()
 	return &inbound{
 		opts: sopts,
-		addr: "tunnel agent " + addr.String(),
+		addr: "tunnel agent " + ln.Addr().String(),
 		ready: func() error {
 			if agent.Stats().Sessions == 0 {
 				return fmt.Errorf("no tunnel session to a gateway of %s", tc.Service)

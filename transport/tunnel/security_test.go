@@ -79,7 +79,7 @@ func callThrough(t *testing.T, c net.Conn) error {
 		return err
 	}
 	defer sess.Close()
-	ct, err := transport.NewClient(transport.ClientConfig{Kind: transport.Yamux, Dialer: connadapt.Dialer{
+	ct, err := transport.NewClientTransport(transport.ClientConfig{Kind: transport.Yamux, Dialer: connadapt.Dialer{
 		Dial: func(context.Context, string, string) (net.Conn, error) { return sess.OpenStream() },
 	}})
 	if err != nil {

@@ -99,7 +99,7 @@ func (a *agentServer) stop() {
 
 func newClient(t testing.TB, gw *tunnel.Gateway, opts ...client.Option) echo.Client {
 	t.Helper()
-	ct, err := transport.NewClient(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()})
+	ct, err := transport.NewClientTransport(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -373,12 +373,12 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 func kitexCaller(cfg transport.ClientConfig, target string, conc int) func() (caller, func(), error) {
 	var once sync.Once
 	var cli echo.Client
-	var ct *transport.Client
+	var ct *transport.ClientTransport
 	var initErr error
 	return func() (caller, func(), error) {
 		once.Do(func() {
 			cfg.MaxIdlePerAddress = max(conc, 1)
-			if ct, initErr = transport.NewClient(cfg); initErr != nil {
+			if ct, initErr = transport.NewClientTransport(cfg); initErr != nil {
 				return
 			}
 			cli, initErr = echo.NewClient("echo", append(ct.Options(),

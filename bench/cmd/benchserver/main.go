@@ -118,7 +118,7 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	svr := echo.NewServer(new(handler), append(opts, server.WithExitSignal(func() <-chan error { return exit }))...)
 	done := make(chan error, 1)
 	go func() { done <- svr.Run() }()
-	fmt.Println("READY", bound)
+	fmt.Println("READY", bound.Addr())
 	select {
 	case <-stop:
 	case <-sig:
