@@ -35,9 +35,12 @@ run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=netpoll|gone
 	$(BIN)/devrun -bin $(BIN)
 
 .PHONY: test
-test: $(HELM) $(HELM_DOCS) $(TILT) ## Run every test with the race detector, then the chart and Tiltfile tests with the pinned helm, helm-docs and tilt.
-	go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
-	cd transport && go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...
+test: $(HELM) $(HELM_DOCS) $(TILT) ## Run every test with the race detector (the root module and transport/, side by side), then the chart and Tiltfile tests with the pinned helm, helm-docs and tilt.
+	@# The two modules' tests mostly wait (processes, sockets, timers): run
+	@# them at once, and fail if either fails.
+	cd transport && go test -race -count=1 -timeout $(TEST_TIMEOUT) ./... & lib=$$!; \
+	  go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...; rc=$$?; \
+	  wait $$lib || rc=1; exit $$rc
 	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -timeout 120s ./...
 
 .PHONY: tools
