@@ -11,7 +11,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anyconn/kitex-anyconn/internal/discovery"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
@@ -102,12 +102,12 @@ func (e Etcd) TLSEnabled() bool {
 }
 
 // ClientConfig returns the etcd client settings, loading the TLS files.
-func (e Etcd) ClientConfig() (discovery.EtcdConfig, error) {
-	cfg := discovery.EtcdConfig{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password}
+func (e Etcd) ClientConfig() (etcdreg.EtcdConfig, error) {
+	cfg := etcdreg.EtcdConfig{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password}
 	if e.TLSEnabled() {
 		t, err := tlsconf.Client(e.CAFile, e.CertFile, e.KeyFile, e.ServerName)
 		if err != nil {
-			return discovery.EtcdConfig{}, err
+			return etcdreg.EtcdConfig{}, err
 		}
 		cfg.TLS = t
 	}

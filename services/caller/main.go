@@ -31,7 +31,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anyconn/kitex-anyconn/internal/config"
-	"github.com/anyconn/kitex-anyconn/internal/discovery"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/internal/secretinit"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
@@ -151,7 +151,7 @@ func runCaller(ctx context.Context, cfg config.Caller, log *zap.Logger) error {
 		cancelConnect()
 		return err
 	}
-	etcd, err := discovery.Connect(connectCtx, etcdCfg, log)
+	etcd, err := etcdreg.Connect(connectCtx, etcdCfg, log)
 	cancelConnect()
 	if err != nil {
 		return err
@@ -208,24 +208,24 @@ type outbound struct {
 
 // etcdOutbound discovers echo instances of the caller's transport in etcd.
 func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
-	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
+	tags := map[string]string{etcdreg.TagTransport: string(cfg.Transport)}
 	ccfg := transport.ClientConfig{Kind: cfg.Transport, MaxMessageBytes: cfg.MaxMessageBytes}
 	if cfg.Transport == transport.WebSocket {
 		ccfg.WebSocket.Path = cfg.WSPath
-		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
+		tags[etcdreg.TagWSPath], tags[etcdreg.TagWSScheme] = cfg.WSPath, "ws"
 		if cfg.TLSCAFile != "" {
 			tc, err := tlsconf.Client(cfg.TLSCAFile, "", "", cfg.TLSServerName)
 			if err != nil {
 				return nil, fmt.Errorf("TLS_CA_FILE: %w", err)
 			}
 			ccfg.WebSocket.TLSConfig = tc
-			tags[discovery.TagWSScheme] = "wss"
+			tags[etcdreg.TagWSScheme] = "wss"
 		}
 	}
 	// An emptied etcd (restarted with its data wiped) does not stop the
 	// calls: the instances known last stay in use while echo registers again
 	// (within its lease TTL, 10 s by default).
-	resolver := discovery.NewResolver(etcd, "", tags).KeepLast(15 * time.Second)
+	resolver := etcdreg.NewResolver(etcd, "", tags).KeepLast(15 * time.Second)
 	return &outbound{
 		transport: ccfg,
 		opts: []client.Option{
@@ -270,7 +270,7 @@ func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheu
 	// handshake made for any other (one relayed by an impostor).
 	advertise := tc.AdvertiseAddr
 	if advertise == "" {
-		if advertise, err = discovery.AdvertiseAddr(ln.Addr().String()); err != nil {
+		if advertise, err = etcdreg.AdvertiseAddr(ln.Addr().String()); err != nil {
 			_ = ln.Close()
 			return nil, err
 		}
@@ -281,9 +281,9 @@ func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheu
 		_ = ln.Close()
 		return nil, err
 	}
-	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{Advertise: advertise, Logger: log})
+	reg := etcdreg.NewRegistry(etcd, etcdreg.RegistryOptions{Advertise: advertise, Logger: log})
 	if err := reg.Register(&registry.Info{
-		ServiceName: tc.Service, Addr: gw.Addr(), Tags: map[string]string{discovery.TagTransport: string(transport.Yamux)},
+		ServiceName: tc.Service, Addr: gw.Addr(), Tags: map[string]string{etcdreg.TagTransport: string(transport.Yamux)},
 	}); err != nil {
 		_ = gw.Close()
 		return nil, err

@@ -28,7 +28,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anyconn/kitex-anyconn/internal/config"
-	"github.com/anyconn/kitex-anyconn/internal/discovery"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
@@ -79,12 +79,12 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 	// The admin server comes first, so that probes get an answer (alive, not
 	// ready) while etcd is being reached.
 	var draining atomic.Bool
-	var in atomic.Pointer[inbound]
+	var current atomic.Pointer[inbound]
 	admin, err := obs.StartAdmin(cfg.AdminAddr, metrics, func() error {
 		if draining.Load() {
 			return errors.New("shutting down")
 		}
-		if i := in.Load(); i != nil {
+		if i := current.Load(); i != nil {
 			return i.ready()
 		}
 		return errors.New("connecting to etcd")
@@ -98,31 +98,31 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 	if err != nil {
 		return err
 	}
-	etcd, err := discovery.Connect(ctx, etcdCfg, log)
+	etcd, err := etcdreg.Connect(ctx, etcdCfg, log)
 	if err != nil {
 		return err
 	}
 	defer etcd.Close()
 
 	// The transport decides how callers find this instance and how it leaves.
-	var inbound *inbound
+	var in *inbound
 	if cfg.Transport == transport.Yamux {
-		inbound, err = tunnelInbound(ctx, cfg, etcd, metrics, log)
+		in, err = tunnelInbound(ctx, cfg, etcd, metrics, log)
 	} else {
-		inbound, err = listenInbound(cfg, etcd, metrics, log)
+		in, err = listenInbound(cfg, etcd, metrics, log)
 	}
 	if err != nil {
 		return err
 	}
-	defer inbound.finish()
-	in.Store(inbound)
+	defer in.finish()
+	current.Store(in)
 
 	exit := make(chan error, 1)
-	svr := echo.NewServer(&echoHandler{requests: requests}, append(inbound.opts,
+	svr := echo.NewServer(&echoHandler{requests: requests}, append(in.opts,
 		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: cfg.ServiceName}),
 		server.WithExitSignal(func() <-chan error { return exit }),
 	)...)
-	log.Info("echo serving", zap.String("version", version), zap.String("listen", inbound.addr),
+	log.Info("echo serving", zap.String("version", version), zap.String("listen", in.addr),
 		zap.String("admin", admin.Addr().String()), zap.Strings("etcd", cfg.Etcd.Endpoints))
 
 	runErr := make(chan error, 1)
@@ -137,7 +137,7 @@ func serve(cfg config.Echo, log *zap.Logger) error {
 	// streams), so callers stop choosing this instance, then drain.
 	draining.Store(true)
 	log.Info("shutting down: leaving", zap.Duration("drain_delay", cfg.DrainDelay))
-	inbound.leave()
+	in.leave()
 	select {
 	case <-time.After(cfg.DrainDelay):
 	case err := <-runErr:
@@ -177,12 +177,12 @@ func serverConfig(cfg config.Echo, log *zap.Logger) transport.ServerConfig {
 // listenInbound listens on LISTEN_ADDR and registers the instance in etcd
 // with tags naming its transport.
 func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.Registry, log *zap.Logger) (*inbound, error) {
-	reg := discovery.NewRegistry(etcd, discovery.RegistryOptions{
+	reg := etcdreg.NewRegistry(etcd, etcdreg.RegistryOptions{
 		TTL: cfg.RegistryTTL, Advertise: cfg.AdvertiseAddr, Logger: log,
 	})
 	scfg := serverConfig(cfg, log)
 	scfg.Addr = cfg.ListenAddr
-	tags := map[string]string{discovery.TagTransport: string(cfg.Transport)}
+	tags := map[string]string{etcdreg.TagTransport: string(cfg.Transport)}
 	if cfg.Transport == transport.WebSocket {
 		scfg.WebSocket = websocket.ListenerConfig{
 			Path:                   cfg.WSPath,
@@ -191,14 +191,14 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 			MaxHandshakes:          cfg.MaxHandshakes,
 			MaxHandshakesPerSource: cfg.MaxHandshakesPerSource,
 		}
-		tags[discovery.TagWSPath], tags[discovery.TagWSScheme] = cfg.WSPath, "ws"
+		tags[etcdreg.TagWSPath], tags[etcdreg.TagWSScheme] = cfg.WSPath, "ws"
 		if cfg.TLSCertFile != "" {
 			tc, err := tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile, "")
 			if err != nil {
 				return nil, fmt.Errorf("TLS_CERT_FILE and TLS_KEY_FILE: %w", err)
 			}
 			scfg.WebSocket.TLSConfig = tc
-			tags[discovery.TagWSScheme] = "wss"
+			tags[etcdreg.TagWSScheme] = "wss"
 		}
 	}
 	sopts, ln, err := transport.ServerOptions(scfg)
@@ -276,8 +276,8 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	followed := make(chan struct{})
 	go func() {
 		defer close(followed)
-		followGateways(followCtx, agent, discovery.NewResolver(etcd, "", map[string]string{
-			discovery.TagTransport: string(transport.Yamux),
+		followGateways(followCtx, agent, etcdreg.NewResolver(etcd, "", map[string]string{
+			etcdreg.TagTransport: string(transport.Yamux),
 		}), tc.Service, cfg.DiscoveryRefresh, log)
 	}()
 	return &inbound{
@@ -307,7 +307,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 // followGateways keeps the agent's gateways equal to those registered in
 // etcd, re-reading every refresh; while etcd is unreachable the agent keeps
 // the gateways it has.
-func followGateways(ctx context.Context, agent *tunnel.Agent, r *discovery.Resolver, service string, refresh time.Duration, log *zap.Logger) {
+func followGateways(ctx context.Context, agent *tunnel.Agent, r *etcdreg.Resolver, service string, refresh time.Duration, log *zap.Logger) {
 	tick := time.NewTicker(refresh)
 	defer tick.Stop()
 	var last []string

@@ -25,8 +25,8 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/anyconn/kitex-anyconn/internal/config"
-	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
 )
@@ -440,7 +440,7 @@ func TestEtcdOverTLSWithAuth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin, err := discovery.Connect(context.Background(), adminCfg, nil)
+	admin, err := etcdreg.Connect(context.Background(), adminCfg, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,8 +7,8 @@ import (
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 )
 
 // Start starts an embedded etcd for the test and returns its endpoint;
@@ -26,7 +26,7 @@ func Start(t testing.TB) string {
 // Client returns a client of endpoint, closed when the test ends.
 func Client(t testing.TB, endpoint string) *clientv3.Client {
 	t.Helper()
-	cli, err := discovery.NewEtcdClient(discovery.EtcdConfig{Endpoints: []string{endpoint}}, nil)
+	cli, err := etcdreg.NewEtcdClient(etcdreg.EtcdConfig{Endpoints: []string{endpoint}}, nil)
 	if err != nil {
 		t.Fatalf("etcd client: %v", err)
 	}

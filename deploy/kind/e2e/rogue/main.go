@@ -36,7 +36,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
-	"github.com/anyconn/kitex-anyconn/internal/discovery"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
@@ -150,7 +150,7 @@ func envOr(name, def string) string {
 }
 
 // register writes addr into etcd as a tunnel gateway of service, in the
-// layout callers use (internal/discovery), on a lease of 30 s. Where the
+// layout callers use (internal/etcdreg), on a lease of 30 s. Where the
 // chart's NetworkPolicies are enforced, etcd is out of a stranger's reach and
 // this times out after 5 s.
 func register(ctx context.Context, cli *clientv3.Client, service, addr string) (clientv3.LeaseID, error) {
@@ -158,7 +158,7 @@ func register(ctx context.Context, cli *clientv3.Client, service, addr string) (
 	defer cancel()
 	val, err := json.Marshal(map[string]any{
 		"network": "tcp", "address": addr, "weight": 10,
-		"tags": map[string]string{discovery.TagTransport: "yamux"},
+		"tags": map[string]string{etcdreg.TagTransport: "yamux"},
 	})
 	if err != nil {
 		return 0, err
@@ -167,7 +167,7 @@ func register(ctx context.Context, cli *clientv3.Client, service, addr string) (
 	if err != nil {
 		return 0, err
 	}
-	_, err = cli.Put(ctx, discovery.Key(discovery.DefaultPrefix, service, addr), string(val), clientv3.WithLease(lease.ID))
+	_, err = cli.Put(ctx, etcdreg.Key(etcdreg.DefaultPrefix, service, addr), string(val), clientv3.WithLease(lease.ID))
 	return lease.ID, err
 }
 

@@ -1,4 +1,4 @@
-// Package discovery registers Kitex services in etcd and resolves them, in
+// Package etcdreg registers Kitex services in etcd and resolves them, in
 // the key and value layout of kitex-contrib/registry-etcd
 // ("kitex/registry-etcd/<service>/<host:port>" holding JSON with network,
 // address, weight and tags), so that registry-etcd's own resolver finds our
@@ -6,7 +6,7 @@
 // v0.3.0, the registration is kept forever: a lost lease (etcd restarted,
 // wiped, or unreachable for longer than the TTL) is re-created with backoff,
 // the etcd client can be closed, and Deregister revokes the lease.
-package discovery
+package etcdreg
 
 import (
 	"context"

@@ -1,4 +1,4 @@
-package discovery_test
+package etcdreg_test
 
 import (
 	"context"
@@ -10,8 +10,8 @@ import (
 	"github.com/cloudwego/kitex/pkg/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/anyconn/kitex-anyconn/internal/discovery"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
 )
@@ -20,9 +20,9 @@ func TestMain(m *testing.M) {
 	testutil.VerifyTestMain(m)
 }
 
-func register(t *testing.T, cli *clientv3.Client, addr string, tags map[string]string) *discovery.Registry {
+func register(t *testing.T, cli *clientv3.Client, addr string, tags map[string]string) *etcdreg.Registry {
 	t.Helper()
-	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
+	reg := etcdreg.NewRegistry(cli, etcdreg.RegistryOptions{TTL: 2 * time.Second})
 	tcp, _ := net.ResolveTCPAddr("tcp", addr)
 	if err := reg.Register(&registry.Info{ServiceName: "echo", Addr: tcp, Tags: tags}); err != nil {
 		t.Fatalf("Register: %v", err)
@@ -34,7 +34,7 @@ func register(t *testing.T, cli *clientv3.Client, addr string, tags map[string]s
 
 func TestRegisterWritesRegistryEtcdLayout(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
-	reg := register(t, cli, "10.1.2.3:8888", map[string]string{discovery.TagTransport: "gonet"})
+	reg := register(t, cli, "10.1.2.3:8888", map[string]string{etcdreg.TagTransport: "gonet"})
 
 	const key = "kitex/registry-etcd/echo/10.1.2.3:8888"
 	if reg.Key() != key {
@@ -75,20 +75,20 @@ func TestRegisterWritesRegistryEtcdLayout(t *testing.T) {
 
 func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
-	register(t, cli, "10.0.0.1:1", map[string]string{discovery.TagTransport: "gonet"})
-	register(t, cli, "10.0.0.2:1", map[string]string{discovery.TagTransport: "netpoll"})
-	register(t, cli, "10.0.0.3:1", map[string]string{discovery.TagTransport: "websocket", discovery.TagWSPath: "/kitex"})
-	register(t, cli, "10.0.0.4:1", map[string]string{discovery.TagTransport: "websocket", discovery.TagWSPath: "/other"})
+	register(t, cli, "10.0.0.1:1", map[string]string{etcdreg.TagTransport: "gonet"})
+	register(t, cli, "10.0.0.2:1", map[string]string{etcdreg.TagTransport: "netpoll"})
+	register(t, cli, "10.0.0.3:1", map[string]string{etcdreg.TagTransport: "websocket", etcdreg.TagWSPath: "/kitex"})
+	register(t, cli, "10.0.0.4:1", map[string]string{etcdreg.TagTransport: "websocket", etcdreg.TagWSPath: "/other"})
 
 	for _, tt := range []struct {
 		tags map[string]string
 		want string
 	}{
-		{map[string]string{discovery.TagTransport: "gonet"}, "10.0.0.1:1"},
-		{map[string]string{discovery.TagTransport: "netpoll"}, "10.0.0.2:1"},
-		{map[string]string{discovery.TagTransport: "websocket", discovery.TagWSPath: "/kitex"}, "10.0.0.3:1"},
+		{map[string]string{etcdreg.TagTransport: "gonet"}, "10.0.0.1:1"},
+		{map[string]string{etcdreg.TagTransport: "netpoll"}, "10.0.0.2:1"},
+		{map[string]string{etcdreg.TagTransport: "websocket", etcdreg.TagWSPath: "/kitex"}, "10.0.0.3:1"},
 	} {
-		res, err := discovery.NewResolver(cli, "", tt.tags).Resolve(context.Background(), "echo")
+		res, err := etcdreg.NewResolver(cli, "", tt.tags).Resolve(context.Background(), "echo")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -96,7 +96,7 @@ func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
 			t.Fatalf("tags %v resolved %v, want only %s", tt.tags, res.Instances, tt.want)
 		}
 	}
-	res, err := discovery.NewResolver(cli, "", map[string]string{discovery.TagTransport: "yamux"}).Resolve(context.Background(), "echo")
+	res, err := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "yamux"}).Resolve(context.Background(), "echo")
 	if err != nil || len(res.Instances) != 0 {
 		t.Fatalf("yamux resolved %v, %v; want nothing and no error", res.Instances, err)
 	}
@@ -105,8 +105,8 @@ func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
 // KeepLast bridges an emptied etcd for a while, then lets the emptiness show.
 func TestResolverKeepLast(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
-	register(t, cli, "10.0.0.1:1", map[string]string{discovery.TagTransport: "gonet"})
-	r := discovery.NewResolver(cli, "", map[string]string{discovery.TagTransport: "gonet"}).KeepLast(500 * time.Millisecond)
+	register(t, cli, "10.0.0.1:1", map[string]string{etcdreg.TagTransport: "gonet"})
+	r := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "gonet"}).KeepLast(500 * time.Millisecond)
 	count := func() int {
 		res, err := r.Resolve(context.Background(), "echo")
 		if err != nil {
@@ -119,7 +119,7 @@ func TestResolverKeepLast(t *testing.T) {
 	}
 	// Time without an answer (etcd unreachable) does not use the window up.
 	time.Sleep(600 * time.Millisecond)
-	if _, err := cli.Delete(context.Background(), discovery.DefaultPrefix+"/", clientv3.WithPrefix()); err != nil {
+	if _, err := cli.Delete(context.Background(), etcdreg.DefaultPrefix+"/", clientv3.WithPrefix()); err != nil {
 		t.Fatal(err)
 	}
 	if n := count(); n != 1 {
@@ -139,7 +139,7 @@ func TestResolverKeepLast(t *testing.T) {
 // or the lease expired while etcd was unreachable) is registered again.
 func TestRegistrationComesBackAfterLeaseLoss(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
-	reg := register(t, cli, "10.9.9.9:1", map[string]string{discovery.TagTransport: "gonet"})
+	reg := register(t, cli, "10.9.9.9:1", map[string]string{etcdreg.TagTransport: "gonet"})
 	resp, err := cli.Get(context.Background(), reg.Key())
 	if err != nil || len(resp.Kvs) != 1 {
 		t.Fatalf("get: %v", err)
@@ -163,7 +163,7 @@ func TestRegisterWhileEtcdDown(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 	cli := etcdtest.Client(t, addr)
-	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
+	reg := etcdreg.NewRegistry(cli, etcdreg.RegistryOptions{TTL: 2 * time.Second})
 	tcp, _ := net.ResolveTCPAddr("tcp", "10.0.0.9:1")
 	start := time.Now()
 	if err := reg.Register(&registry.Info{ServiceName: "echo", Addr: tcp}); err != nil {
@@ -189,7 +189,7 @@ func TestRegisterWhileEtcdDown(t *testing.T) {
 // Deregister (SIGTERM in that second) must keep the instance out, quietly.
 func TestRegisterAfterDeregisterStaysOut(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
-	reg := discovery.NewRegistry(cli, discovery.RegistryOptions{TTL: 2 * time.Second})
+	reg := etcdreg.NewRegistry(cli, etcdreg.RegistryOptions{TTL: 2 * time.Second})
 	if err := reg.Deregister(nil); err != nil {
 		t.Fatal(err)
 	}
