@@ -192,122 +192,183 @@ func (e *env) validateManifests() error {
 	return e.kube(3*time.Minute, "delete", "namespace", ns, "--wait=true", "--timeout=2m")
 }
 
-// transport installs the chart with one transport and checks it.
+// run is one transport's release under test: its namespace, its row of
+// the summary, and when it was installed.
+type run struct {
+	tr, ns    string
+	r         *result
+	installed time.Time
+}
+
+// step is one check of a run.
+type step struct {
+	name string
+	do   func(*run) error
+}
+
+// transport installs the chart with one transport and checks it, one step
+// after the other; the first step that fails ends the run.
 func (e *env) transport(tr string) error {
 	r := &result{transport: tr, helmTest: "-", noPort: "n/a", rogue: "n/a"}
 	e.results = append(e.results, r)
-	ns := *namespace + "-" + tr
-	e.step("%s: helm install", tr)
-	installed := time.Now()
-	if err := e.cmd(8*time.Minute, e.helm, "--kube-context", e.context(), "upgrade", "--install", release,
-		"charts/kitex-anyconn", "-n", ns, "--create-namespace", "--wait", "--timeout", "5m",
-		"--set", "transport="+tr, "--set", "caller.callInterval=250ms"); err != nil {
-		return err
+	x := &run{tr: tr, ns: *namespace + "-" + tr, r: r}
+	steps := []step{
+		{"helm install", e.install},
+		{fmt.Sprintf("%d consecutive calls that reached echo", *consecutiv), e.consecutiveCalls},
+		{"helm test", e.helmTest},
+		{"delete an echo pod", e.deleteEchoPod},
+		{"rolling restart of echo under load", e.rollingRestart},
 	}
-	if err := e.kube(5*time.Minute, "-n", ns, "rollout", "status", "deploy/"+release+"-echo", "deploy/"+release+"-caller", "--timeout=4m"); err != nil {
-		return err
+	if tr == "yamux" {
+		steps = append(steps,
+			step{"echo accepts no inbound RPC connection", e.noInboundPort},
+			step{"a rogue pod in the cluster writes a fake gateway into etcd", e.rogueStep})
 	}
+	steps = append(steps, step{"every call since the first success", e.tally})
+	for _, st := range steps {
+		e.step("%s: %s", tr, st.name)
+		if err := st.do(x); err != nil {
+			return err
+		}
+	}
+	if !*keep || tr != lastTransport() {
+		e.step("%s: uninstall", tr)
+		return e.uninstall(x)
+	}
+	return nil
+}
 
-	e.step("%s: %d consecutive calls that reached echo", tr, *consecutiv)
-	echoes, err := e.echoTargets(ns, tr)
+// install installs the release and waits for its rollout.
+func (e *env) install(x *run) error {
+	x.installed = time.Now()
+	if err := e.cmd(8*time.Minute, e.helm, "--kube-context", e.context(), "upgrade", "--install", release,
+		"charts/kitex-anyconn", "-n", x.ns, "--create-namespace", "--wait", "--timeout", "5m",
+		"--set", "transport="+x.tr, "--set", "caller.callInterval=250ms"); err != nil {
+		return err
+	}
+	return e.kube(5*time.Minute, "-n", x.ns, "rollout", "status", "deploy/"+release+"-echo", "deploy/"+release+"-caller", "--timeout=4m")
+}
+
+// consecutiveCalls waits for the caller's log to show *consecutiv calls in
+// a row on the transport that reached echo pods, and echo's metrics to
+// count them.
+func (e *env) consecutiveCalls(x *run) error {
+	echoes, err := e.echoTargets(x.ns, x.tr)
 	if err != nil {
 		return err
 	}
 	var calls []call
 	deadline := time.Now().Add(2 * time.Minute)
 	for {
-		if calls, err = e.callerLog(ns); err != nil {
+		if calls, err = e.callerLog(x.ns); err != nil {
 			return err
 		}
-		if run := trailingOK(calls, tr, echoes); run >= *consecutiv {
+		if run := trailingOK(calls, x.tr, echoes); run >= *consecutiv {
 			break
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("no %d consecutive successful %s calls to echo within 2 min; last calls: %v", *consecutiv, tr, tail(calls, 5))
+			return fmt.Errorf("no %d consecutive successful %s calls to echo within 2 min; last calls: %v", *consecutiv, x.tr, tail(calls, 5))
 		}
 		time.Sleep(2 * time.Second)
 	}
 	for _, c := range calls {
 		if c.ok {
-			r.firstSuccess = c.ts.Sub(installed).Round(100 * time.Millisecond)
+			x.r.firstSuccess = c.ts.Sub(x.installed).Round(100 * time.Millisecond)
 			break
 		}
 	}
-	if n, err := e.echoRequests(ns); err != nil {
+	if n, err := e.echoRequests(x.ns); err != nil {
 		return err
 	} else if n == 0 {
 		return errors.New("echo's metrics count no request")
 	}
+	return nil
+}
 
-	e.step("%s: helm test", tr)
-	if err := e.cmd(4*time.Minute, e.helm, "--kube-context", e.context(), "test", release, "-n", ns, "--timeout", "3m", "--logs"); err != nil {
-		r.helmTest = "failed"
+// helmTest runs the chart's test pod.
+func (e *env) helmTest(x *run) error {
+	if err := e.cmd(4*time.Minute, e.helm, "--kube-context", e.context(), "test", release, "-n", x.ns, "--timeout", "3m", "--logs"); err != nil {
+		x.r.helmTest = "failed"
 		return err
 	}
-	r.helmTest = "passed"
+	x.r.helmTest = "passed"
+	return nil
+}
 
-	e.step("%s: delete an echo pod", tr)
-	pods, err := e.pods(ns, "echo")
+// deleteEchoPod deletes one echo pod: no call may fail, and calls go on.
+func (e *env) deleteEchoPod(x *run) error {
+	pods, err := e.pods(x.ns, "echo")
 	if err != nil {
 		return err
 	}
 	deleted := time.Now()
-	if err := e.kube(2*time.Minute, "-n", ns, "delete", "pod", pods[0], "--wait=false"); err != nil {
+	if err := e.kube(2*time.Minute, "-n", x.ns, "delete", "pod", pods[0], "--wait=false"); err != nil {
 		return err
 	}
-	time.Sleep(15 * time.Second)
-	calls, err = e.callerLog(ns)
+	time.Sleep(15 * time.Second) // the window the calls are counted in
+	calls, err := e.callerLog(x.ns)
 	if err != nil {
 		return err
 	}
 	after := since(calls, deleted)
-	r.podDeleteFailed = countFailed(after)
+	x.r.podDeleteFailed = countFailed(after)
 	resume, okAfter := firstOKAfterFailure(after, deleted)
-	r.podDeleteResume = resume
+	x.r.podDeleteResume = resume
 	if okAfter < 10 {
 		return fmt.Errorf("after deleting %s only %d successful calls in 15 s: %v", pods[0], okAfter, tail(after, 5))
 	}
-	if r.podDeleteFailed > 0 {
-		return fmt.Errorf("%d calls failed after deleting echo pod %s (graceful deletion must lose none): %v", r.podDeleteFailed, pods[0], failedOnly(after))
+	if x.r.podDeleteFailed > 0 {
+		return fmt.Errorf("%d calls failed after deleting echo pod %s (graceful deletion must lose none): %v", x.r.podDeleteFailed, pods[0], failedOnly(after))
 	}
+	return nil
+}
 
-	e.step("%s: rolling restart of echo under load", tr)
+// rollingRestart restarts echo under the caller's load: no call may fail.
+func (e *env) rollingRestart(x *run) error {
 	restarted := time.Now()
-	if err := e.kube(time.Minute, "-n", ns, "rollout", "restart", "deploy/"+release+"-echo"); err != nil {
+	if err := e.kube(time.Minute, "-n", x.ns, "rollout", "restart", "deploy/"+release+"-echo"); err != nil {
 		return err
 	}
-	if err := e.kube(5*time.Minute, "-n", ns, "rollout", "status", "deploy/"+release+"-echo", "--timeout=4m"); err != nil {
+	if err := e.kube(5*time.Minute, "-n", x.ns, "rollout", "status", "deploy/"+release+"-echo", "--timeout=4m"); err != nil {
 		return err
 	}
 	time.Sleep(10 * time.Second) // old pods drain (DRAIN_DELAY) after the rollout reports done
-	calls, err = e.callerLog(ns)
+	calls, err := e.callerLog(x.ns)
 	if err != nil {
 		return err
 	}
 	during := since(calls, restarted)
-	r.restartFailed = countFailed(during)
-	if r.restartFailed > 0 {
-		return fmt.Errorf("%d of %d calls failed during the rolling restart: %v", r.restartFailed, len(during), failedOnly(during))
+	x.r.restartFailed = countFailed(during)
+	if x.r.restartFailed > 0 {
+		return fmt.Errorf("%d of %d calls failed during the rolling restart: %v", x.r.restartFailed, len(during), failedOnly(during))
 	}
 	if okCount(during) < 10 {
 		return fmt.Errorf("only %d successful calls during the rolling restart", okCount(during))
 	}
+	return nil
+}
 
-	if tr == "yamux" {
-		e.step("yamux: echo accepts no inbound RPC connection")
-		if err := e.noInboundRPC(ns); err != nil {
-			r.noPort = "FAILED"
-			return err
-		}
-		r.noPort = "verified"
-
-		e.step("yamux: a rogue pod in the cluster writes a fake gateway into etcd")
-		if r.rogue, err = e.rogue(ns); err != nil {
-			return err
-		}
+// noInboundPort checks that a yamux echo accepts no RPC connection.
+func (e *env) noInboundPort(x *run) error {
+	if err := e.noInboundRPC(x.ns); err != nil {
+		x.r.noPort = "FAILED"
+		return err
 	}
+	x.r.noPort = "verified"
+	return nil
+}
 
-	all, err := e.callerLog(ns)
+// rogueStep runs the rogue pod (see rogue).
+func (e *env) rogueStep(x *run) error {
+	var err error
+	x.r.rogue, err = e.rogue(x.ns)
+	return err
+}
+
+// tally counts every call of the run: none may fail after the first
+// success; latencies make the summary's percentiles.
+func (e *env) tally(x *run) error {
+	all, err := e.callerLog(x.ns)
 	if err != nil {
 		return err
 	}
@@ -315,29 +376,27 @@ func (e *env) transport(tr string) error {
 	for _, c := range all {
 		switch {
 		case c.ok:
-			r.ok++
+			x.r.ok++
 			lat = append(lat, c.latency)
-		case c.failed && r.ok == 0:
-			r.startupFailed++
+		case c.failed && x.r.ok == 0:
+			x.r.startupFailed++
 		case c.failed:
-			r.failed++
+			x.r.failed++
 		}
 	}
-	if r.failed > 0 {
-		return fmt.Errorf("%d calls failed after the first success: %v", r.failed, failedOnly(all))
+	if x.r.failed > 0 {
+		return fmt.Errorf("%d calls failed after the first success: %v", x.r.failed, failedOnly(all))
 	}
-	r.p50, r.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
-
-	if !*keep || tr != lastTransport() {
-		e.step("%s: uninstall", tr)
-		if err := e.cmd(3*time.Minute, e.helm, "--kube-context", e.context(), "uninstall", release, "-n", ns, "--wait", "--timeout", "2m"); err != nil {
-			return err
-		}
-		if err := e.kube(3*time.Minute, "delete", "namespace", ns, "--wait=true", "--timeout=2m"); err != nil {
-			return err
-		}
-	}
+	x.r.p50, x.r.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
 	return nil
+}
+
+// uninstall removes the release and its namespace.
+func (e *env) uninstall(x *run) error {
+	if err := e.cmd(3*time.Minute, e.helm, "--kube-context", e.context(), "uninstall", release, "-n", x.ns, "--wait", "--timeout", "2m"); err != nil {
+		return err
+	}
+	return e.kube(3*time.Minute, "delete", "namespace", x.ns, "--wait=true", "--timeout=2m")
 }
 
 // wants reports whether transport tr is among those to run.
