@@ -38,6 +38,11 @@ type Common struct {
 	Transport transport.Kind
 	// AdminAddr is ADMIN_ADDR: where /healthz, /readyz and /metrics are served.
 	AdminAddr string
+	// RegistryTTL is REGISTRY_TTL: the etcd lease TTL of echo's
+	// registration. The caller reads it too: when etcd answers with no
+	// instance (restarted with its data wiped), it keeps calling the ones
+	// it knew for as long as echo may take to register again.
+	RegistryTTL time.Duration
 	// Etcd is how to reach etcd (ETCD_*).
 	Etcd Etcd
 	// LogLevel is LOG_LEVEL: debug, info, warn or error.
@@ -204,8 +209,6 @@ type Echo struct {
 	// WSAllowedOrigins is WS_ALLOWED_ORIGINS: browser origins allowed on the
 	// WebSocket endpoint besides same-origin and Origin-less requests.
 	WSAllowedOrigins []string
-	// RegistryTTL is REGISTRY_TTL: the etcd lease TTL of the registration.
-	RegistryTTL time.Duration
 	// DrainDelay is DRAIN_DELAY: after SIGTERM, the time between
 	// deregistering and stopping the server, so callers stop choosing it.
 	DrainDelay time.Duration
@@ -292,7 +295,6 @@ func LoadEcho(lookup LookupFunc) (Echo, error) {
 		TLSCertFile:      r.str("TLS_CERT_FILE", ""),
 		TLSKeyFile:       r.str("TLS_KEY_FILE", ""),
 		WSAllowedOrigins: r.list("WS_ALLOWED_ORIGINS", ""),
-		RegistryTTL:      r.duration("REGISTRY_TTL", DefaultRegistryTTL),
 		DrainDelay:       r.duration("DRAIN_DELAY", DefaultDrainDelay),
 		ReadTimeout:      r.duration("READ_TIMEOUT", DefaultReadTimeout),
 		IdleTimeout:      r.duration("IDLE_TIMEOUT", DefaultIdleTimeout),
@@ -343,6 +345,9 @@ func (c Common) Validate() error {
 	}
 	if !strings.HasPrefix(c.WSPath, "/") || strings.ContainsAny(c.WSPath, " ?#") {
 		return &Error{"WS_PATH", c.WSPath, "must be an HTTP path starting with /, such as /kitex"}
+	}
+	if c.RegistryTTL < time.Second {
+		return &Error{"REGISTRY_TTL", c.RegistryTTL.String(), "must be at least 1s"}
 	}
 	if err := positive("DISCOVERY_REFRESH", c.DiscoveryRefresh); err != nil {
 		return err
@@ -448,9 +453,6 @@ func (c Echo) Validate() error {
 		if err := c.Tunnel.validateAgent(); err != nil {
 			return err
 		}
-	}
-	if c.RegistryTTL < time.Second {
-		return &Error{"REGISTRY_TTL", c.RegistryTTL.String(), "must be at least 1s"}
 	}
 	if c.DrainDelay < 0 {
 		return &Error{"DRAIN_DELAY", c.DrainDelay.String(), "must not be negative"}
@@ -574,8 +576,9 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 			TLSCAFile:       r.str("TUNNEL_TLS_CA_FILE", ""),
 			TLSServerName:   r.str("TUNNEL_TLS_SERVER_NAME", ""),
 		},
-		Transport: transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
-		AdminAddr: r.str("ADMIN_ADDR", adminDefault),
+		Transport:   transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
+		AdminAddr:   r.str("ADMIN_ADDR", adminDefault),
+		RegistryTTL: r.duration("REGISTRY_TTL", DefaultRegistryTTL),
 		Etcd: Etcd{
 			Endpoints:    r.list("ETCD_ENDPOINTS", DefaultEtcdEndpoints),
 			CAFile:       r.str("ETCD_CA_FILE", ""),

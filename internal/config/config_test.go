@@ -91,6 +91,7 @@ func TestInvalidValues(t *testing.T) {
 		{"tls on gonet", false, env("TRANSPORT", "gonet", "TLS_CERT_FILE", "c", "TLS_KEY_FILE", "k"), "TLS_CERT_FILE", "websocket only"},
 		{"ca on netpoll", true, env("TLS_CA_FILE", "ca.pem"), "TLS_CA_FILE", "websocket only"},
 		{"registry ttl", false, env("REGISTRY_TTL", "100ms"), "REGISTRY_TTL", "at least 1s"},
+		{"registry ttl, read by the caller too", true, env("REGISTRY_TTL", "100ms"), "REGISTRY_TTL", "at least 1s"},
 		{"drain negative", false, env("DRAIN_DELAY", "-1s"), "DRAIN_DELAY", "negative"},
 		{"etcd cert without key", true, env("ETCD_CERT_FILE", "c.pem"), "ETCD_CERT_FILE", "go together"},
 		{"etcd password without user", false, env("ETCD_PASSWORD", "p"), "ETCD_USERNAME", "must be set"},

@@ -45,6 +45,15 @@ func NewResolver(cli *clientv3.Client, prefix string, tags map[string]string) *R
 	return r
 }
 
+// KeepLastFor returns how long a caller should keep the instances it knew
+// when etcd answers with none, for services registered with lease ttl: an
+// instance notices that its lease is gone at its next keep-alive (within
+// ttl/3) and registers again within a retry (at most min(5 s, ttl/2)
+// apart); half a TTL more covers a slow etcd. At least 15 s.
+func KeepLastFor(ttl time.Duration) time.Duration {
+	return max(15*time.Second, ttl+ttl/2)
+}
+
 // KeepLast makes an empty answer from etcd fall back to the last instances
 // seen, for up to d after the first empty answer: after etcd is restarted
 // with its data wiped, the services register again within a lease TTL, and

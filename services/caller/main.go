@@ -224,8 +224,9 @@ func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
 	}
 	// An emptied etcd (restarted with its data wiped) does not stop the
 	// calls: the instances known last stay in use while echo registers again
-	// (within its lease TTL, 10 s by default).
-	resolver := etcdreg.NewResolver(etcd, "", tags).KeepLast(15 * time.Second)
+	// (echo notices its lost lease and registers again within about its
+	// REGISTRY_TTL, which the caller reads too).
+	resolver := etcdreg.NewResolver(etcd, "", tags).KeepLast(etcdreg.KeepLastFor(cfg.RegistryTTL))
 	return &outbound{
 		transport: ccfg,
 		opts: []client.Option{
