@@ -461,7 +461,7 @@ func (c Echo) Validate() error {
 		return err
 	}
 	if c.IdleTimeout <= callerPoolIdle {
-		return &Error{"IDLE_TIMEOUT", c.IdleTimeout.String(), "must be longer than the callers' pool idle time (30s), such as 10m"}
+		return &Error{"IDLE_TIMEOUT", c.IdleTimeout.String(), fmt.Sprintf("must be longer than the callers' pool idle time (%v), such as 10m", callerPoolIdle)}
 	}
 	return positive("SHUTDOWN_TIMEOUT", c.ShutdownTimeout)
 }
