@@ -255,6 +255,7 @@ func TestEveryTransport(t *testing.T) {
 				want(t, "HANDSHAKE_TIMEOUT", e["HANDSHAKE_TIMEOUT"], "10s")
 				want(t, "MAX_HANDSHAKES", e["MAX_HANDSHAKES"], "128")
 				want(t, "MAX_HANDSHAKES_PER_SOURCE", e["MAX_HANDSHAKES_PER_SOURCE"], "32")
+				want(t, "REGISTRY_TTL (echo's, on both)", e["REGISTRY_TTL"], "10s")
 			}
 			want(t, "echo READ_TIMEOUT", ee["READ_TIMEOUT"], "30s")
 			want(t, "echo IDLE_TIMEOUT", ee["IDLE_TIMEOUT"], "10m")

@@ -165,6 +165,8 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ .Values.log.format | quote }}
 - name: DISCOVERY_REFRESH
   value: {{ .Values.discovery.refresh | quote }}
+- name: REGISTRY_TTL
+  value: {{ .Values.echo.registryTTL | quote }}
 - name: MAX_MESSAGE_BYTES
   value: {{ int64 .Values.limits.maxMessageBytes | toString | quote }}
 - name: HANDSHAKE_TIMEOUT
