@@ -3,6 +3,7 @@ package etcdreg_test
 import (
 	"context"
 	"encoding/json"
+	"maps"
 	"net"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
+	"github.com/anyconn/kitex-anyconn/transport"
 )
 
 func TestMain(m *testing.M) {
@@ -201,5 +203,24 @@ func TestRegisterAfterDeregisterStaysOut(t *testing.T) {
 	resp, err := cli.Get(context.Background(), "kitex/registry-etcd/echo/", clientv3.WithPrefix())
 	if err != nil || len(resp.Kvs) != 0 || reg.Registered() {
 		t.Fatalf("registered after Deregister: %v keys, %v", len(resp.Kvs), err)
+	}
+}
+
+// Echo registers with the tags the caller resolves with: one function
+// builds them for both.
+func TestTags(t *testing.T) {
+	for _, c := range []struct {
+		kind transport.Kind
+		tls  bool
+		want map[string]string
+	}{
+		{transport.Netpoll, false, map[string]string{"transport": "netpoll"}},
+		{transport.Yamux, true, map[string]string{"transport": "yamux"}},
+		{transport.WebSocket, false, map[string]string{"transport": "websocket", "ws_path": "/kitex", "ws_scheme": "ws"}},
+		{transport.WebSocket, true, map[string]string{"transport": "websocket", "ws_path": "/kitex", "ws_scheme": "wss"}},
+	} {
+		if got := etcdreg.Tags(c.kind, "/kitex", c.tls); !maps.Equal(got, c.want) {
+			t.Errorf("Tags(%s, tls %v) = %v, want %v", c.kind, c.tls, got, c.want)
+		}
 	}
 }

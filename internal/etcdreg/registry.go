@@ -21,6 +21,8 @@ import (
 	"github.com/cloudwego/kitex/pkg/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+
+	"github.com/anyconn/kitex-anyconn/transport"
 )
 
 // DefaultPrefix is registry-etcd's key prefix.
@@ -32,6 +34,20 @@ const (
 	TagWSPath    = "ws_path"   // the WebSocket endpoint's HTTP path
 	TagWSScheme  = "ws_scheme" // ws or wss
 )
+
+// Tags returns the tags of a registration, which are also what a resolver
+// for it matches: the transport and, for WebSocket, the endpoint's path and
+// scheme (wss with TLS). Both sides build them here, so that they agree.
+func Tags(kind transport.Kind, wsPath string, tls bool) map[string]string {
+	tags := map[string]string{TagTransport: string(kind)}
+	if kind == transport.WebSocket {
+		tags[TagWSPath], tags[TagWSScheme] = wsPath, "ws"
+		if tls {
+			tags[TagWSScheme] = "wss"
+		}
+	}
+	return tags
+}
 
 // instance is registry-etcd's JSON value.
 type instance struct {

@@ -208,18 +208,16 @@ type outbound struct {
 
 // etcdOutbound discovers echo instances of the caller's transport in etcd.
 func etcdOutbound(cfg config.Caller, etcd *clientv3.Client) (*outbound, error) {
-	tags := map[string]string{etcdreg.TagTransport: string(cfg.Transport)}
+	tags := etcdreg.Tags(cfg.Transport, cfg.WSPath, cfg.TLSCAFile != "")
 	ccfg := transport.ClientConfig{Kind: cfg.Transport, MaxMessageBytes: cfg.MaxMessageBytes}
 	if cfg.Transport == transport.WebSocket {
 		ccfg.WebSocket.Path = cfg.WSPath
-		tags[etcdreg.TagWSPath], tags[etcdreg.TagWSScheme] = cfg.WSPath, "ws"
 		if cfg.TLSCAFile != "" {
 			tc, err := tlsconf.Client(cfg.TLSCAFile, "", "", cfg.TLSServerName)
 			if err != nil {
 				return nil, fmt.Errorf("TLS_CA_FILE: %w", err)
 			}
 			ccfg.WebSocket.TLSConfig = tc
-			tags[etcdreg.TagWSScheme] = "wss"
 		}
 	}
 	// An emptied etcd (restarted with its data wiped) does not stop the
@@ -284,7 +282,7 @@ func tunnelOutbound(cfg config.Caller, etcd *clientv3.Client, metrics *prometheu
 	}
 	reg := etcdreg.NewRegistry(etcd, etcdreg.RegistryOptions{Advertise: advertise, Logger: log})
 	if err := reg.Register(&registry.Info{
-		ServiceName: tc.Service, Addr: gw.Addr(), Tags: map[string]string{etcdreg.TagTransport: string(transport.Yamux)},
+		ServiceName: tc.Service, Addr: gw.Addr(), Tags: etcdreg.Tags(transport.Yamux, "", false),
 	}); err != nil {
 		_ = gw.Close()
 		return nil, err

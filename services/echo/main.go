@@ -182,7 +182,7 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 	})
 	scfg := serverConfig(cfg, log)
 	scfg.Addr = cfg.ListenAddr
-	tags := map[string]string{etcdreg.TagTransport: string(cfg.Transport)}
+	tags := etcdreg.Tags(cfg.Transport, cfg.WSPath, cfg.TLSCertFile != "")
 	if cfg.Transport == transport.WebSocket {
 		scfg.WebSocket = websocket.ListenerConfig{
 			Path:                   cfg.WSPath,
@@ -191,14 +191,12 @@ func listenInbound(cfg config.Echo, etcd *clientv3.Client, metrics *prometheus.R
 			MaxHandshakes:          cfg.MaxHandshakes,
 			MaxHandshakesPerSource: cfg.MaxHandshakesPerSource,
 		}
-		tags[etcdreg.TagWSPath], tags[etcdreg.TagWSScheme] = cfg.WSPath, "ws"
 		if cfg.TLSCertFile != "" {
 			tc, err := tlsconf.Server(cfg.TLSCertFile, cfg.TLSKeyFile, "")
 			if err != nil {
 				return nil, fmt.Errorf("TLS_CERT_FILE and TLS_KEY_FILE: %w", err)
 			}
 			scfg.WebSocket.TLSConfig = tc
-			tags[etcdreg.TagWSScheme] = "wss"
 		}
 	}
 	sopts, ln, err := transport.ServerOptions(scfg)
@@ -276,9 +274,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, etcd *clientv3.Client, 
 	followed := make(chan struct{})
 	go func() {
 		defer close(followed)
-		followGateways(followCtx, agent, etcdreg.NewResolver(etcd, "", map[string]string{
-			etcdreg.TagTransport: string(transport.Yamux),
-		}), tc.Service, cfg.DiscoveryRefresh, log)
+		followGateways(followCtx, agent, etcdreg.NewResolver(etcd, "", etcdreg.Tags(transport.Yamux, "", false)), tc.Service, cfg.DiscoveryRefresh, log)
 	}()
 	return &inbound{
 		opts: sopts,
