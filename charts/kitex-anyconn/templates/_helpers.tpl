@@ -231,139 +231,93 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
 {{- end }}
 
 {{/*
-Volumes for the Secrets a service reads: (dict "root" $ "component" "echo"|"caller").
-Each projects only the keys that component needs, readable by the pod's group only.
-Emits nothing when no Secret is needed.
+The Secrets a service reads, as one list: (dict "root" $ "component" "echo"|"caller").
+Each entry names its volume, where it is mounted (read-only, under
+/etc/kitex-anyconn/<name>), and the Secret keys it projects: only those the
+component needs, readable by the pod's group only (0440). secretVolumes and
+secretMounts both render from it.
 */}}
-{{- define "kitex-anyconn.secretVolumes" -}}
+{{- define "kitex-anyconn.secretList" -}}
 {{- $v := .root.Values -}}
 {{- $caller := ne .component "echo" -}}
+{{- $list := list -}}
 {{- if eq $v.transport "yamux" }}
-- name: tunnel-token
-  secret:
-    secretName: {{ include "kitex-anyconn.tunnelSecretName" .root }}
-    defaultMode: 0440
-    items:
-      - key: {{ $v.tunnel.token.key }}
-        path: token
+{{- $list = append $list (dict "name" "tunnel-token" "sources" (list (dict "secret" (include "kitex-anyconn.tunnelSecretName" .root) "items" (list (dict "key" $v.tunnel.token.key "path" "token"))))) }}
 {{- if and $caller $v.tunnel.agentTokens.existingSecret }}
-- name: agent-tokens
-  secret:
-    secretName: {{ $v.tunnel.agentTokens.existingSecret }}
-    defaultMode: 0440
-    items:
-      - key: {{ $v.tunnel.agentTokens.key }}
-        path: tokens
+{{- $list = append $list (dict "name" "agent-tokens" "sources" (list (dict "secret" $v.tunnel.agentTokens.existingSecret "items" (list (dict "key" $v.tunnel.agentTokens.key "path" "tokens"))))) }}
 {{- end }}
 {{- if and $v.tunnel.tls.enabled $v.tunnel.tls.existingSecret }}
-- name: tunnel-tls
-  projected:
-    defaultMode: 0440
-    sources:
-      {{- if $caller }}
-      - secret:
-          name: {{ $v.tunnel.tls.existingSecret }}
-          items:
-            - key: tls.crt
-              path: tls.crt
-            - key: tls.key
-              path: tls.key
-            {{- if $v.tunnel.tls.mutual }}
-            - key: ca.crt
-              path: ca.crt
-            {{- end }}
-      {{- else }}
-      - secret:
-          name: {{ $v.tunnel.tls.existingSecret }}
-          items:
-            - key: ca.crt
-              path: ca.crt
-      {{- if $v.tunnel.tls.mutual }}
-      - secret:
-          name: {{ $v.tunnel.tls.clientSecret }}
-          items:
-            - key: tls.crt
-              path: tls.crt
-            - key: tls.key
-              path: tls.key
-      {{- end }}
-      {{- end }}
+{{- $sources := list }}
+{{- if $caller }}
+{{- $keys := list "tls.crt" "tls.key" }}
+{{- if $v.tunnel.tls.mutual }}{{ $keys = append $keys "ca.crt" }}{{ end }}
+{{- $sources = append $sources (dict "secret" $v.tunnel.tls.existingSecret "keys" $keys) }}
+{{- else }}
+{{- $sources = append $sources (dict "secret" $v.tunnel.tls.existingSecret "keys" (list "ca.crt")) }}
+{{- if $v.tunnel.tls.mutual }}
+{{- $sources = append $sources (dict "secret" $v.tunnel.tls.clientSecret "keys" (list "tls.crt" "tls.key")) }}
+{{- end }}
+{{- end }}
+{{- $list = append $list (dict "name" "tunnel-tls" "projected" true "sources" $sources) }}
 {{- end }}
 {{- end }}
 {{- if and (eq $v.transport "websocket") $v.websocket.tls.enabled }}
-- name: ws-tls
-  secret:
-    secretName: {{ $v.websocket.tls.existingSecret }}
-    defaultMode: 0440
-    items:
-      {{- if $caller }}
-      - key: ca.crt
-        path: ca.crt
-      {{- else }}
-      - key: tls.crt
-        path: tls.crt
-      - key: tls.key
-        path: tls.key
-      {{- end }}
+{{- $list = append $list (dict "name" "ws-tls" "sources" (list (dict "secret" $v.websocket.tls.existingSecret "keys" (ternary (list "ca.crt") (list "tls.crt" "tls.key") $caller)))) }}
 {{- end }}
 {{- if and (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
-- name: etcd-tls
-  secret:
-    secretName: {{ $v.externalEtcd.tls.existingSecret }}
-    defaultMode: 0440
-    items:
-      - key: ca.crt
-        path: ca.crt
-      {{- if $v.externalEtcd.tls.clientCert }}
-      - key: tls.crt
-        path: tls.crt
-      - key: tls.key
-        path: tls.key
-      {{- end }}
+{{- $keys := list "ca.crt" }}
+{{- if $v.externalEtcd.tls.clientCert }}{{ $keys = concat $keys (list "tls.crt" "tls.key") }}{{ end }}
+{{- $list = append $list (dict "name" "etcd-tls" "sources" (list (dict "secret" $v.externalEtcd.tls.existingSecret "keys" $keys))) }}
 {{- end }}
 {{- if and (not $v.etcd.enabled) $v.externalEtcd.auth.username }}
-- name: etcd-auth
-  secret:
-    secretName: {{ $v.externalEtcd.auth.existingSecret }}
-    defaultMode: 0440
-    items:
-      - key: {{ $v.externalEtcd.auth.passwordKey }}
-        path: password
+{{- $list = append $list (dict "name" "etcd-auth" "sources" (list (dict "secret" $v.externalEtcd.auth.existingSecret "items" (list (dict "key" $v.externalEtcd.auth.passwordKey "path" "password"))))) }}
+{{- end }}
+{{- toJson $list -}}
+{{- end }}
+
+{{/* items of one source of secretList: its keys at their own names, or its items. */}}
+{{- define "kitex-anyconn.secretItems" -}}
+{{- if .items }}
+{{- toYaml .items }}
+{{- else }}
+{{- range .keys }}
+- key: {{ . }}
+  path: {{ . }}
+{{- end }}
 {{- end }}
 {{- end }}
 
-{{/* Mounts of those volumes, read-only: (dict "root" $ "component" "echo"|"caller"). */}}
+{{/* Volumes of secretList; nothing when it is empty. */}}
+{{- define "kitex-anyconn.secretVolumes" -}}
+{{- range (include "kitex-anyconn.secretList" . | fromJsonArray) }}
+- name: {{ .name }}
+{{- if .projected }}
+  projected:
+    defaultMode: 0440
+    sources:
+      {{- range .sources }}
+      - secret:
+          name: {{ .secret }}
+          items:
+            {{- include "kitex-anyconn.secretItems" . | trim | nindent 12 }}
+      {{- end }}
+{{- else }}
+{{- with index .sources 0 }}
+  secret:
+    secretName: {{ .secret }}
+    defaultMode: 0440
+    items:
+      {{- include "kitex-anyconn.secretItems" . | trim | nindent 6 }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/* Mounts of secretList, read-only. */}}
 {{- define "kitex-anyconn.secretMounts" -}}
-{{- $v := .root.Values -}}
-{{- $caller := ne .component "echo" -}}
-{{- if eq $v.transport "yamux" }}
-- name: tunnel-token
-  mountPath: /etc/kitex-anyconn/tunnel-token
-  readOnly: true
-{{- if and $caller $v.tunnel.agentTokens.existingSecret }}
-- name: agent-tokens
-  mountPath: /etc/kitex-anyconn/agent-tokens
-  readOnly: true
-{{- end }}
-{{- if and $v.tunnel.tls.enabled $v.tunnel.tls.existingSecret }}
-- name: tunnel-tls
-  mountPath: /etc/kitex-anyconn/tunnel-tls
-  readOnly: true
-{{- end }}
-{{- end }}
-{{- if and (eq $v.transport "websocket") $v.websocket.tls.enabled }}
-- name: ws-tls
-  mountPath: /etc/kitex-anyconn/ws-tls
-  readOnly: true
-{{- end }}
-{{- if and (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
-- name: etcd-tls
-  mountPath: /etc/kitex-anyconn/etcd-tls
-  readOnly: true
-{{- end }}
-{{- if and (not $v.etcd.enabled) $v.externalEtcd.auth.username }}
-- name: etcd-auth
-  mountPath: /etc/kitex-anyconn/etcd-auth
+{{- range (include "kitex-anyconn.secretList" . | fromJsonArray) }}
+- name: {{ .name }}
+  mountPath: /etc/kitex-anyconn/{{ .name }}
   readOnly: true
 {{- end }}
 {{- end }}
