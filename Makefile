@@ -35,12 +35,15 @@ run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=netpoll|gone
 	$(BIN)/devrun -bin $(BIN)
 
 .PHONY: test
-test: $(HELM) $(HELM_DOCS) $(TILT) ## Run every test with the race detector (the root module and transport/, side by side), then the chart and Tiltfile tests with the pinned helm, helm-docs and tilt.
+test: ## Run every Go test with the race detector: the root module and transport/, side by side.
 	@# The two modules' tests mostly wait (processes, sockets, timers): run
 	@# them at once, and fail if either fails.
 	cd transport && go test -race -count=1 -timeout $(TEST_TIMEOUT) ./... & lib=$$!; \
 	  go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...; rc=$$?; \
 	  wait $$lib || rc=1; exit $$rc
+
+.PHONY: test-chart
+test-chart: $(HELM) $(HELM_DOCS) $(TILT) ## The chart and Tiltfile tests, with the pinned helm, helm-docs and tilt (built into bin/ the first time).
 	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -timeout 120s ./...
 
 .PHONY: tools

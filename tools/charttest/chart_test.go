@@ -3,7 +3,7 @@
 // external etcd. Every rendered object is decoded strictly into its Kubernetes
 // API type, so a misspelt or misplaced field fails here, not in a cluster.
 //
-// `make test` builds the pinned tools into bin/ and points KITEX_ANYCONN_TOOLS
+// `make test-chart` builds the pinned tools into bin/ and points KITEX_ANYCONN_TOOLS
 // at it. Run alone with `go test ./...` in tools/ after `make tools`.
 package charttest
 
@@ -51,7 +51,7 @@ func tool(t *testing.T, name string) string {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s is not built: run `make tools` (or `make test`, which builds it): %v", name, err)
+		t.Fatalf("%s is not built: run `make tools` (or `make test-chart`, which builds it): %v", name, err)
 	}
 	return p
 }
