@@ -49,14 +49,13 @@ func loadKeyring(token, tokenFile, agentsFile string) (*keyring, error) {
 	k := &keyring{agents: map[string][]key{}}
 	var shared []string
 	if token != "" {
+		if err := CheckToken(token); err != nil {
+			return nil, err
+		}
 		shared = append(shared, token)
 	}
 	if tokenFile != "" {
-		data, err := os.ReadFile(tokenFile)
-		if err != nil {
-			return nil, err
-		}
-		lines, err := parseLines(data, tokenFile, func(line string) error {
+		lines, err := parseFile(tokenFile, func(line string) error {
 			shared = append(shared, line)
 			return CheckToken(line)
 		})
@@ -71,17 +70,10 @@ func loadKeyring(token, tokenFile, agentsFile string) (*keyring, error) {
 		return nil, fmt.Errorf("tunnel: %d shared tokens; at most %d (two during a rotation)", len(shared), maxKeys)
 	}
 	for _, tok := range shared {
-		if err := CheckToken(tok); err != nil {
-			return nil, err
-		}
 		k.shared = append(k.shared, newKey(tok, false))
 	}
 	if agentsFile != "" {
-		data, err := os.ReadFile(agentsFile)
-		if err != nil {
-			return nil, err
-		}
-		_, err = parseLines(data, agentsFile, func(line string) error {
+		_, err := parseFile(agentsFile, func(line string) error {
 			id, tok, ok := strings.Cut(line, " ")
 			tok = strings.TrimSpace(tok)
 			if !ok || tok == "" {
@@ -118,9 +110,13 @@ func CheckTokens(token, tokenFile, agentTokensFile string) error {
 	return err
 }
 
-// parseLines calls line for every line of data that is neither empty nor
+// parseFile calls line for every line of file that is neither empty nor
 // a comment (#), trimmed, and returns how many there were.
-func parseLines(data []byte, file string, line func(string) error) (int, error) {
+func parseFile(file string, line func(string) error) (int, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return 0, err
+	}
 	s := bufio.NewScanner(bytes.NewReader(data))
 	n, count := 0, 0
 	for s.Scan() {
@@ -139,12 +135,8 @@ func parseLines(data []byte, file string, line func(string) error) (int, error) 
 
 // readToken returns the first token of a token file.
 func readToken(file string) (string, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return "", err
-	}
 	var tok string
-	_, err = parseLines(data, file, func(l string) error {
+	_, err := parseFile(file, func(l string) error {
 		if tok == "" {
 			tok = l
 		}
