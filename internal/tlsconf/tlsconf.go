@@ -17,14 +17,24 @@ func Server(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 		return nil, fmt.Errorf("load certificate %s and key %s: %w", certFile, keyFile, err)
 	}
 	cfg := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	if clientCAFile != "" {
-		pool, err := Pool(clientCAFile)
-		if err != nil {
-			return nil, err
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	if err := RequireClientCerts(cfg, clientCAFile); err != nil {
+		return nil, err
 	}
 	return cfg, nil
+}
+
+// RequireClientCerts makes cfg require client certificates signed by one of
+// the CAs in caFile (mutual TLS); it leaves cfg as it is if caFile is empty.
+func RequireClientCerts(cfg *tls.Config, caFile string) error {
+	if caFile == "" {
+		return nil
+	}
+	pool, err := loadPool(caFile)
+	if err != nil {
+		return err
+	}
+	cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
+	return nil
 }
 
 // Client returns a client config that trusts the CAs in caFile (the system
@@ -33,7 +43,7 @@ func Server(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
 func Client(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
 	cfg := &tls.Config{ServerName: serverName, MinVersion: tls.VersionTLS12}
 	if caFile != "" {
-		pool, err := Pool(caFile)
+		pool, err := loadPool(caFile)
 		if err != nil {
 			return nil, err
 		}
@@ -49,8 +59,8 @@ func Client(caFile, certFile, keyFile, serverName string) (*tls.Config, error) {
 	return cfg, nil
 }
 
-// Pool returns a pool of the PEM certificates in file.
-func Pool(file string) (*x509.CertPool, error) {
+// loadPool returns a pool of the PEM certificates in file.
+func loadPool(file string) (*x509.CertPool, error) {
 	pem, err := os.ReadFile(file)
 	if err != nil {
 		return nil, fmt.Errorf("read CA file: %w", err)

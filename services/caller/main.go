@@ -332,11 +332,8 @@ func gatewayTLS(tc config.Tunnel) (*tls.Config, error) {
 	if err != nil {
 		return nil, err
 	}
-	if tc.TLSCAFile != "" {
-		if c.ClientCAs, err = tlsconf.Pool(tc.TLSCAFile); err != nil {
-			return nil, fmt.Errorf("TUNNEL_TLS_CA_FILE: %w", err)
-		}
-		c.ClientAuth = tls.RequireAndVerifyClientCert
+	if err := tlsconf.RequireClientCerts(c, tc.TLSCAFile); err != nil {
+		return nil, fmt.Errorf("TUNNEL_TLS_CA_FILE: %w", err)
 	}
 	return c, nil
 }
