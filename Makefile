@@ -72,8 +72,8 @@ $(TILT): tools/tilt/go.mod tools/tilt/go.sum tools/tilt/build.sh
 tools-helm: $(HELM)
 
 .PHONY: chart-lint
-chart-lint: $(HELM) ## helm lint --strict the chart for every transport.
-	for t in netpoll gonet websocket yamux; do $(HELM) lint --strict $(CHART) --set transport=$$t || exit 1; done
+chart-lint: $(HELM) ## helm lint --strict the chart for every transport (transport.Kinds; TestLintStrict in tools/charttest).
+	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -run '^TestLintStrict$$' ./charttest
 
 .PHONY: chart-docs
 chart-docs: $(HELM_DOCS) ## Regenerate the chart README's values table from the comments in values.yaml.

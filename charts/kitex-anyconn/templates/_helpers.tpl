@@ -73,6 +73,38 @@ new Service cannot go astray.
 {{- end -}}
 {{- end }}
 
+{{/*
+What differs between transports, in one place: the templates test these traits,
+never a transport's name, so a new transport adds one line here (and its name to
+the schema's enum).
+  echoListens  echo opens an RPC port (LISTEN_ADDR, the rpc port of its Service)
+               and the callers dial it.
+  tunnel       echo opens no port: it dials out to a tunnel gateway in each caller
+               (the tunnel port, token, TLS and token-init hook; tunnel.* values).
+  http         calls go over HTTP: the WebSocket path and origins, TLS as wss
+               (websocket.* values), appProtocol ws/wss on the rpc port.
+*/}}
+{{- define "kitex-anyconn.transports" -}}
+netpoll:   {echoListens: true,  tunnel: false, http: false}
+gonet:     {echoListens: true,  tunnel: false, http: false}
+websocket: {echoListens: true,  tunnel: false, http: true}
+yamux:     {echoListens: false, tunnel: true,  http: false}
+{{- end }}
+
+{{/*
+The traits of .Values.transport, as YAML; a template reads them with
+  $t := include "kitex-anyconn.transport" . | fromYaml
+then $t.echoListens, $t.tunnel, $t.http. Fails on a transport the dictionary lacks
+(the schema's enum rejects it first, unless schema validation is skipped).
+*/}}
+{{- define "kitex-anyconn.transport" -}}
+{{- $all := include "kitex-anyconn.transports" . | fromYaml -}}
+{{- if not (hasKey $all .Values.transport) -}}
+{{- fail (printf "transport=%v is not one of %s" .Values.transport (keys $all | sortAlpha | join ", ")) -}}
+{{- end -}}
+{{- get $all .Values.transport | toYaml -}}
+{{- end }}
+
 {{- define "kitex-anyconn.tunnelSecretName" -}}
 {{- default (printf "%s-tunnel-token" (include "kitex-anyconn.prefix" .)) .Values.tunnel.token.existingSecret -}}
 {{- end }}
@@ -175,11 +207,12 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ int64 .Values.limits.maxHandshakes | toString | quote }}
 - name: MAX_HANDSHAKES_PER_SOURCE
   value: {{ int64 .Values.limits.maxHandshakesPerSource | toString | quote }}
-{{- if eq .Values.transport "websocket" }}
+{{- $t := include "kitex-anyconn.transport" . | fromYaml }}
+{{- if $t.http }}
 - name: WS_PATH
   value: {{ .Values.websocket.path | quote }}
 {{- end }}
-{{- if eq .Values.transport "yamux" }}
+{{- if $t.tunnel }}
 - name: TUNNEL_TOKEN_FILE
   value: /etc/kitex-anyconn/tunnel-token/token
 - name: TUNNEL_SERVICE
@@ -202,13 +235,14 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ .Values.caller.callTimeout | quote }}
 - name: CALL_MESSAGE
   value: {{ .Values.caller.message | quote }}
-{{- if and (eq .Values.transport "websocket") .Values.websocket.tls.enabled }}
+{{- $t := include "kitex-anyconn.transport" . | fromYaml }}
+{{- if and $t.http .Values.websocket.tls.enabled }}
 - name: TLS_CA_FILE
   value: /etc/kitex-anyconn/ws-tls/ca.crt
 - name: TLS_SERVER_NAME
   value: {{ default (printf "%s-echo" (include "kitex-anyconn.prefix" .)) .Values.websocket.tls.serverName | quote }}
 {{- end }}
-{{- if eq .Values.transport "yamux" }}
+{{- if $t.tunnel }}
 - name: TUNNEL_LISTEN_ADDR
   value: {{ printf ":%d" (int .Values.tunnel.port) | quote }}
 - name: TUNNEL_ADVERTISE_ADDR
@@ -239,9 +273,10 @@ secretMounts both render from it.
 */}}
 {{- define "kitex-anyconn.secretList" -}}
 {{- $v := .root.Values -}}
+{{- $t := include "kitex-anyconn.transport" .root | fromYaml -}}
 {{- $caller := ne .component "echo" -}}
 {{- $list := list -}}
-{{- if eq $v.transport "yamux" }}
+{{- if $t.tunnel }}
 {{- $list = append $list (dict "name" "tunnel-token" "sources" (list (dict "secret" (include "kitex-anyconn.tunnelSecretName" .root) "items" (list (dict "key" $v.tunnel.token.key "path" "token"))))) }}
 {{- if and $caller $v.tunnel.agentTokens.existingSecret }}
 {{- $list = append $list (dict "name" "agent-tokens" "sources" (list (dict "secret" $v.tunnel.agentTokens.existingSecret "items" (list (dict "key" $v.tunnel.agentTokens.key "path" "tokens"))))) }}
@@ -261,7 +296,7 @@ secretMounts both render from it.
 {{- $list = append $list (dict "name" "tunnel-tls" "projected" true "sources" $sources) }}
 {{- end }}
 {{- end }}
-{{- if and (eq $v.transport "websocket") $v.websocket.tls.enabled }}
+{{- if and $t.http $v.websocket.tls.enabled }}
 {{- $list = append $list (dict "name" "ws-tls" "sources" (list (dict "secret" $v.websocket.tls.existingSecret "keys" (ternary (list "ca.crt") (list "tls.crt" "tls.key") $caller)))) }}
 {{- end }}
 {{- if and (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
