@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
@@ -104,19 +103,6 @@ func (e Etcd) TLSEnabled() bool {
 		}
 	}
 	return false
-}
-
-// ClientConfig returns the etcd client settings, loading the TLS files.
-func (e Etcd) ClientConfig() (etcdreg.EtcdConfig, error) {
-	cfg := etcdreg.EtcdConfig{Endpoints: e.Endpoints, Username: e.Username, Password: e.Password}
-	if e.TLSEnabled() {
-		t, err := tlsconf.Client(e.CAFile, e.CertFile, e.KeyFile, e.ServerName)
-		if err != nil {
-			return etcdreg.EtcdConfig{}, err
-		}
-		cfg.TLS = t
-	}
-	return cfg, nil
 }
 
 func (e Etcd) validate() error {

@@ -20,15 +20,12 @@ import (
 )
 
 type metrics struct {
-	registry *prometheus.Registry
-	calls    *prometheus.CounterVec
-	latency  prometheus.Observer
+	calls   *prometheus.CounterVec
+	latency prometheus.Observer
 }
 
-func newMetrics(kind transport.Kind) *metrics {
-	reg := prometheus.NewRegistry()
+func newMetrics(reg *prometheus.Registry, kind transport.Kind) *metrics {
 	m := &metrics{
-		registry: reg,
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "caller_calls_total", Help: "Calls made to echo, by result (ok or failed) and transport.",
 		}, []string{"result", "transport"}),
@@ -83,10 +80,11 @@ func recordTarget(next endpoint.Endpoint) endpoint.Endpoint {
 
 // loop makes the calls and logs each one.
 type loop struct {
-	cfg     config.Caller
-	cli     echo.Client
-	log     *zap.Logger
-	metrics *metrics
+	cfg        config.Caller
+	cli        echo.Client
+	log        *zap.Logger
+	metrics    *metrics
+	noInstance string // what a call that found no instance failed with
 }
 
 // errReply is returned when echo answers with a message that is not the one sent.
@@ -129,11 +127,7 @@ func (l *loop) call(ctx context.Context, seq int) error {
 	resp, err := l.cli.Echo(context.WithValue(ctx, targetKey{}, &dst), &api.Request{Message: msg})
 	elapsed := time.Since(start)
 	if errors.Is(err, kerrors.ErrNoMoreInstance) {
-		if l.cfg.Transport == transport.Yamux { // instances come through the gateway, not etcd
-			err = fmt.Errorf("no %s agent connected to this caller's tunnel gateway yet", l.cfg.EchoService)
-		} else {
-			err = fmt.Errorf("no %s instance with transport %s found in etcd", l.cfg.EchoService, l.cfg.Transport)
-		}
+		err = errors.New(l.noInstance)
 	}
 	if err == nil && resp.GetMessage() != msg {
 		err = fmt.Errorf("%w: got %q", errReply, resp.GetMessage())

@@ -24,6 +24,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/goleak"
 
+	"github.com/anyconn/kitex-anyconn/internal/app"
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
@@ -436,7 +437,7 @@ func TestEtcdOverTLSWithAuth(t *testing.T) {
 
 	// Turn authentication on: root, and a user "kitex" that may only read and
 	// write the registry's keys.
-	adminCfg, err := config.Etcd{Endpoints: []string{etcd}, CAFile: caFile, CertFile: cliCert, KeyFile: cliKey}.ClientConfig()
+	adminCfg, err := app.EtcdConfig(config.Etcd{Endpoints: []string{etcd}, CAFile: caFile, CertFile: cliCert, KeyFile: cliKey})
 	if err != nil {
 		t.Fatal(err)
 	}

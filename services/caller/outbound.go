@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/loadbalance"
+	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
+
+	"github.com/anyconn/kitex-anyconn/internal/app"
+	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
+	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
+	"github.com/anyconn/kitex-anyconn/transport"
+)
+
+// outbounds says, per transport, how the caller finds and reaches echo
+// instances: the one place in the caller where the transports differ.
+// Every transport.Kinds() has an entry (a test checks it).
+var outbounds = map[transport.Kind]func(config.Caller, *app.Runtime) (*outbound, error){
+	transport.Netpoll:   etcdOutbound,
+	transport.GoNet:     etcdOutbound,
+	transport.WebSocket: etcdOutbound,
+	transport.Yamux:     tunnelOutbound,
+}
+
+// outbound is how the caller finds and reaches echo instances.
+type outbound struct {
+	transport   transport.ClientConfig
+	opts        []client.Option
+	hasInstance func(context.Context) error // nil if at least one instance is known
+	noInstance  string                      // why a call found no instance
+	close       func()
+}
+
+// clientConfig is the client's transport configuration for cfg, TLS files
+// loaded. The WebSocket settings are read by that transport only.
+func clientConfig(cfg config.Caller) (transport.ClientConfig, error) {
+	ccfg := transport.ClientConfig{Kind: cfg.Transport, MaxMessageBytes: cfg.MaxMessageBytes}
+	ccfg.WebSocket.Path = cfg.WSPath
+	if cfg.TLSCAFile != "" { // config allows it with websocket only
+		tc, err := tlsconf.Client(cfg.TLSCAFile, "", "", cfg.TLSServerName)
+		if err != nil {
+			return ccfg, fmt.Errorf("TLS_CA_FILE: %w", err)
+		}
+		ccfg.WebSocket.TLSConfig = tc
+	}
+	return ccfg, nil
+}
+
+// balancer is how often the client's load balancer re-reads the instances.
+func balancer(cfg config.Caller) *lbcache.Options {
+	return &lbcache.Options{RefreshInterval: cfg.DiscoveryRefresh, ExpireInterval: 10 * cfg.DiscoveryRefresh}
+}
+
+// wantedTags are the tags of the echo instances the caller can call: those
+// registered with its transport (and WebSocket path and TLS).
+func wantedTags(cfg config.Caller) map[string]string {
+	return etcdreg.Tags(cfg.Transport, cfg.WSPath, cfg.TLSCAFile != "")
+}
+
+// etcdOutbound discovers echo instances of the caller's transport in etcd.
+func etcdOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
+	ccfg, err := clientConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	// An emptied etcd (restarted with its data wiped) does not stop the
+	// calls: the instances known last stay in use while echo registers again
+	// (echo notices its lost lease and registers again within about its
+	// REGISTRY_TTL, which the caller reads too).
+	resolver := etcdreg.NewResolver(rt.Etcd, "", wantedTags(cfg)).KeepLast(etcdreg.KeepLastFor(cfg.RegistryTTL))
+	noInstance := fmt.Sprintf("no %s instance with transport %s found in etcd", cfg.EchoService, cfg.Transport)
+	return &outbound{
+		transport: ccfg,
+		opts: []client.Option{
+			client.WithResolver(resolver),
+			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg)),
+		},
+		hasInstance: func(ctx context.Context) error {
+			res, err := resolver.Resolve(ctx, cfg.EchoService)
+			if err != nil {
+				return err
+			}
+			if len(res.Instances) == 0 {
+				return errors.New(noInstance)
+			}
+			return nil
+		},
+		noInstance: noInstance,
+		close:      func() {},
+	}, nil
+}

@@ -1,0 +1,231 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"maps"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/registry"
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"github.com/anyconn/kitex-anyconn/internal/app"
+	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
+	"github.com/anyconn/kitex-anyconn/internal/testutil/etcdtest"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+)
+
+func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
+
+const token = "0123456789abcdefghijklmnopqrstuv"
+
+// load reads the echo configuration from env, on top of test defaults.
+func load(t *testing.T, env map[string]string) config.Echo {
+	t.Helper()
+	all := map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "DRAIN_DELAY": "0s", "TUNNEL_AGENT_ID": "echo-1"}
+	maps.Copy(all, env)
+	cfg, err := config.LoadEcho(func(k string) (string, bool) { v, ok := all[k]; return v, ok })
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg
+}
+
+func TestEveryTransportHasAnInbound(t *testing.T) {
+	for _, k := range transport.Kinds() {
+		if inbounds[k] == nil {
+			t.Errorf("no inbound for transport %s", k)
+		}
+	}
+	if len(inbounds) != len(transport.Kinds()) {
+		t.Errorf("%d inbounds for %d transports", len(inbounds), len(transport.Kinds()))
+	}
+}
+
+func TestServerConfigAndRegistration(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := testutil.WriteFiles(t, dir, "echo", testutil.NewCA(t).Issue(t, "echo", x509.ExtKeyUsageServerAuth))
+	for _, tc := range []struct {
+		env      map[string]string
+		wantTags map[string]string
+		wantTLS  bool
+	}{
+		{map[string]string{}, map[string]string{"transport": "netpoll"}, false},
+		{map[string]string{"TRANSPORT": "gonet"}, map[string]string{"transport": "gonet"}, false},
+		{map[string]string{"TRANSPORT": "websocket", "WS_PATH": "/rpc"},
+			map[string]string{"transport": "websocket", "ws_path": "/rpc", "ws_scheme": "ws"}, false},
+		{map[string]string{"TRANSPORT": "websocket", "TLS_CERT_FILE": certFile, "TLS_KEY_FILE": keyFile},
+			map[string]string{"transport": "websocket", "ws_path": "/kitex", "ws_scheme": "wss"}, true},
+	} {
+		cfg := load(t, tc.env)
+		scfg, err := serverConfig(cfg, zap.NewNop())
+		if err != nil {
+			t.Fatalf("%v: %v", tc.env, err)
+		}
+		if scfg.Kind != cfg.Transport || scfg.Addr != "127.0.0.1:0" || (scfg.WebSocket.TLSConfig != nil) != tc.wantTLS {
+			t.Errorf("%v: server config kind %s addr %s TLS %v", tc.env, scfg.Kind, scfg.Addr, scfg.WebSocket.TLSConfig != nil)
+		}
+		if info := registration(cfg); info.ServiceName != "echo" || !maps.Equal(info.Tags, tc.wantTags) {
+			t.Errorf("%v: registers %s with %v; want echo with %v", tc.env, info.ServiceName, info.Tags, tc.wantTags)
+		}
+	}
+	// A key that does not load is named in the error.
+	cfg := load(t, map[string]string{"TRANSPORT": "websocket", "TLS_CERT_FILE": certFile, "TLS_KEY_FILE": certFile})
+	if _, err := serverConfig(cfg, zap.NewNop()); err == nil || !strings.Contains(err.Error(), "TLS_KEY_FILE") {
+		t.Errorf("a certificate as key: %v", err)
+	}
+}
+
+func TestAgentTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := testutil.NewCA(t)
+	caFile := ca.WriteCAFile(t, dir)
+	certFile, keyFile := testutil.WriteFiles(t, dir, "echo-1", ca.Issue(t, "echo-1", x509.ExtKeyUsageClientAuth))
+	base := map[string]string{"TRANSPORT": "yamux", "TUNNEL_TOKEN": token}
+	with := func(env map[string]string) map[string]string { m := maps.Clone(base); maps.Copy(m, env); return m }
+
+	off, err := agentConfig(load(t, with(map[string]string{"TUNNEL_TLS": "off"})), zap.NewNop())
+	if err != nil || off.TLSConfig != nil || off.ID != "echo-1" || off.Token != token {
+		t.Errorf("TUNNEL_TLS=off: TLS %v, id %q, err %v", off.TLSConfig, off.ID, err)
+	}
+	unverified, err := agentConfig(load(t, base), zap.NewNop())
+	if err != nil || unverified.TLSConfig == nil || !unverified.TLSConfig.InsecureSkipVerify {
+		t.Errorf("TUNNEL_TLS=on without a CA: %+v, %v; want TLS without verifying the gateway", unverified.TLSConfig, err)
+	}
+	mutual, err := agentConfig(load(t, with(map[string]string{
+		"TUNNEL_TLS_CA_FILE": caFile, "TUNNEL_TLS_CERT_FILE": certFile, "TUNNEL_TLS_KEY_FILE": keyFile,
+	})), zap.NewNop())
+	if err != nil || mutual.TLSConfig == nil || mutual.TLSConfig.InsecureSkipVerify || mutual.TLSConfig.RootCAs == nil ||
+		len(mutual.TLSConfig.Certificates) != 1 {
+		t.Errorf("with a CA and a client certificate: %v; want the gateway verified and the certificate presented", err)
+	}
+}
+
+// runtime is what app.Main would give serve, on the etcd at endpoint.
+func runtime(t *testing.T, endpoint string) *app.Runtime {
+	return &app.Runtime{Log: zap.NewNop(), Metrics: prometheus.NewRegistry(), Etcd: etcdtest.Client(t, endpoint)}
+}
+
+// start runs serve until the test stops it with the returned function,
+// which checks that serve returned nil.
+func start(t *testing.T, cfg config.Echo, rt *app.Runtime) (stop func()) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, cfg, rt) }()
+	t.Cleanup(cancel)
+	return func() {
+		t.Helper()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("serve: %v", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("serve did not return after its context ended")
+		}
+	}
+}
+
+// call makes one echo call through a client of ccfg.
+func call(t *testing.T, ccfg transport.ClientConfig, opts ...client.Option) {
+	t.Helper()
+	ct, err := transport.NewClientTransport(ccfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	cli, err := echo.NewClient("echo", append(ct.Options(), append(opts, client.WithRPCTimeout(5*time.Second))...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := cli.Echo(context.Background(), &api.Request{Message: "hi"})
+	if err != nil || resp.GetMessage() != "hi" {
+		t.Fatalf("call: %v, %q", err, resp.GetMessage())
+	}
+}
+
+// TestServeRegistersAnswersAndLeaves runs echo on each listening transport:
+// it becomes ready once registered with its transport's tags, answers, and
+// on stop reports not ready and leaves etcd.
+func TestServeRegistersAnswersAndLeaves(t *testing.T) {
+	endpoint := etcdtest.Start(t)
+	for _, kind := range []transport.Kind{transport.Netpoll, transport.GoNet, transport.WebSocket} {
+		t.Run(string(kind), func(t *testing.T) {
+			cfg := load(t, map[string]string{"TRANSPORT": string(kind), "SERVICE_NAME": "echo-" + string(kind)})
+			rt := runtime(t, endpoint)
+			stop := start(t, cfg, rt)
+			testutil.Eventually(t, "echo ready", 10*time.Second, func() bool { return rt.Ready() == nil })
+
+			resolver := etcdreg.NewResolver(rt.Etcd, "", registration(cfg).Tags)
+			res, err := resolver.Resolve(context.Background(), cfg.ServiceName)
+			if err != nil || len(res.Instances) != 1 {
+				t.Fatalf("registered instances: %v, %v; want 1", res.Instances, err)
+			}
+			ccfg := transport.ClientConfig{Kind: kind}
+			ccfg.WebSocket.Path = cfg.WSPath
+			call(t, ccfg, client.WithHostPorts(res.Instances[0].Address().String()))
+
+			stop()
+			if err := rt.Ready(); err == nil || err.Error() != "shutting down" {
+				t.Errorf("ready after stop: %v; want shutting down", err)
+			}
+			if res, err := resolver.Resolve(context.Background(), cfg.ServiceName); err != nil || len(res.Instances) != 0 {
+				t.Errorf("instances after stop: %v, %v; want none", res.Instances, err)
+			}
+		})
+	}
+}
+
+// TestServeDialsTheRegisteredGateway runs echo with TRANSPORT=yamux: it
+// finds a gateway registered in etcd, connects to it and answers through it.
+func TestServeDialsTheRegisteredGateway(t *testing.T) {
+	endpoint := etcdtest.Start(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gw, err := tunnel.NewGateway(ln, tunnel.GatewayConfig{Token: token, Addresses: []string{ln.Addr().String()}, TLSConfig: gatewayTLS(t)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer gw.Close()
+	rt := runtime(t, endpoint)
+	reg := etcdreg.NewRegistry(rt.Etcd, etcdreg.RegistryOptions{Advertise: ln.Addr().String()})
+	if err := reg.Register(&registry.Info{ServiceName: "echo-tunnel", Addr: gw.Addr(), Tags: etcdreg.Tags(transport.Yamux, "", false)}); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = reg.Deregister(nil) }()
+
+	cfg := load(t, map[string]string{"TRANSPORT": "yamux", "TUNNEL_TOKEN": token, "TUNNEL_SESSIONS": "2", "DISCOVERY_REFRESH": "100ms"})
+	stop := start(t, cfg, rt)
+	testutil.Eventually(t, "echo ready", 10*time.Second, func() bool { return rt.Ready() == nil })
+	if agents := gw.Agents(); len(agents) != 1 || agents[0] != "echo-1" {
+		t.Fatalf("agents %v; want [echo-1]", agents)
+	}
+	call(t, transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()},
+		client.WithResolver(gw.Resolver()), client.WithLoadBalancer(gw.Balancer()))
+	stop()
+	testutil.Eventually(t, "the agent gone from the gateway", 5*time.Second, func() bool { return len(gw.Agents()) == 0 })
+}
+
+// gatewayTLS is a gateway's TLS configuration with a certificate it made
+// itself, as the caller's default.
+func gatewayTLS(t *testing.T) *tls.Config {
+	c, err := tunnel.SelfSignedTLS()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
