@@ -31,7 +31,7 @@ build: ## Build the echo, caller and devrun binaries into bin/.
 	go build $(GOFLAGS_BUILD) -o $(BIN)/ ./services/echo ./services/caller ./internal/devrun
 
 .PHONY: run
-run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=netpoll|gonet|websocket|yamux make run); Ctrl-C stops.
+run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=websocket make run picks another transport); Ctrl-C stops.
 	$(BIN)/devrun -bin $(BIN)
 
 .PHONY: test

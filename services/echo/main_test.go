@@ -117,16 +117,15 @@ func runtime(t *testing.T, endpoint string) *app.Runtime {
 	return &app.Runtime{Log: zap.NewNop(), Metrics: prometheus.NewRegistry(), Etcd: etcdtest.Client(t, endpoint)}
 }
 
-// start runs serve until the test stops it with the returned function,
-// which checks that serve returned nil.
-func start(t *testing.T, cfg config.Echo, rt *app.Runtime) (stop func()) {
+// start runs serve until the test calls stop, which ends its context,
+// and wait, which checks that serve then returned nil.
+func start(t *testing.T, cfg config.Echo, rt *app.Runtime) (stop, wait func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- serve(ctx, cfg, rt) }()
 	t.Cleanup(cancel)
-	return func() {
+	return cancel, func() {
 		t.Helper()
-		cancel()
 		select {
 		case err := <-done:
 			if err != nil {
@@ -157,15 +156,17 @@ func call(t *testing.T, ccfg transport.ClientConfig, opts ...client.Option) {
 }
 
 // TestServeRegistersAnswersAndLeaves runs echo on each listening transport:
-// it becomes ready once registered with its transport's tags, answers, and
-// on stop reports not ready and leaves etcd.
+// it becomes ready once registered with its transport's tags and answers;
+// stopped, it leaves etcd and reports not ready at once, and answers for
+// DRAIN_DELAY still.
 func TestServeRegistersAnswersAndLeaves(t *testing.T) {
 	endpoint := etcdtest.Start(t)
 	for _, kind := range []transport.Kind{transport.Netpoll, transport.GoNet, transport.WebSocket} {
 		t.Run(string(kind), func(t *testing.T) {
-			cfg := load(t, map[string]string{"TRANSPORT": string(kind), "SERVICE_NAME": "echo-" + string(kind)})
+			t.Parallel()
+			cfg := load(t, map[string]string{"TRANSPORT": string(kind), "SERVICE_NAME": "echo-" + string(kind), "DRAIN_DELAY": "3s"})
 			rt := runtime(t, endpoint)
-			stop := start(t, cfg, rt)
+			stop, wait := start(t, cfg, rt)
 			testutil.Eventually(t, "echo ready", 10*time.Second, func() bool { return rt.Ready() == nil })
 
 			resolver := etcdreg.NewResolver(rt.Etcd, "", registration(cfg).Tags)
@@ -175,15 +176,19 @@ func TestServeRegistersAnswersAndLeaves(t *testing.T) {
 			}
 			ccfg := transport.ClientConfig{Kind: kind}
 			ccfg.WebSocket.Path = cfg.WSPath
-			call(t, ccfg, client.WithHostPorts(res.Instances[0].Address().String()))
+			addr := client.WithHostPorts(res.Instances[0].Address().String())
+			call(t, ccfg, addr)
 
 			stop()
+			testutil.Eventually(t, "echo gone from etcd while draining", 2*time.Second, func() bool {
+				res, err := resolver.Resolve(context.Background(), cfg.ServiceName)
+				return err == nil && len(res.Instances) == 0
+			})
 			if err := rt.Ready(); err == nil || err.Error() != "shutting down" {
-				t.Errorf("ready after stop: %v; want shutting down", err)
+				t.Errorf("ready while draining: %v; want shutting down", err)
 			}
-			if res, err := resolver.Resolve(context.Background(), cfg.ServiceName); err != nil || len(res.Instances) != 0 {
-				t.Errorf("instances after stop: %v, %v; want none", res.Instances, err)
-			}
+			call(t, ccfg, addr) // still served while draining
+			wait()
 		})
 	}
 }
@@ -209,7 +214,7 @@ func TestServeDialsTheRegisteredGateway(t *testing.T) {
 	defer func() { _ = reg.Deregister(nil) }()
 
 	cfg := load(t, map[string]string{"TRANSPORT": "yamux", "TUNNEL_TOKEN": token, "TUNNEL_SESSIONS": "2", "DISCOVERY_REFRESH": "100ms"})
-	stop := start(t, cfg, rt)
+	stop, wait := start(t, cfg, rt)
 	testutil.Eventually(t, "echo ready", 10*time.Second, func() bool { return rt.Ready() == nil })
 	if agents := gw.Agents(); len(agents) != 1 || agents[0] != "echo-1" {
 		t.Fatalf("agents %v; want [echo-1]", agents)
@@ -217,6 +222,7 @@ func TestServeDialsTheRegisteredGateway(t *testing.T) {
 	call(t, transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()},
 		client.WithResolver(gw.Resolver()), client.WithLoadBalancer(gw.Balancer()))
 	stop()
+	wait()
 	testutil.Eventually(t, "the agent gone from the gateway", 5*time.Second, func() bool { return len(gw.Agents()) == 0 })
 }
 

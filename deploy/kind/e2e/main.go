@@ -31,11 +31,13 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/anyconn/kitex-anyconn/transport"
 )
 
 var (
 	keep       = flag.Bool("keep", false, "keep the cluster (and the last release) for debugging")
-	only       = flag.String("transports", "netpoll,gonet,websocket,yamux", "transports to run, comma-separated")
+	only       = flag.String("transports", allKinds(), "transports to run, comma-separated")
 	skipTilt   = flag.Bool("skip-tilt", false, "skip the `tilt ci` step")
 	cluster    = flag.String("cluster", "kitex-anyconn", "kind cluster name")
 	namespace  = flag.String("namespace", "kitex-e2e", "namespace of the releases")
@@ -43,6 +45,15 @@ var (
 )
 
 const release = "e2e"
+
+// allKinds is every transport of the library, comma-separated.
+func allKinds() string {
+	var names []string
+	for _, k := range transport.Kinds() {
+		names = append(names, string(k))
+	}
+	return strings.Join(names, ",")
+}
 
 func main() {
 	flag.Parse()
