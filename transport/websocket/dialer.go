@@ -22,10 +22,11 @@ type DialerConfig struct {
 	// Origin is sent as the Origin header. If empty, the dialer sends the
 	// server's own origin (same-origin), which a Listener always allows.
 	Origin string
-	// XNetFraming makes the connections read and write frames with
+	// xnetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
-	// leaner one (the benchmark's comparison). The wire is the same.
-	XNetFraming bool
+	// leaner one: the wire is the same, and the tests and the framing
+	// benchmark compare the two (export_test.go).
+	xnetFraming bool
 }
 
 // NewDialer returns a Kitex dialer (for client.WithDialer) that opens one
@@ -101,7 +102,7 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 	// The server sends nothing before the first request, so x/net's
 	// handshake reader has nothing buffered.
 	var f frames = newLeanFrames(rwc, nil, clientSide)
-	if cfg.XNetFraming {
+	if cfg.xnetFraming {
 		f = newXNetFrames(ws)
 	}
 	return newConn(f, raw.LocalAddr(), raw.RemoteAddr()), nil

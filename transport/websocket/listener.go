@@ -90,10 +90,11 @@ type ListenerConfig struct {
 	// any request was read (ErrTooManyHandshakes,
 	// ErrTooManyHandshakesFromSource). It must not block.
 	OnRefuse func(peer net.Addr, reason error)
-	// XNetFraming makes the connections read and write frames with
+	// xnetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
-	// leaner one (the benchmark's comparison). The wire is the same.
-	XNetFraming bool
+	// leaner one: the wire is the same, and the tests and the framing
+	// benchmark compare the two (export_test.go).
+	xnetFraming bool
 }
 
 // Listener is a net.Listener whose connections are WebSocket connections
@@ -266,7 +267,7 @@ func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 
 // framesOf returns the framing of an upgraded server connection.
 func (l *Listener) framesOf(ws *xws.Conn, h *hijacked) frames {
-	if l.cfg.XNetFraming {
+	if l.cfg.xnetFraming {
 		return newXNetFrames(ws)
 	}
 	// A client may send frames right behind its upgrade request: they wait

@@ -416,11 +416,18 @@ func TestFramingsInteroperate(t *testing.T) {
 		{"lean both", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l := listen(t, websocket.ListenerConfig{XNetFraming: tc.serverXNet})
+			lcfg, dcfg := websocket.ListenerConfig{}, websocket.DialerConfig{}
+			if tc.serverXNet {
+				lcfg = websocket.XNetFraming(lcfg)
+			}
+			if tc.clientXNet {
+				dcfg = websocket.XNetDialer(dcfg)
+			}
+			l := listen(t, lcfg)
 			acceptEcho(t, l)
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
-			c, err := websocket.Dial(ctx, l.Addr().String(), websocket.DialerConfig{XNetFraming: tc.clientXNet})
+			c, err := websocket.Dial(ctx, l.Addr().String(), dcfg)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
@@ -58,9 +59,9 @@ func idleCosts(bin, kind string) (idleFigures, error) {
 	}()
 	for i := 0; i < idleConns; i++ {
 		var c net.Conn
-		if strings.HasPrefix(kind, "websocket") {
+		if kind == string(transport.WebSocket) {
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			c, err = websocket.Dial(ctx, srv.addr, websocket.DialerConfig{XNetFraming: kind == "websocket-xnet"})
+			c, err = websocket.Dial(ctx, srv.addr, websocket.DialerConfig{})
 			cancel()
 		} else {
 			c, err = net.DialTimeout("tcp", srv.addr, 5*time.Second)

@@ -36,12 +36,11 @@ import (
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 )
 
-// kinds are the transports measured; websocket-xnet is WebSocket with
-// golang.org/x/net/websocket's own framing (websocket uses the package's
-// leaner framing), both with x/net's handshake; yamux-4 is the tunnel with
+// kinds are the transports measured (the WebSocket framing against x/net's
+// own is compared by transport/websocket's BenchmarkFraming); yamux-4 is the tunnel with
 // 4 sessions per gateway (yamux: TUNNEL_SESSIONS's default); yamux-raw is
 // the raw floor's echo over one tunnel stream, no RPC: what yamux alone costs.
-var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "websocket", "websocket-xnet", "yamux", "yamux-4"}
+var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "websocket", "yamux", "yamux-4"}
 
 // profileDir, if set, receives CPU profiles of every run.
 var profileDir string
@@ -359,11 +358,7 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", kind)...); err != nil {
 			return sample{}, err
 		}
-		cfg := transport.ClientConfig{Kind: transport.Kind(kind)}
-		if kind == "websocket-xnet" {
-			cfg.Kind, cfg.WebSocket.XNetFraming = transport.WebSocket, true
-		}
-		newCall = kitexCaller(cfg, srv.addr, conc)
+		newCall = kitexCaller(transport.ClientConfig{Kind: transport.Kind(kind)}, srv.addr, conc)
 	}
 	defer teardown()
 	defer srv.stop()

@@ -33,7 +33,7 @@ func (*handler) Echo(_ context.Context, req *api.Request) (*api.Response, error)
 }
 
 func main() {
-	kind := flag.String("kind", "gonet", "raw, yamux-raw (raw over a tunnel stream), netpoll, gonet, websocket, websocket-xnet (x/net's framing) or yamux")
+	kind := flag.String("kind", "gonet", "raw, yamux-raw (raw over a tunnel stream), netpoll, gonet, websocket or yamux")
 	addr := flag.String("addr", "127.0.0.1:0", "listen address (not yamux)")
 	gateway := flag.String("gateway", "", "yamux: the gateway to dial")
 	token := flag.String("token", "bench-token-0123456789abcdef", "yamux: the tunnel token")
@@ -93,9 +93,6 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	}
 
 	cfg := transport.ServerConfig{Kind: transport.Kind(kind), Addr: addr}
-	if kind == "websocket-xnet" {
-		cfg.Kind, cfg.WebSocket.XNetFraming = transport.WebSocket, true
-	}
 	if kind == string(transport.Yamux) {
 		agent, err := newAgent(id, token, gateway, sessions)
 		if err != nil {
