@@ -1,10 +1,17 @@
 package websocket
 
 import (
+	"bufio"
 	"context"
+	"crypto/rand"
+	"crypto/sha1"
 	"crypto/tls"
+	"encoding/base64"
+	"errors"
 	"fmt"
 	"net"
+	"net/http"
+	"net/url"
 	"time"
 
 	xws "golang.org/x/net/websocket"
@@ -19,8 +26,9 @@ type DialerConfig struct {
 	// TLSConfig, when set, makes the dialer use wss:// (TLS). An empty
 	// ServerName is filled with the host being dialed.
 	TLSConfig *tls.Config
-	// Origin is sent as the Origin header. If empty, the dialer sends the
-	// server's own origin (same-origin), which a Listener always allows.
+	// Origin, if set, is sent as the Origin header. By default none is sent:
+	// Origin is what browsers send, for the server to refuse pages of other
+	// sites, and a Listener accepts requests without one.
 	Origin string
 	// xnetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
@@ -47,18 +55,11 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 	if path == "" {
 		path = DefaultPath
 	}
-	scheme, originScheme := "ws", "http"
+	scheme := "ws"
 	if cfg.TLSConfig != nil {
-		scheme, originScheme = "wss", "https"
+		scheme = "wss"
 	}
-	origin := cfg.Origin
-	if origin == "" {
-		origin = originScheme + "://" + address
-	}
-	wsCfg, err := xws.NewConfig(scheme+"://"+address+path, origin)
-	if err != nil {
-		return nil, fmt.Errorf("websocket: config for %s: %w", address, err)
-	}
+	u := &url.URL{Scheme: scheme, Host: address, Path: path}
 
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", address)
@@ -85,25 +86,103 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 		}
 		rwc = tlsConn
 	}
-	ws, err := xws.NewClient(wsCfg, rwc)
+	var f frames
+	if cfg.xnetFraming {
+		f, err = xnetClient(rwc, u, cfg.Origin)
+	} else {
+		var pending []byte
+		if pending, err = clientHandshake(rwc, u, cfg); err == nil {
+			f = newLeanFrames(rwc, pending, clientSide)
+		}
+	}
 	if err != nil {
 		_ = rwc.Close()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("websocket: upgrade %s: %w", wsCfg.Location, ctx.Err())
+			return nil, fmt.Errorf("websocket: upgrade %s: %w", u, ctx.Err())
 		}
-		return nil, fmt.Errorf("websocket: upgrade %s: %w", wsCfg.Location, err)
+		return nil, fmt.Errorf("websocket: upgrade %s: %w", u, err)
 	}
 	if !stop() {
 		// ctx ended just as the handshake finished; the deadline it set is stale.
 		_ = rwc.Close()
-		return nil, fmt.Errorf("websocket: upgrade %s: %w", wsCfg.Location, ctx.Err())
+		return nil, fmt.Errorf("websocket: upgrade %s: %w", u, ctx.Err())
 	}
 	_ = raw.SetDeadline(time.Time{})
-	// The server sends nothing before the first request, so x/net's
-	// handshake reader has nothing buffered.
-	var f frames = newLeanFrames(rwc, nil, clientSide)
-	if cfg.xnetFraming {
-		f = newXNetFrames(ws)
-	}
 	return newConn(f, raw.LocalAddr(), raw.RemoteAddr()), nil
+}
+
+// ErrHandshake is returned by Dial when the server does not accept the
+// upgrade: its HTTP status (403 for an origin not allowed, 404 for another
+// path…) or an answer that breaks RFC 6455.
+var ErrHandshake = errors.New("websocket: handshake refused")
+
+// acceptGUID is RFC 6455's key suffix for Sec-WebSocket-Accept.
+const acceptGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// clientHandshake sends the upgrade request for u on c and reads the
+// answer (RFC 6455 section 4.1). It returns the bytes read past the answer:
+// the first frames, if the server sent any at once.
+func clientHandshake(c net.Conn, u *url.URL, cfg DialerConfig) ([]byte, error) {
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	key := base64.StdEncoding.EncodeToString(nonce[:])
+	req := &http.Request{
+		Method:     http.MethodGet,
+		URL:        &url.URL{Path: u.Path, RawQuery: u.RawQuery},
+		Host:       u.Host,
+		Proto:      "HTTP/1.1",
+		ProtoMajor: 1, ProtoMinor: 1,
+		Header: http.Header{
+			"Upgrade":               {"websocket"},
+			"Connection":            {"Upgrade"},
+			"Sec-WebSocket-Key":     {key},
+			"Sec-WebSocket-Version": {"13"},
+		},
+	}
+	// A non-browser client has no origin: without one, the Listener needs
+	// no same-origin check, which a proxy rewriting Host would defeat.
+	if cfg.Origin != "" {
+		req.Header.Set("Origin", cfg.Origin)
+	}
+	if err := req.Write(c); err != nil {
+		return nil, err
+	}
+	br := bufio.NewReaderSize(c, 4096)
+	resp, err := http.ReadResponse(br, req)
+	if err != nil {
+		return nil, err
+	}
+	_ = resp.Body.Close() // a 101 has no body; an error's is not read
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		return nil, fmt.Errorf("%w: HTTP %s", ErrHandshake, resp.Status)
+	}
+	sum := sha1.Sum([]byte(key + acceptGUID)) //nolint:gosec // RFC 6455's accept key, not a security hash
+	switch {
+	case !headerHasToken(resp.Header, "Upgrade", "websocket") || !headerHasToken(resp.Header, "Connection", "upgrade"):
+		return nil, fmt.Errorf("%w: the answer is not a WebSocket upgrade", ErrHandshake)
+	case resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]):
+		return nil, fmt.Errorf("%w: wrong Sec-WebSocket-Accept", ErrHandshake)
+	case resp.Header.Get("Sec-WebSocket-Extensions") != "" || resp.Header.Get("Sec-WebSocket-Protocol") != "":
+		return nil, fmt.Errorf("%w: an extension or subprotocol that was not asked for", ErrHandshake)
+	}
+	pending, _ := br.Peek(br.Buffered())
+	return pending, nil
+}
+
+// xnetClient does the handshake and the framing with x/net's own code (the
+// tests and the framing benchmark compare it with the lean one); x/net
+// always sends an Origin, the server's own by default.
+func xnetClient(c net.Conn, u *url.URL, origin string) (frames, error) {
+	if origin == "" {
+		origin = "http://" + u.Host
+	}
+	wsCfg, err := xws.NewConfig(u.String(), origin)
+	if err != nil {
+		return nil, err
+	}
+	ws, err := xws.NewClient(wsCfg, c)
+	if err != nil {
+		return nil, err
+	}
+	return newXNetFrames(ws), nil
 }

@@ -58,8 +58,10 @@ type ListenerConfig struct {
 	// AllowedOrigins lists the browser origins (for example
 	// "https://app.example.com") allowed to connect, compared without regard
 	// to case. "*" allows every origin. Requests without an Origin header
-	// (non-browser clients) and same-origin requests (Origin host equal to
-	// the request's Host) are always allowed; any other Origin gets 403.
+	// (non-browser clients, this package's Dialer) and same-origin requests
+	// (the Origin's host and port equal to the request's Host, or to an
+	// X-Forwarded-Host set by a proxy) are always allowed; any other Origin
+	// gets 403.
 	AllowedOrigins []string
 	// TLSConfig, when set, makes the listener serve wss:// (TLS) instead of ws://.
 	TLSConfig *tls.Config
@@ -318,10 +320,42 @@ func (l *Listener) checkOrigin(r *http.Request) error {
 			return nil
 		}
 	}
-	if u, err := url.Parse(origin); err == nil && u.Host != "" && strings.EqualFold(u.Host, r.Host) {
+	if u, err := url.Parse(origin); err == nil && u.Host != "" && sameOrigin(u, r) {
 		return nil
 	}
 	return fmt.Errorf("%w: %q", ErrOriginNotAllowed, origin)
+}
+
+// sameOrigin reports whether the page at origin u is served by the host the
+// request was sent to: its Host header, or the X-Forwarded-Host that a
+// reverse proxy which rewrote Host passes on. Ports are compared with the
+// origin scheme's default filled in (https://a.example is a.example:443). A
+// browser cannot set X-Forwarded-Host on a WebSocket, so a page of another
+// site cannot pass this check through it.
+func sameOrigin(u *url.URL, r *http.Request) bool {
+	want := withPort(u.Host, u.Scheme)
+	hosts := []string{r.Host}
+	for _, v := range r.Header.Values("X-Forwarded-Host") {
+		hosts = append(hosts, strings.Split(v, ",")...)
+	}
+	for _, h := range hosts {
+		if h = strings.TrimSpace(h); h != "" && strings.EqualFold(withPort(h, u.Scheme), want) {
+			return true
+		}
+	}
+	return false
+}
+
+// withPort returns host with the default port of scheme when it has none.
+func withPort(host, scheme string) string {
+	if _, _, err := net.SplitHostPort(host); err == nil {
+		return host
+	}
+	port := "80"
+	if scheme == "https" || scheme == "wss" {
+		port = "443"
+	}
+	return net.JoinHostPort(strings.Trim(host, "[]"), port)
 }
 
 // headerHasToken reports whether the comma-separated header name contains token.
