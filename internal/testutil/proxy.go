@@ -16,11 +16,13 @@ type Proxy struct {
 	mu     sync.Mutex
 	conns  map[net.Conn]*linkState // shared by both directions of a connection
 	wg     sync.WaitGroup
+	idle   atomic.Int64 // IdleTimeout, in nanoseconds
 }
 
 type linkState struct {
 	frozen atomic.Bool
 	delay  atomic.Int64 // added before forwarding each chunk, in nanoseconds
+	last   atomic.Int64 // when a chunk last passed, either way (Unix nanoseconds)
 }
 
 // StartProxy forwards a loopback port to target until the test ends.
@@ -76,6 +78,11 @@ func (p *Proxy) Slow(d time.Duration) {
 	}
 }
 
+// IdleTimeout makes the proxy close a connection that carried nothing, in
+// either direction, for d (as nginx's proxy_timeout and load balancers'
+// idle timeouts do), existing connections and new ones; 0 turns it off.
+func (p *Proxy) IdleTimeout(d time.Duration) { p.idle.Store(int64(d)) }
+
 func (p *Proxy) serve() {
 	defer p.wg.Done()
 	for {
@@ -89,6 +96,7 @@ func (p *Proxy) serve() {
 			continue
 		}
 		st := new(linkState)
+		st.last.Store(time.Now().UnixNano())
 		p.mu.Lock()
 		p.conns[in], p.conns[out] = st, st
 		p.mu.Unlock()
@@ -102,16 +110,26 @@ func (p *Proxy) pipe(dst, src net.Conn, st *linkState) {
 	defer p.wg.Done()
 	buf := make([]byte, 32<<10)
 	for {
+		idle := time.Duration(p.idle.Load())
+		var deadline time.Time
+		if idle > 0 {
+			deadline = time.Unix(0, st.last.Load()).Add(idle)
+		}
+		_ = src.SetReadDeadline(deadline)
 		n, err := src.Read(buf)
 		if d := time.Duration(st.delay.Load()); n > 0 && d > 0 {
 			time.Sleep(d)
 		}
 		if n > 0 && !st.frozen.Load() {
+			st.last.Store(time.Now().UnixNano())
 			if _, werr := dst.Write(buf[:n]); werr != nil {
 				break
 			}
 		}
 		if err != nil {
+			if IsTimeout(err) && time.Since(time.Unix(0, st.last.Load())) < time.Duration(p.idle.Load()) {
+				continue // the other direction was busy
+			}
 			break
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 
 	"github.com/cloudwego/gopkg/bufiox"
+
+	"github.com/anyconn/kitex-anyconn/transport/internal/peek"
 )
 
 // Conn wraps a net.Conn for Kitex's gonet transport. It provides the bufiox
@@ -52,9 +54,11 @@ func (c *Conn) RemoteAddr() net.Addr {
 	return Addr{Net: "unknown", Address: "unknown"}
 }
 
-// IsActive reports whether the connection has not been closed, here or (if
-// the wrapped connection can tell, through an IsActive method of its own)
-// underneath. Kitex's pool asks it before reusing a connection.
+// IsActive reports whether the connection has not been closed, here or
+// underneath: through an IsActive method of the wrapped connection if it
+// has one, else by looking into its socket, without reading, for the
+// peer's end of stream (a server or a proxy that closed an idle pooled
+// connection). Kitex's pool asks it before reusing a connection.
 func (c *Conn) IsActive() bool {
 	if c.closed.Load() {
 		return false
@@ -62,7 +66,7 @@ func (c *Conn) IsActive() bool {
 	if a, ok := c.Conn.(interface{ IsActive() bool }); ok {
 		return a.IsActive()
 	}
-	return true
+	return peek.Socket(c.Conn) != peek.Gone
 }
 
 // Close closes the wrapped connection once; later calls return net.ErrClosed.

@@ -27,6 +27,7 @@ const keepPending = 64 << 10
 // script client would receive one reply as several messages.
 type Conn struct {
 	f      frames
+	h      *health // the client side's keep-alive (keepalive.go); nil on servers
 	local  net.Addr
 	remote net.Addr
 
@@ -47,12 +48,39 @@ func newConn(f frames, local, remote net.Addr) *Conn {
 
 // Read reads message payload bytes. It returns io.EOF after the peer closed
 // the WebSocket.
-func (c *Conn) Read(p []byte) (int, error) { return c.f.Read(p) }
+func (c *Conn) Read(p []byte) (int, error) {
+	if c.h == nil {
+		return c.f.Read(p)
+	}
+	c.h.mu.Lock()
+	defer c.h.mu.Unlock()
+	n, err := c.f.Read(p)
+	c.h.endRead()
+	return n, err
+}
+
+// IsActive reports whether the connection may carry a call: it is not
+// closed and, on the client side, not retired (MaxConnectionAge), not
+// silent to a ping, and its peer has not closed it. Kitex's connection
+// pool asks it before it reuses a connection.
+func (c *Conn) IsActive() bool {
+	select {
+	case <-c.done:
+		return false
+	default:
+	}
+	return c.h == nil || c.h.active()
+}
 
 // Write writes p; see the type's documentation for how writes become messages.
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.h != nil && len(c.pending) == 0 && !c.h.inCall.Load() {
+		if err := c.h.startCall(); err != nil {
+			return 0, err
+		}
+	}
 	if len(c.pending) == 0 {
 		need, ok := frameSize(p)
 		if !ok || len(p) >= need {
@@ -102,6 +130,9 @@ const closeFrameTimeout = time.Second
 // go out) and closes the connection. It is safe to call more than once.
 func (c *Conn) Close() error {
 	c.closeOnce.Do(func() {
+		if c.h != nil {
+			c.h.stop()
+		}
 		c.closeErr = c.f.Close()
 		close(c.done)
 	})

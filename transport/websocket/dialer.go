@@ -30,6 +30,21 @@ type DialerConfig struct {
 	// Origin is what browsers send, for the server to refuse pages of other
 	// sites, and a Listener accepts requests without one.
 	Origin string
+	// PingInterval is how long a connection may stay idle before it sends
+	// a ping; a pong must come within PongTimeout, else the connection is
+	// dropped unused. Proxies and load balancers close idle WebSockets
+	// (ingress-nginx and AWS ALB after 60 s, Google's after 30 s, counting
+	// data frames only): the pings keep the others' timers from running out,
+	// and find connections that died without a word.
+	// DefaultPingInterval if zero; no pings if negative.
+	PingInterval time.Duration
+	// PongTimeout is how long a pong may take; DefaultPongTimeout if zero.
+	PongTimeout time.Duration
+	// MaxConnectionAge retires a connection this long (±10 %) after it was
+	// opened, when no call uses it: never under a call. Connections then
+	// spread again over the servers behind a load balancer after scale-out,
+	// and stay under its lifetime caps. No limit if zero.
+	MaxConnectionAge time.Duration
 	// xnetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
 	// leaner one: the wire is the same, and the tests and the framing
@@ -49,8 +64,26 @@ func NewDialer(cfg DialerConfig) connadapt.Dialer {
 }
 
 // Dial opens a WebSocket connection to the Listener at address (host:port).
-// The whole handshake is bounded by ctx.
+// The whole handshake is bounded by ctx. The connection pings the server
+// while it is idle, and reports through IsActive whether it may carry
+// a call (see DialerConfig).
 func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) {
+	f, raw, err := dialFrames(ctx, address, cfg)
+	if err != nil {
+		return nil, err
+	}
+	c := newConn(f, raw.LocalAddr(), raw.RemoteAddr())
+	if lean, ok := f.(*leanFrames); ok {
+		c.h = newHealth(c, lean, raw, cfg, func(ctx context.Context) (frames, net.Conn, error) {
+			return dialFrames(ctx, address, cfg)
+		})
+	}
+	return c, nil
+}
+
+// dialFrames dials address and upgrades the connection; it returns the
+// framing and the TCP connection under it.
+func dialFrames(ctx context.Context, address string, cfg DialerConfig) (frames, net.Conn, error) {
 	path := cfg.Path
 	if path == "" {
 		path = DefaultPath
@@ -64,7 +97,7 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 	var d net.Dialer
 	raw, err := d.DialContext(ctx, "tcp", address)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	// Bound the TLS and WebSocket handshakes by ctx as well.
 	stop := context.AfterFunc(ctx, func() { _ = raw.SetDeadline(time.Unix(1, 0)) })
@@ -82,7 +115,7 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 		tlsConn := tls.Client(raw, tc)
 		if err := tlsConn.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
-			return nil, fmt.Errorf("websocket: tls handshake with %s: %w", address, err)
+			return nil, nil, fmt.Errorf("websocket: tls handshake with %s: %w", address, err)
 		}
 		rwc = tlsConn
 	}
@@ -98,17 +131,17 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 	if err != nil {
 		_ = rwc.Close()
 		if ctx.Err() != nil {
-			return nil, fmt.Errorf("websocket: upgrade %s: %w", u, ctx.Err())
+			return nil, nil, fmt.Errorf("websocket: upgrade %s: %w", u, ctx.Err())
 		}
-		return nil, fmt.Errorf("websocket: upgrade %s: %w", u, err)
+		return nil, nil, fmt.Errorf("websocket: upgrade %s: %w", u, err)
 	}
 	if !stop() {
 		// ctx ended just as the handshake finished; the deadline it set is stale.
 		_ = rwc.Close()
-		return nil, fmt.Errorf("websocket: upgrade %s: %w", u, ctx.Err())
+		return nil, nil, fmt.Errorf("websocket: upgrade %s: %w", u, ctx.Err())
 	}
 	_ = raw.SetDeadline(time.Time{})
-	return newConn(f, raw.LocalAddr(), raw.RemoteAddr()), nil
+	return f, raw, nil
 }
 
 // ErrHandshake is returned by Dial when the server does not accept the

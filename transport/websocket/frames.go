@@ -77,8 +77,12 @@ type leanFrames struct {
 	remain int64   // payload bytes left in the current data frame
 	key    [4]byte // its masking key, rotated to the next byte
 	masked bool
+	fin    bool // the current data frame ends its message
 	hdr    [14]byte
 	ctl    [125]byte
+
+	pongs    atomic.Uint64 // pong frames received
+	lastRead atomic.Int64  // when a frame last arrived (Unix nanoseconds)
 
 	wmu       sync.Mutex
 	wbuf      []byte
@@ -101,6 +105,7 @@ func newLeanFrames(conn net.Conn, pending []byte, s side) *leanFrames {
 		src = io.MultiReader(bytes.NewReader(pending), conn)
 	}
 	f := &leanFrames{conn: conn, br: bufio.NewReaderSize(src, 4096), side: s}
+	f.lastRead.Store(time.Now().UnixNano())
 	if s == clientSide {
 		var seed [32]byte
 		_, _ = rand.Read(seed[:])
@@ -166,9 +171,10 @@ func (f *leanFrames) nextFrame() error {
 			return err
 		}
 	}
+	f.lastRead.Store(time.Now().UnixNano())
 	switch op {
 	case opContinuation, opText, opBinary:
-		f.remain = n
+		f.remain, f.fin = n, fin
 		return nil
 	case opClose, opPing, opPong:
 	default:
@@ -185,6 +191,8 @@ func (f *leanFrames) nextFrame() error {
 		maskBytes(f.key, body)
 	}
 	switch op {
+	case opPong:
+		f.pongs.Add(1)
 	case opPing:
 		if err := f.write(opPong, body); err != nil {
 			return err
@@ -216,6 +224,9 @@ func (f *leanFrames) sendClose(body []byte) {
 }
 
 func (f *leanFrames) WriteMessage(p []byte) error { return f.write(opBinary, p) }
+
+// messageDone reports whether the last data byte read ended a message.
+func (f *leanFrames) messageDone() bool { return f.remain == 0 && f.fin }
 
 // write sends one frame with a single write.
 func (f *leanFrames) write(op byte, p []byte) error {

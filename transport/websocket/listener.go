@@ -92,6 +92,12 @@ type ListenerConfig struct {
 	// any request was read (ErrTooManyHandshakes,
 	// ErrTooManyHandshakesFromSource). It must not block.
 	OnRefuse func(peer net.Addr, reason error)
+	// PingInterval, if positive, makes the server ping a connection that
+	// has received nothing for that long, for proxies whose idle timer
+	// counts only the server's side, and clients that never ping. A
+	// missing pong closes nothing: IdleTimeout (see transport.ServerConfig)
+	// closes connections that carry no request. No pings if zero.
+	PingInterval time.Duration
 	// xnetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
 	// leaner one: the wire is the same, and the tests and the framing
@@ -297,8 +303,24 @@ func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
 		return
 	}
 	// The handler's return closes the connection, so hold it until its new
-	// owner closes it.
-	<-c.done
+	// owner closes it, pinging it if asked to.
+	lean, _ := c.f.(*leanFrames)
+	if l.cfg.PingInterval <= 0 || lean == nil {
+		<-c.done
+		return
+	}
+	tick := time.NewTicker(l.cfg.PingInterval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-tick.C:
+			if time.Since(time.Unix(0, lean.lastRead.Load())) >= l.cfg.PingInterval {
+				_ = lean.write(opPing, nil)
+			}
+		}
+	}
 }
 
 func (l *Listener) reject(w http.ResponseWriter, r *http.Request, status int, reason error) {
