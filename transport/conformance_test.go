@@ -50,6 +50,7 @@ type fixture struct {
 	handler    *testHandler
 	run        *testutil.Runner
 	cli        echo.Client
+	client     transport.ClientConfig // cli's transport
 }
 
 // transportCase sets up one transport: the server's and client's configs,
@@ -135,7 +136,7 @@ func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.
 	h := newTestHandler()
 	run := testutil.NewRunner()
 	svr := echo.NewServer(h, append(sopts, run.Option())...)
-	f := &fixture{kind: tc.kind, addr: ln.Addr().String(), rawAddr: env.rawAddr, handler: h, run: run}
+	f := &fixture{kind: tc.kind, addr: ln.Addr().String(), rawAddr: env.rawAddr, handler: h, run: run, client: env.client}
 	if f.rawAddr == "" {
 		f.rawAddr = f.addr
 	}

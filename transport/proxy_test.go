@@ -1,0 +1,134 @@
+package transport_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/cloudwego/kitex/client"
+
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
+)
+
+// listening are the transports that a client reaches through an address
+// (all but the tunnel, which its server dials out of).
+func listening() []transportCase {
+	var out []transportCase
+	for _, tc := range cases() {
+		if tc.kind != transport.Yamux {
+			out = append(out, tc)
+		}
+	}
+	return out
+}
+
+// clientVia returns a client of f's transport whose calls go to addr (a
+// proxy in front of f's server).
+func clientVia(t *testing.T, f *fixture, addr string) echo.Client {
+	t.Helper()
+	ct, err := transport.NewClientTransport(f.client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = ct.Close() })
+	cli, err := echo.NewClient("echo", append(ct.Options(),
+		client.WithHostPorts(addr), client.WithRPCTimeout(5*time.Second), client.WithConnectTimeout(2*time.Second))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cli
+}
+
+// callsEvery makes n calls, one every interval, calling at(i) before call
+// i, and returns the errors of those that failed.
+func callsEvery(cli echo.Client, n int, interval time.Duration, at func(i int)) []error {
+	var failed []error
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for i := range n {
+		if at != nil {
+			at(i)
+		}
+		msg := fmt.Sprintf("call %d", i)
+		resp, err := cli.Echo(context.Background(), &api.Request{Message: msg})
+		if err == nil && resp.GetMessage() != msg {
+			err = fmt.Errorf("reply %q to %q", resp.GetMessage(), msg)
+		}
+		if err != nil {
+			failed = append(failed, err)
+		}
+		<-tick.C
+	}
+	return failed
+}
+
+// A proxy that closes connections idle for 300 ms, calls every 450 ms: each
+// call finds its pooled connection closed by the proxy, and none fails.
+func TestIdleProxyShorterThanTheCallInterval(t *testing.T) {
+	for _, tc := range listening() {
+		t.Run(string(tc.kind), func(t *testing.T) {
+			t.Parallel()
+			f := startFixture(t, tc)
+			proxy := testutil.StartProxy(t, f.addr)
+			proxy.IdleTimeout(300 * time.Millisecond)
+			if failed := callsEvery(clientVia(t, f, proxy.Addr()), 6, 450*time.Millisecond, nil); len(failed) != 0 {
+				t.Fatalf("%d of 6 calls failed: %v", len(failed), failed)
+			}
+		})
+	}
+}
+
+// A proxy restarted (every connection cut) between calls: no call was in
+// flight, none fails.
+func TestProxyRestartedBetweenCalls(t *testing.T) {
+	for _, tc := range listening() {
+		t.Run(string(tc.kind), func(t *testing.T) {
+			t.Parallel()
+			f := startFixture(t, tc)
+			proxy := testutil.StartProxy(t, f.addr)
+			failed := callsEvery(clientVia(t, f, proxy.Addr()), 40, 25*time.Millisecond, func(i int) {
+				if i%10 == 5 {
+					proxy.Cut()
+					time.Sleep(5 * time.Millisecond) // the FIN reaches the client
+				}
+			})
+			if len(failed) != 0 {
+				t.Fatalf("%d of 40 calls failed across 4 restarts: %v", len(failed), failed)
+			}
+		})
+	}
+}
+
+// Kitex over WebSocket through Go's standard reverse proxy, which rewrites
+// Host as nginx's recipe does: every call gets through.
+func TestWebSocketThroughAHostRewritingProxy(t *testing.T) {
+	var ws transportCase
+	for _, tc := range cases() {
+		if tc.kind == transport.WebSocket {
+			ws = tc
+		}
+	}
+	f := startFixture(t, ws)
+	up := &url.URL{Scheme: "http", Host: f.addr}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler:           &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(up) }},
+		ReadHeaderTimeout: 5 * time.Second,
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Close() })
+	if failed := callsEvery(clientVia(t, f, ln.Addr().String()), 20, 10*time.Millisecond, nil); len(failed) != 0 {
+		t.Fatalf("%d of 20 calls failed: %v", len(failed), failed)
+	}
+}
