@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"strings"
 	"time"
 
 	xws "golang.org/x/net/websocket"
@@ -30,6 +31,14 @@ type DialerConfig struct {
 	// Origin is what browsers send, for the server to refuse pages of other
 	// sites, and a Listener accepts requests without one.
 	Origin string
+	// Header holds extra headers for the upgrade request, such as the
+	// Authorization an authenticating ingress asks for. The handshake's
+	// own (Host, Upgrade, Connection, Sec-WebSocket-*) cannot be replaced.
+	Header http.Header
+	// Proxy, if set, returns the HTTP proxy to reach a target URL through
+	// (with CONNECT), or nil for a direct connection. ProxyFromEnvironment
+	// is the usual one (HTTPS_PROXY, HTTP_PROXY, NO_PROXY).
+	Proxy func(target *url.URL) (*url.URL, error)
 	// PingInterval is how long a connection may stay idle before it sends
 	// a ping; a pong must come within PongTimeout, else the connection is
 	// dropped unused. Proxies and load balancers close idle WebSockets
@@ -52,6 +61,44 @@ type DialerConfig struct {
 	xnetFraming bool
 }
 
+// Target returns the URL that Dial connects to for address: address
+// itself if it is a ws:// or wss:// URL (a path of "" or "/" becomes
+// cfg.Path), else ws://address/<cfg.Path>, wss:// with cfg.TLSConfig set.
+// The port defaults to 80 for ws and 443 for wss.
+func Target(address string, cfg DialerConfig) (*url.URL, error) {
+	path := cfg.Path
+	if path == "" {
+		path = DefaultPath
+	}
+	if !strings.Contains(address, "://") {
+		scheme := "ws"
+		if cfg.TLSConfig != nil {
+			scheme = "wss"
+		}
+		return &url.URL{Scheme: scheme, Host: address, Path: path}, nil
+	}
+	u, err := url.Parse(address)
+	switch {
+	case err != nil:
+		return nil, fmt.Errorf("websocket: target %q: %w", address, err)
+	case u.Scheme != "ws" && u.Scheme != "wss":
+		return nil, fmt.Errorf("websocket: target %q: the scheme must be ws or wss", address)
+	case u.Hostname() == "" || u.User != nil || u.Fragment != "":
+		return nil, fmt.Errorf("websocket: target %q: must be ws[s]://host[:port][/path]", address)
+	}
+	if u.Port() == "" {
+		port := "80"
+		if u.Scheme == "wss" {
+			port = "443"
+		}
+		u.Host = net.JoinHostPort(u.Hostname(), port)
+	}
+	if u.Path == "" || u.Path == "/" {
+		u.Path = path
+	}
+	return u, nil
+}
+
 // NewDialer returns a Kitex dialer (for client.WithDialer) that opens one
 // WebSocket connection per Kitex connection. It honours Kitex's connect
 // timeout for the TCP dial, the TLS handshake and the WebSocket upgrade
@@ -63,8 +110,9 @@ func NewDialer(cfg DialerConfig) connadapt.Dialer {
 	}}
 }
 
-// Dial opens a WebSocket connection to the Listener at address (host:port).
-// The whole handshake is bounded by ctx. The connection pings the server
+// Dial opens a WebSocket connection to the Listener at address: host:port
+// or a ws:// or wss:// URL (see Target). The whole handshake, through the
+// proxy if any, is bounded by ctx. The connection pings the server
 // while it is idle, and reports through IsActive whether it may carry
 // a call (see DialerConfig).
 func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) {
@@ -84,18 +132,16 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 // dialFrames dials address and upgrades the connection; it returns the
 // framing and the TCP connection under it.
 func dialFrames(ctx context.Context, address string, cfg DialerConfig) (frames, net.Conn, error) {
-	path := cfg.Path
-	if path == "" {
-		path = DefaultPath
+	u, err := Target(address, cfg)
+	if err != nil {
+		return nil, nil, err
 	}
-	scheme := "ws"
-	if cfg.TLSConfig != nil {
-		scheme = "wss"
+	tlsCfg := cfg.TLSConfig
+	if u.Scheme == "wss" && tlsCfg == nil {
+		tlsCfg = &tls.Config{MinVersion: tls.VersionTLS12}
 	}
-	u := &url.URL{Scheme: scheme, Host: address, Path: path}
 
-	var d net.Dialer
-	raw, err := d.DialContext(ctx, "tcp", address)
+	raw, err := dialTCP(ctx, u, cfg.Proxy)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -106,16 +152,15 @@ func dialFrames(ctx context.Context, address string, cfg DialerConfig) (frames, 
 		_ = raw.SetDeadline(dl)
 	}
 	var rwc net.Conn = raw
-	if cfg.TLSConfig != nil {
-		tc := cfg.TLSConfig.Clone()
+	if u.Scheme == "wss" {
+		tc := tlsCfg.Clone()
 		if tc.ServerName == "" {
-			host, _, _ := net.SplitHostPort(address)
-			tc.ServerName = host
+			tc.ServerName = u.Hostname()
 		}
 		tlsConn := tls.Client(raw, tc)
 		if err := tlsConn.HandshakeContext(ctx); err != nil {
 			_ = raw.Close()
-			return nil, nil, fmt.Errorf("websocket: tls handshake with %s: %w", address, err)
+			return nil, nil, fmt.Errorf("websocket: tls handshake with %s: %w", u.Host, err)
 		}
 		rwc = tlsConn
 	}
@@ -177,6 +222,14 @@ func clientHandshake(c net.Conn, u *url.URL, cfg DialerConfig) ([]byte, error) {
 	if cfg.Origin != "" {
 		req.Header.Set("Origin", cfg.Origin)
 	}
+	for name, values := range cfg.Header {
+		if reserved[http.CanonicalHeaderKey(name)] {
+			continue
+		}
+		for _, v := range values {
+			req.Header.Add(name, v)
+		}
+	}
 	if err := req.Write(c); err != nil {
 		return nil, err
 	}
@@ -200,6 +253,13 @@ func clientHandshake(c net.Conn, u *url.URL, cfg DialerConfig) ([]byte, error) {
 	}
 	pending, _ := br.Peek(br.Buffered())
 	return pending, nil
+}
+
+// reserved are the upgrade request's own headers, which DialerConfig.Header
+// cannot replace.
+var reserved = map[string]bool{
+	"Host": true, "Upgrade": true, "Connection": true, "Sec-Websocket-Key": true,
+	"Sec-Websocket-Version": true, "Sec-Websocket-Extensions": true, "Sec-Websocket-Protocol": true,
 }
 
 // xnetClient does the handshake and the framing with x/net's own code (the
