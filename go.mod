@@ -14,14 +14,12 @@ require (
 	go.uber.org/goleak v1.3.0
 	go.uber.org/zap v1.28.0
 	golang.org/x/crypto v0.58.0
+	golang.org/x/net v0.62.0
 	gonum.org/v1/plot v0.17.0
 	google.golang.org/grpc v1.83.2
 )
 
-require (
-	github.com/cloudwego/netpoll v0.7.2 // indirect
-	golang.org/x/net v0.62.0 // indirect
-)
+require github.com/cloudwego/netpoll v0.7.2 // indirect
 
 require (
 	codeberg.org/go-fonts/liberation v0.5.0 // indirect

@@ -43,6 +43,8 @@ type Service struct {
 	Fields []zap.Field
 	// ConnectTimeout bounds the wait for etcd; no bound if zero.
 	ConnectTimeout time.Duration
+	// NoEtcd runs the service without etcd (Runtime.Etcd is nil).
+	NoEtcd bool
 	// Run is the service itself. It returns when ctx ends (SIGTERM or
 	// SIGINT) or on an error.
 	Run func(ctx context.Context, rt *Runtime) error
@@ -52,7 +54,7 @@ type Service struct {
 type Runtime struct {
 	Log     *zap.Logger
 	Metrics *prometheus.Registry
-	Etcd    *clientv3.Client
+	Etcd    *clientv3.Client // nil with Service.NoEtcd
 	// AdminAddr is where /healthz, /readyz and /metrics are served.
 	AdminAddr string
 	ready     atomic.Pointer[func() error]
@@ -108,6 +110,9 @@ func start(ctx context.Context, s Service, log *zap.Logger) error {
 	}
 	defer func() { _ = admin.Close(2 * time.Second) }()
 	rt.AdminAddr = admin.Addr().String()
+	if s.NoEtcd {
+		return s.Run(ctx, rt)
+	}
 
 	etcdCfg, err := EtcdConfig(s.Config.Etcd)
 	if err != nil {

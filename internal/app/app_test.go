@@ -114,3 +114,16 @@ func TestReadinessFollowsSetReady(t *testing.T) {
 		}
 	}
 }
+
+func TestNoEtcdRunsWithoutConnecting(t *testing.T) {
+	cfg := common("127.0.0.1:1") // nothing listens there
+	cfg.Etcd.Username, cfg.Etcd.Password = "u", "p"
+	var etcdSeen bool
+	code := run(Service{
+		Name: "caller", Config: cfg, NoEtcd: true, ConnectTimeout: 200 * time.Millisecond,
+		Run: func(_ context.Context, rt *Runtime) error { etcdSeen = rt.Etcd != nil; return nil },
+	}, io.Discard, io.Discard)
+	if code != ExitOK || etcdSeen {
+		t.Fatalf("exit %d, etcd client %v; want 0 without one", code, etcdSeen)
+	}
+}

@@ -6,10 +6,13 @@ package config
 import (
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -195,6 +198,10 @@ type Echo struct {
 	// WSAllowedOrigins is WS_ALLOWED_ORIGINS: browser origins allowed on the
 	// WebSocket endpoint besides same-origin and Origin-less requests.
 	WSAllowedOrigins []string
+	// WSPingInterval is WS_PING_INTERVAL: with websocket, ping a
+	// connection that received nothing for this long (proxies whose idle
+	// timer counts only the server's side); 0, the default, sends none.
+	WSPingInterval time.Duration
 	// DrainDelay is DRAIN_DELAY: after SIGTERM, the time between
 	// deregistering and stopping the server, so callers stop choosing it.
 	DrainDelay time.Duration
@@ -231,6 +238,26 @@ type Caller struct {
 	// TLSServerName is TLS_SERVER_NAME: the name expected in the server's
 	// certificate (the dialed host when empty).
 	TLSServerName string
+	// EchoAddresses is ECHO_ADDRESSES: echo's addresses, which replace
+	// discovery in etcd (a caller outside the cluster): host:port, or with
+	// websocket ws:// and wss:// URLs (an ingress). The caller then needs
+	// no etcd.
+	EchoAddresses []string
+	// WSPingInterval is WS_PING_INTERVAL: with websocket, how long a
+	// connection may stay idle before it is pinged; 0 sends none.
+	WSPingInterval time.Duration
+	// WSPongTimeout is WS_PONG_TIMEOUT: a pong must come within this, else
+	// the connection is dropped (unused).
+	WSPongTimeout time.Duration
+	// WSMaxConnectionAge is WS_MAX_CONNECTION_AGE: with websocket, a
+	// connection is retired this long (±10 %) after it was opened, when no
+	// call uses it; 0 keeps connections for as long as they work.
+	WSMaxConnectionAge time.Duration
+	// WSHeaders are WS_HEADERS and the content of WS_HEADERS_FILE: extra
+	// headers of the WebSocket upgrade request ("Name: value" lines), such
+	// as an ingress's Authorization. Those of the file are never shown.
+	WSHeaders     http.Header
+	WSHeadersFile string
 }
 
 // Defaults for the variables.
@@ -258,6 +285,9 @@ const (
 	DefaultMaxHandshakesPerSource = websocket.DefaultMaxHandshakesPerSource // tunnel's is the same
 	DefaultTunnelMaxStreams       = tunnel.DefaultMaxStreams
 	DefaultTunnelSessions         = 4
+	DefaultWSPingInterval         = websocket.DefaultPingInterval // the caller's; echo sends none by default
+	DefaultWSPongTimeout          = websocket.DefaultPongTimeout
+	DefaultWSMaxConnectionAge     = 10 * time.Minute
 	DefaultReadTimeout            = transport.DefaultReadTimeout
 	DefaultIdleTimeout            = transport.DefaultIdleTimeout
 	// callerPoolIdle is how long callers keep an idle connection: echo
@@ -281,6 +311,7 @@ func LoadEcho(lookup LookupFunc) (Echo, error) {
 		TLSCertFile:      r.str("TLS_CERT_FILE", ""),
 		TLSKeyFile:       r.str("TLS_KEY_FILE", ""),
 		WSAllowedOrigins: r.list("WS_ALLOWED_ORIGINS", ""),
+		WSPingInterval:   r.duration("WS_PING_INTERVAL", 0),
 		DrainDelay:       r.duration("DRAIN_DELAY", DefaultDrainDelay),
 		ReadTimeout:      r.duration("READ_TIMEOUT", DefaultReadTimeout),
 		IdleTimeout:      r.duration("IDLE_TIMEOUT", DefaultIdleTimeout),
@@ -296,15 +327,21 @@ func LoadEcho(lookup LookupFunc) (Echo, error) {
 func LoadCaller(lookup LookupFunc) (Caller, error) {
 	r := reader{lookup: lookup}
 	c := Caller{
-		Common:           r.common(DefaultCallerAdminAddr, "ECHO_SERVICE"),
-		EchoService:      r.str("ECHO_SERVICE", DefaultServiceName),
-		CallInterval:     r.duration("CALL_INTERVAL", DefaultCallInterval),
-		CallTimeout:      r.duration("CALL_TIMEOUT", DefaultCallTimeout),
-		CallCount:        r.integer("CALL_COUNT", 0),
-		CallMessage:      r.str("CALL_MESSAGE", "hello"),
-		DiscoveryTimeout: r.duration("DISCOVERY_TIMEOUT", DefaultDiscoveryTimeout),
-		TLSCAFile:        r.str("TLS_CA_FILE", ""),
-		TLSServerName:    r.str("TLS_SERVER_NAME", ""),
+		Common:             r.common(DefaultCallerAdminAddr, "ECHO_SERVICE"),
+		EchoService:        r.str("ECHO_SERVICE", DefaultServiceName),
+		CallInterval:       r.duration("CALL_INTERVAL", DefaultCallInterval),
+		CallTimeout:        r.duration("CALL_TIMEOUT", DefaultCallTimeout),
+		CallCount:          r.integer("CALL_COUNT", 0),
+		CallMessage:        r.str("CALL_MESSAGE", "hello"),
+		DiscoveryTimeout:   r.duration("DISCOVERY_TIMEOUT", DefaultDiscoveryTimeout),
+		TLSCAFile:          r.str("TLS_CA_FILE", ""),
+		TLSServerName:      r.str("TLS_SERVER_NAME", ""),
+		EchoAddresses:      r.list("ECHO_ADDRESSES", ""),
+		WSPingInterval:     r.duration("WS_PING_INTERVAL", DefaultWSPingInterval),
+		WSPongTimeout:      r.duration("WS_PONG_TIMEOUT", DefaultWSPongTimeout),
+		WSMaxConnectionAge: r.duration("WS_MAX_CONNECTION_AGE", DefaultWSMaxConnectionAge),
+		WSHeaders:          r.headers("WS_HEADERS", "WS_HEADERS_FILE"),
+		WSHeadersFile:      r.str("WS_HEADERS_FILE", ""),
 	}
 	if r.err != nil {
 		return Caller{}, r.err
@@ -443,6 +480,9 @@ func (c Echo) Validate() error {
 	if c.DrainDelay < 0 {
 		return &Error{"DRAIN_DELAY", c.DrainDelay.String(), "must not be negative"}
 	}
+	if c.WSPingInterval < 0 {
+		return &Error{"WS_PING_INTERVAL", c.WSPingInterval.String(), "must be 0 (no pings) or a positive duration such as 20s"}
+	}
 	if err := positive("READ_TIMEOUT", c.ReadTimeout); err != nil {
 		return err
 	}
@@ -475,6 +515,12 @@ func (c Caller) Validate() error {
 	if c.TLSCAFile != "" && c.Transport != transport.WebSocket {
 		return &Error{"TLS_CA_FILE", c.TLSCAFile, "TLS is available with TRANSPORT=websocket only"}
 	}
+	if err := c.validateWebSocket(); err != nil {
+		return err
+	}
+	if err := checkAddresses(c.Transport, c.EchoAddresses); err != nil {
+		return err
+	}
 	if c.Transport == transport.Yamux {
 		if f := c.Tunnel.AgentTokensFile; f != "" {
 			if err := tunnel.CheckTokens("", "", f); err != nil {
@@ -488,6 +534,49 @@ func (c Caller) Validate() error {
 			if err := checkHostPort("TUNNEL_ADVERTISE_ADDR", c.Tunnel.AdvertiseAddr); err != nil {
 				return err
 			}
+		}
+	}
+	return nil
+}
+
+// validateWebSocket checks the caller's WS_* settings.
+func (c Caller) validateWebSocket() error {
+	if c.WSPingInterval < 0 {
+		return &Error{"WS_PING_INTERVAL", c.WSPingInterval.String(), "must be 0 (no pings) or a positive duration such as 20s"}
+	}
+	if err := positive("WS_PONG_TIMEOUT", c.WSPongTimeout); err != nil {
+		return err
+	}
+	if c.WSMaxConnectionAge < 0 {
+		return &Error{"WS_MAX_CONNECTION_AGE", c.WSMaxConnectionAge.String(), "must be 0 (no limit) or a positive duration such as 10m"}
+	}
+	if len(c.WSHeaders) > 0 && c.Transport != transport.WebSocket {
+		return &Error{"WS_HEADERS", "(not shown)", "upgrade headers apply with TRANSPORT=websocket only"}
+	}
+	return nil
+}
+
+// checkAddresses checks ECHO_ADDRESSES for kind: host:port entries, or
+// with websocket ws:// and wss:// URLs too.
+func checkAddresses(kind transport.Kind, addrs []string) error {
+	if len(addrs) == 0 {
+		return nil
+	}
+	if kind == transport.Yamux {
+		return &Error{"ECHO_ADDRESSES", strings.Join(addrs, ","), "the yamux tunnel's echo instances dial the caller: ECHO_ADDRESSES is for netpoll, gonet and websocket"}
+	}
+	for _, a := range addrs {
+		if strings.Contains(a, "://") {
+			if kind != transport.WebSocket {
+				return &Error{"ECHO_ADDRESSES", a, "URLs are for TRANSPORT=websocket; give host:port"}
+			}
+			if _, err := websocket.Target(a, websocket.DialerConfig{}); err != nil {
+				return &Error{"ECHO_ADDRESSES", a, "must be host:port or a ws:// or wss:// URL such as wss://echo.example.com/kitex"}
+			}
+			continue
+		}
+		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {
+			return &Error{"ECHO_ADDRESSES", a, "must be a comma-separated list of host:port (or with websocket ws:// and wss:// URLs), such as echo.example.com:8888"}
 		}
 	}
 	return nil
@@ -601,6 +690,56 @@ func (r *reader) secret(name, fileVar string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// headers reads "Name: value" lines from the variable name and from the
+// file named by fileVar. A line that is not a valid header fails, naming
+// the variable and, for the file, not the value.
+func (r *reader) headers(name, fileVar string) http.Header {
+	h := http.Header{}
+	// src names the source, shown the file (whose lines are never shown).
+	add := func(src, file, text string) {
+		for i, line := range strings.Split(text, "\n") {
+			line = strings.TrimSpace(line)
+			if line == "" {
+				continue
+			}
+			k, v, ok := strings.Cut(line, ":")
+			k, v = strings.TrimSpace(k), strings.TrimSpace(v)
+			shown, where := line, ""
+			if file != "" {
+				shown, where = file, fmt.Sprintf("line %d: ", i+1)
+			}
+			switch {
+			case !ok || !httpguts.ValidHeaderFieldName(k) || !httpguts.ValidHeaderFieldValue(v):
+				r.fail(&Error{src, shown, where + `must hold "Name: value" lines, one header per line`})
+			case reservedHeader(k):
+				r.fail(&Error{src, shown, where + "the WebSocket handshake sets " + http.CanonicalHeaderKey(k) + " itself"})
+			default:
+				h.Add(k, v)
+			}
+		}
+	}
+	if v, ok := r.lookup(name); ok {
+		add(name, "", v)
+	}
+	if path := r.str(fileVar, ""); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			r.fail(&Error{fileVar, path, "must name a readable file of \"Name: value\" lines"})
+		}
+		add(fileVar, path, string(b))
+	}
+	return h
+}
+
+// reservedHeader reports whether the WebSocket handshake sets header k itself.
+func reservedHeader(k string) bool {
+	switch k = http.CanonicalHeaderKey(k); k {
+	case "Host", "Upgrade", "Connection":
+		return true
+	}
+	return strings.HasPrefix(k, "Sec-Websocket-")
 }
 
 // str returns the variable, or def when it is unset or empty.

@@ -112,6 +112,18 @@ func TestInvalidValues(t *testing.T) {
 		{"tunnel tls files with tls off", true, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_TLS", "off", "TUNNEL_TLS_CA_FILE", "ca.pem"), "TUNNEL_TLS", "TUNNEL_TLS=on"},
 		{"tunnel tls not on or off", true, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_TLS", "maybe"), "TUNNEL_TLS", "on"},
 		{"tunnel max streams", false, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "TUNNEL_MAX_STREAMS", "0"), "TUNNEL_MAX_STREAMS", "positive number"},
+		{"addresses with yamux", true, env("TRANSPORT", "yamux", "TUNNEL_TOKEN", tok, "ECHO_ADDRESSES", "a:1"), "ECHO_ADDRESSES", "netpoll, gonet and websocket"},
+		{"address without port", true, env("ECHO_ADDRESSES", "echo.example"), "ECHO_ADDRESSES", "host:port"},
+		{"URL on gonet", true, env("TRANSPORT", "gonet", "ECHO_ADDRESSES", "ws://echo.example"), "ECHO_ADDRESSES", "TRANSPORT=websocket"},
+		{"http URL", true, env("TRANSPORT", "websocket", "ECHO_ADDRESSES", "https://echo.example"), "ECHO_ADDRESSES", "ws:// or wss://"},
+		{"ping negative", true, env("WS_PING_INTERVAL", "-1s"), "WS_PING_INTERVAL", "0 (no pings)"},
+		{"echo's ping negative", false, env("WS_PING_INTERVAL", "-1s"), "WS_PING_INTERVAL", "0 (no pings)"},
+		{"pong zero", true, env("WS_PONG_TIMEOUT", "0s"), "WS_PONG_TIMEOUT", "positive"},
+		{"age negative", true, env("WS_MAX_CONNECTION_AGE", "-1m"), "WS_MAX_CONNECTION_AGE", "0 (no limit)"},
+		{"header without colon", true, env("TRANSPORT", "websocket", "WS_HEADERS", "Authorization Bearer x"), "WS_HEADERS", `"Name: value" lines`},
+		{"handshake header", true, env("TRANSPORT", "websocket", "WS_HEADERS", "Sec-WebSocket-Key: x"), "WS_HEADERS", "sets Sec-Websocket-Key itself"},
+		{"headers on netpoll", true, env("WS_HEADERS", "X-A: b"), "WS_HEADERS", "websocket only"},
+		{"headers file unreadable", true, env("TRANSPORT", "websocket", "WS_HEADERS_FILE", "/nonexistent"), "WS_HEADERS_FILE", "readable file"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -186,5 +198,33 @@ func TestAgentTokensFile(t *testing.T) {
 	_, err = LoadCaller(env("TRANSPORT", "yamux", "TUNNEL_AGENT_TOKENS_FILE", file))
 	if err == nil || !strings.Contains(err.Error(), "TUNNEL_AGENT_TOKENS_FILE") || !strings.Contains(err.Error(), "line 1") || strings.Contains(err.Error(), "short") {
 		t.Fatalf("a short per-agent token: %v, want an error naming the variable and the line, not the token", err)
+	}
+}
+
+func TestWebSocketCallerSettings(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "headers")
+	if err := os.WriteFile(file, []byte("Authorization: Bearer s3cret\n\nX-Tenant: blue\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadCaller(env("TRANSPORT", "websocket", "WS_HEADERS", "X-Client: caller\nX-Tenant: red",
+		"WS_HEADERS_FILE", file, "ECHO_ADDRESSES", "wss://echo.example/kitex, ws://10.0.0.7:8888", "WS_PING_INTERVAL", "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.WSHeaders; got.Get("Authorization") != "Bearer s3cret" || got.Get("X-Client") != "caller" ||
+		len(got.Values("X-Tenant")) != 2 {
+		t.Errorf("headers %v", got)
+	}
+	if len(c.EchoAddresses) != 2 || c.WSPingInterval != 0 || c.WSPongTimeout != DefaultWSPongTimeout || c.WSMaxConnectionAge != DefaultWSMaxConnectionAge {
+		t.Errorf("addresses %v, ping %v, pong %v, age %v", c.EchoAddresses, c.WSPingInterval, c.WSPongTimeout, c.WSMaxConnectionAge)
+	}
+	// A bad line of the file is named without its value.
+	if err := os.WriteFile(file, []byte("Authorization Bearer s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = LoadCaller(env("TRANSPORT", "websocket", "WS_HEADERS_FILE", file))
+	if err == nil || !strings.Contains(err.Error(), "WS_HEADERS_FILE") || strings.Contains(err.Error(), "s3cret") {
+		t.Errorf("bad header file: %v; want WS_HEADERS_FILE named and the value hidden", err)
 	}
 }

@@ -42,6 +42,7 @@ func main() {
 	if cfg.CallCount > 0 { // the caller must finish: reaching etcd counts against DISCOVERY_TIMEOUT
 		s.ConnectTimeout = cfg.DiscoveryTimeout
 	}
+	s.NoEtcd = len(cfg.EchoAddresses) > 0
 	os.Exit(app.Main(s))
 }
 
@@ -49,7 +50,11 @@ func main() {
 // are made.
 func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 	m := newMetrics(rt.Metrics, cfg.Transport)
-	out, err := outbounds[cfg.Transport](cfg, rt)
+	build := outbounds[cfg.Transport]
+	if len(cfg.EchoAddresses) > 0 {
+		build = staticOutbound
+	}
+	out, err := build(cfg, rt)
 	if err != nil {
 		return err
 	}
@@ -77,7 +82,7 @@ func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 
 	rt.Log.Info("caller started", zap.String("version", version), zap.String("transport", string(cfg.Transport)),
 		zap.String("echo_service", cfg.EchoService), zap.String("admin", rt.AdminAddr),
-		zap.Strings("etcd", cfg.Etcd.Endpoints), zap.Int("call_count", cfg.CallCount))
+		zap.Strings("etcd", etcdShown(cfg)), zap.Strings("echo_addresses", cfg.EchoAddresses), zap.Int("call_count", cfg.CallCount))
 
 	if cfg.CallCount > 0 {
 		if err := waitForInstance(ctx, out.hasInstance, cfg.DiscoveryTimeout); err != nil {
@@ -86,6 +91,14 @@ func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 	}
 	l := &loop{cfg: cfg, cli: cli, log: rt.Log, metrics: m, noInstance: out.noInstance}
 	return l.run(ctx)
+}
+
+// etcdShown is the etcd endpoints the caller uses: none with ECHO_ADDRESSES.
+func etcdShown(cfg config.Caller) []string {
+	if len(cfg.EchoAddresses) > 0 {
+		return nil
+	}
+	return cfg.Etcd.Endpoints
 }
 
 // waitForInstance polls until hasInstance succeeds, up to timeout.

@@ -232,3 +232,26 @@ func TestCallsAgentsThroughItsGateway(t *testing.T) {
 		t.Errorf("gateways registered after the caller stopped: %v, %v; want none", res.Instances, err)
 	}
 }
+
+// TestCallsEchoAddressesWithoutEtcd runs the caller with ECHO_ADDRESSES and
+// no etcd: host:port on netpoll, a ws:// URL (its path from the URL) on
+// websocket.
+func TestCallsEchoAddressesWithoutEtcd(t *testing.T) {
+	for _, kind := range []transport.Kind{transport.Netpoll, transport.WebSocket} {
+		t.Run(string(kind), func(t *testing.T) {
+			scfg := transport.ServerConfig{Kind: kind, Addr: "127.0.0.1:0"}
+			scfg.WebSocket.Path = "/from-the-url"
+			target := serveEcho(t, scfg)
+			if kind == transport.WebSocket {
+				target = "ws://" + target + "/from-the-url"
+			}
+			cfg := load(t, map[string]string{"TRANSPORT": string(kind), "CALL_COUNT": "3", "ECHO_ADDRESSES": target})
+			core, logs := observer.New(zap.InfoLevel)
+			rt := &app.Runtime{Log: zap.New(core), Metrics: prometheus.NewRegistry()} // no etcd
+			if err := runCaller(context.Background(), cfg, rt); err != nil {
+				t.Fatalf("runCaller: %v", err)
+			}
+			callsOK(t, logs, 3, target)
+		})
+	}
+}

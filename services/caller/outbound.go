@@ -6,14 +6,17 @@ import (
 	"fmt"
 
 	"github.com/cloudwego/kitex/client"
+	"github.com/cloudwego/kitex/pkg/discovery"
 	"github.com/cloudwego/kitex/pkg/loadbalance"
 	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
 
 	"github.com/anyconn/kitex-anyconn/internal/app"
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // outbounds says, per transport, how the caller finds and reaches echo
@@ -39,7 +42,17 @@ type outbound struct {
 // loaded. The WebSocket settings are read by that transport only.
 func clientConfig(cfg config.Caller) (transport.ClientConfig, error) {
 	ccfg := transport.ClientConfig{Kind: cfg.Transport, MaxMessageBytes: cfg.MaxMessageBytes}
-	ccfg.WebSocket.Path = cfg.WSPath
+	ccfg.WebSocket = websocket.DialerConfig{
+		Path:             cfg.WSPath,
+		Header:           cfg.WSHeaders,
+		Proxy:            websocket.ProxyFromEnvironment(),
+		PingInterval:     cfg.WSPingInterval,
+		PongTimeout:      cfg.WSPongTimeout,
+		MaxConnectionAge: cfg.WSMaxConnectionAge,
+	}
+	if cfg.WSPingInterval == 0 {
+		ccfg.WebSocket.PingInterval = -1 // WS_PING_INTERVAL=0: none
+	}
 	if cfg.TLSCAFile != "" { // config allows it with websocket only
 		tc, err := tlsconf.Client(cfg.TLSCAFile, "", "", cfg.TLSServerName)
 		if err != nil {
@@ -91,5 +104,35 @@ func etcdOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 		},
 		noInstance: noInstance,
 		close:      func() {},
+	}, nil
+}
+
+// staticOutbound calls the instances of ECHO_ADDRESSES, without etcd (a
+// caller outside the cluster, through an ingress or a load balancer).
+func staticOutbound(cfg config.Caller, _ *app.Runtime) (*outbound, error) {
+	ccfg, err := clientConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	instances := make([]discovery.Instance, 0, len(cfg.EchoAddresses))
+	for _, a := range cfg.EchoAddresses {
+		instances = append(instances, discovery.NewInstance("tcp", a, discovery.DefaultWeight, nil))
+	}
+	resolver := discovery.SynthesizedResolver{
+		TargetFunc: func(context.Context, rpcinfo.EndpointInfo) string { return "ECHO_ADDRESSES" },
+		ResolveFunc: func(context.Context, string) (discovery.Result, error) {
+			return discovery.Result{Cacheable: true, CacheKey: "ECHO_ADDRESSES", Instances: instances}, nil
+		},
+		NameFunc: func() string { return "static" },
+	}
+	return &outbound{
+		transport: ccfg,
+		opts: []client.Option{
+			client.WithResolver(resolver),
+			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg)),
+		},
+		hasInstance: func(context.Context) error { return nil },
+		noInstance:  "no instance in ECHO_ADDRESSES",
+		close:       func() {},
 	}, nil
 }

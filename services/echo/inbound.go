@@ -55,6 +55,7 @@ func serverConfig(cfg config.Echo, log *zap.Logger) (transport.ServerConfig, err
 			HandshakeTimeout:       cfg.HandshakeTimeout,
 			MaxHandshakes:          cfg.MaxHandshakes,
 			MaxHandshakesPerSource: cfg.MaxHandshakesPerSource,
+			PingInterval:           cfg.WSPingInterval,
 		},
 	}
 	if cfg.TLSCertFile != "" { // config allows it with websocket only
