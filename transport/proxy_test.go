@@ -16,6 +16,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // listening are the transports that a client reaches through an address
@@ -131,4 +132,36 @@ func TestWebSocketThroughAHostRewritingProxy(t *testing.T) {
 	if failed := callsEvery(clientVia(t, f, ln.Addr().String()), 20, 10*time.Millisecond, nil); len(failed) != 0 {
 		t.Fatalf("%d of 20 calls failed: %v", len(failed), failed)
 	}
+}
+
+// A WebSocket client that never answers the server's pings (it never
+// reads) costs the others nothing, and its connection is closed at the
+// server's IdleTimeout.
+func TestWebSocketClientThatNeverAnswersPings(t *testing.T) {
+	var ws transportCase
+	for _, tc := range cases() {
+		if tc.kind == transport.WebSocket {
+			ws = tc
+		}
+	}
+	f := startFixtureWith(t, ws, func(c *transport.ServerConfig) {
+		c.WebSocket.PingInterval = 20 * time.Millisecond
+		c.IdleTimeout = 700 * time.Millisecond
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	silent, err := websocket.Dial(ctx, f.addr, websocket.DialerConfig{PingInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	start := time.Now()
+	if failed := callsEvery(f.cli, 20, 20*time.Millisecond, nil); len(failed) != 0 {
+		t.Fatalf("%d of 20 calls failed next to the silent client: %v", len(failed), failed)
+	}
+	err = testutil.ReadUntilError(silent, 5*time.Second)
+	if testutil.IsTimeout(err) {
+		t.Fatal("the silent client's connection is still open after 5 s")
+	}
+	t.Logf("silent connection closed after %v: %v", time.Since(start).Round(10*time.Millisecond), err)
 }
