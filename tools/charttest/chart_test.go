@@ -79,14 +79,22 @@ type rendered struct {
 	netpols      map[string]*networkingv1.NetworkPolicy
 	jobs         map[string]*batchv1.Job
 	roles        map[string]*rbacv1.Role
+	ingresses    map[string]*networkingv1.Ingress
+	httpRoutes   map[string]*httpRoute
 	others       map[string]map[string]any // kind/name
 	kinds        []string                  // kind/name of every object, in order
 }
 
+// templateArgs makes each of sets a --set, or with a "string:" prefix a
+// --set-string (an annotation such as "3600" must stay a string).
 func templateArgs(sets []string) []string {
 	args := []string{"template", release, chartDir(), "--namespace", namespace}
 	for _, s := range sets {
-		args = append(args, "--set", s)
+		if v, ok := strings.CutPrefix(s, "string:"); ok {
+			args = append(args, "--set-string", v)
+		} else {
+			args = append(args, "--set", s)
+		}
 	}
 	return args
 }
@@ -101,7 +109,8 @@ func render(t *testing.T, sets ...string) *rendered {
 		deployments: map[string]*appsv1.Deployment{}, statefulsets: map[string]*appsv1.StatefulSet{},
 		services: map[string]*corev1.Service{}, secrets: map[string]*corev1.Secret{}, pods: map[string]*corev1.Pod{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, netpols: map[string]*networkingv1.NetworkPolicy{},
-		jobs: map[string]*batchv1.Job{}, roles: map[string]*rbacv1.Role{}, others: map[string]map[string]any{},
+		jobs: map[string]*batchv1.Job{}, roles: map[string]*rbacv1.Role{}, ingresses: map[string]*networkingv1.Ingress{},
+		httpRoutes: map[string]*httpRoute{}, others: map[string]map[string]any{},
 	}
 	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(out, -1) {
 		if strings.TrimSpace(stripComments(doc)) == "" {
@@ -146,6 +155,10 @@ func render(t *testing.T, sets ...string) *rendered {
 			decodeInto(t, doc, key, name, r.roles)
 		case "RoleBinding":
 			decodeInto(t, doc, key, name, map[string]*rbacv1.RoleBinding{})
+		case "Ingress":
+			decodeInto(t, doc, key, name, r.ingresses)
+		case "HTTPRoute":
+			decodeInto(t, doc, key, name, r.httpRoutes)
 		default:
 			m := map[string]any{}
 			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
@@ -224,12 +237,9 @@ func TestLintStrict(t *testing.T) {
 	for _, tr := range goKinds(t) {
 		cases = append(cases, []string{"transport=" + tr})
 	}
-	cases = append(cases, externalEtcdSets, tlsSets)
+	cases = append(cases, externalEtcdSets, tlsSets, ingressSets, httpRouteSets, callerOnlySets)
 	for _, sets := range cases {
-		args := []string{"lint", "--strict", chartDir()}
-		for _, s := range sets {
-			args = append(args, "--set", s)
-		}
+		args := append([]string{"lint", "--strict", chartDir()}, templateArgs(sets)[5:]...)
 		out, err := run(t, "helm", args...)
 		if err != nil {
 			t.Fatalf("helm lint --strict with %v: %v", sets, err)
@@ -686,6 +696,35 @@ func TestRejected(t *testing.T) {
 		{[]string{"transport=yamux", "tunnel.tls.enabled=false", "tunnel.tls.mutual=true"}, "tunnel.tls.enabled"},
 		{[]string{"limits.maxHandshakesPerSource=200"}, "limits.maxHandshakesPerSource=200 must not exceed limits.maxHandshakes=128"},
 		{[]string{"etcd.enabled=false", "externalEtcd.endpoints={a:2379}", "externalEtcd.auth.username=u"}, "externalEtcd.auth.existingSecret"},
+		// Exposing echo, and callers with echoAddresses.
+		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.ingress.pathType=ImplementationSpecific"}, "/echo/ingress/pathType"},
+		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.ingress.host=Echo_Example"}, "/echo/ingress/host"},
+		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.ingress.path=kitex"}, "/echo/ingress/path"},
+		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.ingress.annotations.timeout=3600"}, "annotations/timeout"},
+		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.ingress.tls.secretName=Not_A_Name"}, "/echo/ingress/tls/secretName"},
+		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.ingress.tls.enabled=true"}, "echo.ingress.tls.enabled needs echo.ingress.host"},
+		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.enabled=false"}, "echo.ingress.enabled needs echo.enabled"},
+		{[]string{"transport=websocket", "echo.ingress.tlss=true"}, "tlss"},
+		{[]string{"transport=websocket", "echo.httpRoute.enabled=true"}, "/echo/httpRoute/parentRefs"},
+		{[]string{"transport=websocket", "echo.httpRoute.enabled=true", "echo.httpRoute.parentRefs[0].namespace=gw"}, "missing property 'name'"},
+		{[]string{"transport=websocket", "echo.httpRoute.enabled=true", "echo.httpRoute.parentRefs[0].name=gw", "echo.httpRoute.parentRefs[0].listener=https"}, "'listener' not allowed"},
+		{[]string{"transport=websocket", "echo.httpRoute.enabled=true", "echo.httpRoute.parentRefs[0].name=gw", "echo.httpRoute.hostnames={Echo_Example}"}, "/echo/httpRoute/hostnames/0"},
+		{[]string{"caller.echoAddresses={echo.example.com}"}, "/caller/echoAddresses/0"},
+		{[]string{"caller.echoAddresses={https://echo.example.com/kitex}"}, "/caller/echoAddresses/0"},
+		{[]string{"caller.echoAddresses={ws://echo.example.com/kitex}"}, "ws://echo.example.com/kitex is a URL, for a transport over HTTP (websocket)"},
+		{[]string{"transport=yamux", "caller.echoAddresses={echo.example.com:8888}"}, "caller.echoAddresses is not for transport=yamux"},
+		{[]string{"etcd.enabled=false", "caller.echoAddresses={echo.example.com:8888}"}, "externalEtcd.endpoints"},
+		{[]string{"etcd.enabled=false", "echo.enabled=false"}, "externalEtcd.endpoints"},
+		{[]string{"transport=websocket", "caller.websocket.pingInterval=20"}, "/caller/websocket/pingInterval"},
+		{[]string{"transport=websocket", "caller.websocket.pongTimeout=0"}, "/caller/websocket/pongTimeout"},
+		{[]string{"transport=websocket", "caller.websocket.maxConnectionAge=ten"}, "/caller/websocket/maxConnectionAge"},
+		{[]string{"transport=websocket", "echo.websocket.pingInterval=often"}, "/echo/websocket/pingInterval"},
+		{[]string{"transport=websocket", "caller.websocket.headers={Authorization}"}, "/caller/websocket/headers/0"},
+		{[]string{"transport=websocket", "caller.websocket.headers={Bad Name: x}"}, "/caller/websocket/headers/0"},
+		{[]string{"transport=websocket", "caller.websocket.headersSecret.name=Bad_Secret"}, "/caller/websocket/headersSecret/name"},
+		{[]string{"transport=websocket", "caller.proxy.httpsProxy=socks5://p:1080"}, "/caller/proxy/httpsProxy"},
+		{[]string{"transport=websocket", "caller.proxy.noProxy={a,b}"}, "/caller/proxy/noProxy"},
+		{[]string{"networkPolicy.ingressFrom=anyone"}, "/networkPolicy/ingressFrom"},
 	}
 	for _, c := range cases {
 		out, err := run(t, "helm", templateArgs(c.sets)...)
@@ -707,7 +746,8 @@ func TestEnvNamesAreRead(t *testing.T) {
 		t.Fatal(err)
 	}
 	set := map[string]bool{}
-	for _, sets := range [][]string{{"transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=s"}, tlsSets, externalEtcdSets} {
+	for _, sets := range [][]string{{"transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=s"}, tlsSets, externalEtcdSets,
+		callerOnlySets, {"transport=websocket", "echo.websocket.pingInterval=30s", "caller.proxy.httpProxy=http://p:3128"}} {
 		r := render(t, sets...)
 		for _, d := range r.deployments {
 			for _, e := range d.Spec.Template.Spec.Containers[0].Env {
@@ -718,6 +758,9 @@ func TestEnvNamesAreRead(t *testing.T) {
 	for name := range set {
 		if name == "POD_NAME" || name == "POD_IP" {
 			continue // inputs for $(…) expansion in other variables
+		}
+		if name == "HTTPS_PROXY" || name == "HTTP_PROXY" || name == "NO_PROXY" {
+			continue // the standard variables, read by golang.org/x/net/http/httpproxy (websocket.ProxyFromEnvironment)
 		}
 		if !strings.Contains(string(src), `"`+name+`"`) {
 			t.Errorf("the chart sets %s, which the services do not read", name)
@@ -743,7 +786,9 @@ func TestChartREADMEFresh(t *testing.T) {
 	if strings.TrimSpace(out) != strings.TrimSpace(string(have)) {
 		t.Fatalf("charts/kitex-anyconn/README.md is stale: run `make chart-docs`.\nhelm-docs makes:\n%s", out)
 	}
-	for _, key := range []string{"transport", "tunnel.token.existingSecret", "externalEtcd.auth.username", "echo.drainDelaySeconds"} {
+	for _, key := range []string{"transport", "tunnel.token.existingSecret", "externalEtcd.auth.username", "echo.drainDelaySeconds",
+		"echo.ingress.annotations", "echo.httpRoute.parentRefs", "caller.echoAddresses", "caller.websocket.headersSecret.name",
+		"networkPolicy.ingressFrom"} {
 		if !strings.Contains(string(have), "| "+key+" |") {
 			t.Errorf("README table lacks %s", key)
 		}

@@ -133,3 +133,48 @@ func TestUnknownTransportFails(t *testing.T) {
 		t.Errorf("error does not name the known transports: %v", err)
 	}
 }
+
+// echo.ingress and echo.httpRoute need a transport over HTTP: the schema's
+// rules for them (allOf, if enabled then transport in enum) name the
+// transports whose trait http is true in the chart's dictionary, so that a
+// new transport over HTTP is added to them as well.
+func TestHTTPOnlySchemaRules(t *testing.T) {
+	_, traits := chartTransports(t)
+	var overHTTP []string
+	for name, tr := range traits {
+		if tr["http"] == true {
+			overHTTP = append(overHTTP, name)
+		}
+	}
+	slices.Sort(overHTTP)
+
+	var schema struct {
+		AllOf []struct {
+			If   json.RawMessage `json:"if"`
+			Then struct {
+				Properties struct {
+					Transport *struct {
+						Enum []string `json:"enum"`
+					} `json:"transport"`
+				} `json:"properties"`
+			} `json:"then"`
+		} `json:"allOf"`
+	}
+	if err := json.Unmarshal([]byte(readRepo(t, "charts", "kitex-anyconn", "values.schema.json")), &schema); err != nil {
+		t.Fatal(err)
+	}
+	var rules []string
+	for _, r := range schema.AllOf {
+		if r.Then.Properties.Transport == nil {
+			continue
+		}
+		for _, key := range []string{"ingress", "httpRoute"} {
+			if strings.Contains(string(r.If), `"`+key+`"`) {
+				rules = append(rules, key)
+			}
+		}
+		got := slices.Sorted(slices.Values(r.Then.Properties.Transport.Enum))
+		want(t, "transports of the schema rule "+string(r.If), got, overHTTP)
+	}
+	want(t, "schema rules that need a transport over HTTP", rules, []string{"ingress", "httpRoute"})
+}

@@ -74,6 +74,63 @@ new Service cannot go astray.
 {{- end }}
 
 {{/*
+"true" when the callers use etcd: they find echo there, unless caller.echoAddresses
+names echo's addresses (then they get no ETCD_* variable, no etcd Secret and no
+egress to etcd).
+*/}}
+{{- define "kitex-anyconn.callerUsesEtcd" -}}
+{{- if empty .Values.caller.echoAddresses }}true{{ end -}}
+{{- end }}
+
+{{/*
+"true" when something in the release uses etcd: echo (it registers there), or callers
+without caller.echoAddresses. Only then must etcd.enabled or externalEtcd.endpoints
+say where etcd is.
+*/}}
+{{- define "kitex-anyconn.needsEtcd" -}}
+{{- if or .Values.echo.enabled (and .Values.caller.enabled (include "kitex-anyconn.callerUsesEtcd" .)) }}true{{ end -}}
+{{- end }}
+
+{{/*
+The transports whose trait http is true, comma-separated (for messages).
+*/}}
+{{- define "kitex-anyconn.httpTransports" -}}
+{{- $names := list -}}
+{{- range $name, $traits := include "kitex-anyconn.transports" . | fromYaml -}}
+{{- if $traits.http }}{{ $names = append $names $name }}{{ end -}}
+{{- end -}}
+{{- $names | sortAlpha | join ", " -}}
+{{- end }}
+
+{{/*
+TCP ports the callers dial with caller.echoAddresses, as a JSON list without
+repeats: each address's port (ws:// 80 and wss:// 443 when the URL gives none),
+and the port of each caller.proxy URL (80 when it gives none).
+*/}}
+{{- define "kitex-anyconn.echoAddressPorts" -}}
+{{- $ports := list -}}
+{{- range .Values.caller.echoAddresses -}}
+{{- $port := "" -}}
+{{- if contains "://" . -}}
+{{- $hostport := regexReplaceAll "^[A-Za-z]+://([^/?#]*).*$" . "${1}" -}}
+{{- $port = regexFind "[0-9]+$" (regexFind ":[0-9]+$" $hostport) -}}
+{{- if not $port }}{{ $port = ternary "443" "80" (hasPrefix "wss://" (lower .)) }}{{ end -}}
+{{- else -}}
+{{- $port = regexFind "[0-9]+$" . -}}
+{{- end -}}
+{{- $ports = append $ports (int $port) -}}
+{{- end -}}
+{{- range list .Values.caller.proxy.httpsProxy .Values.caller.proxy.httpProxy -}}
+{{- if . -}}
+{{- $hostport := regexReplaceAll "^([A-Za-z]+://)?([^@/]*@)?([^/?#]*).*$" . "${3}" -}}
+{{- $port := regexFind "[0-9]+$" (regexFind ":[0-9]+$" $hostport) | default "80" -}}
+{{- $ports = append $ports (int $port) -}}
+{{- end -}}
+{{- end -}}
+{{- $ports | uniq | toJson -}}
+{{- end }}
+
+{{/*
 What differs between transports, in one place: the templates test these traits,
 never a transport's name, so a new transport adds one line here (and its name to
 the schema's enum).
@@ -113,8 +170,35 @@ then $t.echoListens, $t.tunnel, $t.http. Fails on a transport the dictionary lac
 Checks that fail the install with one clear line instead of a broken release.
 */}}
 {{- define "kitex-anyconn.validate" -}}
-{{- if and (not .Values.etcd.enabled) (empty .Values.externalEtcd.endpoints) -}}
-{{- fail "etcd.enabled is false: set externalEtcd.endpoints to the etcd endpoints the services should use" -}}
+{{- if and (not .Values.etcd.enabled) (empty .Values.externalEtcd.endpoints) (include "kitex-anyconn.needsEtcd" .) -}}
+{{- fail "etcd.enabled is false: set externalEtcd.endpoints to the etcd endpoints the services should use (a release of callers only, echo.enabled=false, needs no etcd with caller.echoAddresses)" -}}
+{{- end -}}
+{{- $t := include "kitex-anyconn.transport" . | fromYaml -}}
+{{- range $name := list "ingress" "httpRoute" -}}
+{{- if (get $.Values.echo $name).enabled -}}
+{{- if not $t.http -}}
+{{- fail (printf "echo.%s.enabled needs a transport over HTTP (%s): transport=%s is not one" $name (include "kitex-anyconn.httpTransports" $) $.Values.transport) -}}
+{{- end -}}
+{{- if not $.Values.echo.enabled -}}
+{{- fail (printf "echo.%s.enabled needs echo.enabled: its backend is this release's echo Service" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.echo.ingress.enabled .Values.echo.ingress.tls.enabled (not .Values.echo.ingress.host) -}}
+{{- fail "echo.ingress.tls.enabled needs echo.ingress.host: the name of the TLS entry (and of the rule)" -}}
+{{- end -}}
+{{- if and .Values.echo.httpRoute.enabled (empty .Values.echo.httpRoute.parentRefs) -}}
+{{- fail "echo.httpRoute.enabled needs echo.httpRoute.parentRefs: the Gateway(s) the route attaches to, such as [{name: public, namespace: gateway-system}]" -}}
+{{- end -}}
+{{- with .Values.caller.echoAddresses -}}
+{{- if $t.tunnel -}}
+{{- fail (printf "caller.echoAddresses is not for transport=%s: its echo instances dial the callers" $.Values.transport) -}}
+{{- end -}}
+{{- range . -}}
+{{- if and (contains "://" .) (not $t.http) -}}
+{{- fail (printf "caller.echoAddresses: %s is a URL, for a transport over HTTP (%s); give host:port with transport=%s" . (include "kitex-anyconn.httpTransports" $) $.Values.transport) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.websocket.tls.enabled (not .Values.websocket.tls.existingSecret) -}}
 {{- fail "websocket.tls.enabled needs websocket.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
@@ -156,9 +240,13 @@ Checks that fail the install with one clear line instead of a broken release.
 {{- end }}
 
 {{/*
-Environment both services share: transport, etcd, logging, discovery, tunnel token.
+Environment both services share: transport, etcd, logging, discovery, tunnel token:
+(dict "root" $ "etcd" true). With "etcd" false (callers with caller.echoAddresses),
+no ETCD_* variable.
 */}}
 {{- define "kitex-anyconn.commonEnv" -}}
+{{- $etcd := .etcd -}}
+{{- with .root -}}
 - name: POD_NAME
   valueFrom:
     fieldRef:
@@ -169,9 +257,11 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
       fieldPath: status.podIP
 - name: TRANSPORT
   value: {{ .Values.transport | quote }}
+{{- if $etcd }}
 - name: ETCD_ENDPOINTS
   value: {{ include "kitex-anyconn.etcdEndpoints" . | quote }}
-{{- if and (not .Values.etcd.enabled) .Values.externalEtcd.tls.enabled }}
+{{- end }}
+{{- if and $etcd (not .Values.etcd.enabled) .Values.externalEtcd.tls.enabled }}
 - name: ETCD_CA_FILE
   value: /etc/kitex-anyconn/etcd-tls/ca.crt
 {{- if .Values.externalEtcd.tls.clientCert }}
@@ -185,7 +275,7 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ . | quote }}
 {{- end }}
 {{- end }}
-{{- if and (not .Values.etcd.enabled) .Values.externalEtcd.auth.username }}
+{{- if and $etcd (not .Values.etcd.enabled) .Values.externalEtcd.auth.username }}
 - name: ETCD_USERNAME
   value: {{ .Values.externalEtcd.auth.username | quote }}
 - name: ETCD_PASSWORD_FILE
@@ -222,11 +312,12 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
 - name: TUNNEL_TLS
   value: {{ ternary "on" "off" .Values.tunnel.tls.enabled | quote }}
 {{- end }}
+{{- end -}}
 {{- end }}
 
 {{/* Environment of a caller (the Deployment and the helm test pod). */}}
 {{- define "kitex-anyconn.callerEnv" -}}
-{{ include "kitex-anyconn.commonEnv" . }}
+{{ include "kitex-anyconn.commonEnv" (dict "root" . "etcd" (include "kitex-anyconn.callerUsesEtcd" .)) }}
 - name: ECHO_SERVICE
   value: {{ include "kitex-anyconn.echoServiceName" . | quote }}
 - name: ADMIN_ADDR
@@ -235,12 +326,48 @@ Environment both services share: transport, etcd, logging, discovery, tunnel tok
   value: {{ .Values.caller.callTimeout | quote }}
 - name: CALL_MESSAGE
   value: {{ .Values.caller.message | quote }}
+{{- with .Values.caller.echoAddresses }}
+- name: ECHO_ADDRESSES
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- $t := include "kitex-anyconn.transport" . | fromYaml }}
 {{- if and $t.http .Values.websocket.tls.enabled }}
 - name: TLS_CA_FILE
   value: /etc/kitex-anyconn/ws-tls/ca.crt
+{{- /* With echoAddresses the name is the dialed host's, unless given. */}}
+{{- $serverName := .Values.websocket.tls.serverName }}
+{{- if and (not $serverName) (include "kitex-anyconn.callerUsesEtcd" .) }}
+{{- $serverName = printf "%s-echo" (include "kitex-anyconn.prefix" .) }}
+{{- end }}
+{{- with $serverName }}
 - name: TLS_SERVER_NAME
-  value: {{ default (printf "%s-echo" (include "kitex-anyconn.prefix" .)) .Values.websocket.tls.serverName | quote }}
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- if $t.http }}
+{{- with .Values.caller.websocket }}
+{{- range $var, $key := dict "WS_PING_INTERVAL" "pingInterval" "WS_PONG_TIMEOUT" "pongTimeout" "WS_MAX_CONNECTION_AGE" "maxConnectionAge" }}
+{{- $d := get $.Values.caller.websocket $key | toString }}
+{{- if $d }}
+- name: {{ $var }}
+  value: {{ $d | quote }}
+{{- end }}
+{{- end }}
+{{- with .headers }}
+- name: WS_HEADERS
+  value: {{ join "\n" . | quote }}
+{{- end }}
+{{- if .headersSecret.name }}
+- name: WS_HEADERS_FILE
+  value: /etc/kitex-anyconn/ws-headers/headers
+{{- end }}
+{{- end }}
+{{- range $var, $key := dict "HTTPS_PROXY" "httpsProxy" "HTTP_PROXY" "httpProxy" "NO_PROXY" "noProxy" }}
+{{- with get $.Values.caller.proxy $key }}
+- name: {{ $var }}
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
 {{- end }}
 {{- if $t.tunnel }}
 - name: TUNNEL_LISTEN_ADDR
@@ -299,12 +426,16 @@ secretMounts both render from it.
 {{- if and $t.http $v.websocket.tls.enabled }}
 {{- $list = append $list (dict "name" "ws-tls" "sources" (list (dict "secret" $v.websocket.tls.existingSecret "keys" (ternary (list "ca.crt") (list "tls.crt" "tls.key") $caller)))) }}
 {{- end }}
-{{- if and (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
+{{- if and $caller $t.http $v.caller.websocket.headersSecret.name }}
+{{- $list = append $list (dict "name" "ws-headers" "sources" (list (dict "secret" $v.caller.websocket.headersSecret.name "items" (list (dict "key" $v.caller.websocket.headersSecret.key "path" "headers"))))) }}
+{{- end }}
+{{- $etcd := or (not $caller) (include "kitex-anyconn.callerUsesEtcd" .root) }}
+{{- if and $etcd (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
 {{- $keys := list "ca.crt" }}
 {{- if $v.externalEtcd.tls.clientCert }}{{ $keys = concat $keys (list "tls.crt" "tls.key") }}{{ end }}
 {{- $list = append $list (dict "name" "etcd-tls" "sources" (list (dict "secret" $v.externalEtcd.tls.existingSecret "keys" $keys))) }}
 {{- end }}
-{{- if and (not $v.etcd.enabled) $v.externalEtcd.auth.username }}
+{{- if and $etcd (not $v.etcd.enabled) $v.externalEtcd.auth.username }}
 {{- $list = append $list (dict "name" "etcd-auth" "sources" (list (dict "secret" $v.externalEtcd.auth.existingSecret "items" (list (dict "key" $v.externalEtcd.auth.passwordKey "path" "password"))))) }}
 {{- end }}
 {{- toJson $list -}}
@@ -403,12 +534,20 @@ topologySpreadConstraints:
 
 {{/* Egress every service needs: DNS and etcd. */}}
 {{- define "kitex-anyconn.netpolBaseEgress" -}}
+{{ include "kitex-anyconn.netpolDNSEgress" . }}
+{{ include "kitex-anyconn.netpolEtcdEgress" . }}
+{{- end }}
+
+{{- define "kitex-anyconn.netpolDNSEgress" -}}
 # DNS
 - ports:
     - port: 53
       protocol: UDP
     - port: 53
       protocol: TCP
+{{- end }}
+
+{{- define "kitex-anyconn.netpolEtcdEgress" -}}
 # etcd
 {{- if .Values.etcd.enabled }}
 - to:
