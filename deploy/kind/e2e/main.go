@@ -180,6 +180,10 @@ func (e *env) validateManifests() error {
 		{"transport=yamux", "tunnel.tls.enabled=false", "networkPolicy.enabled=false"},
 		{"etcd.enabled=false", "externalEtcd.endpoints={https://etcd.example:2379}", "externalEtcd.tls.enabled=true",
 			"externalEtcd.tls.existingSecret=etcd-tls", "externalEtcd.auth.username=u", "externalEtcd.auth.existingSecret=etcd-pw"},
+		{"transport=websocket", "networkPolicy.enabled=true", "echo.ingress.enabled=true", "echo.ingress.host=echo.example.com",
+			"echo.ingress.tls.enabled=true", "echo.ingress.tls.secretName=echo-tls", "echo.websocket.pingInterval=30s"},
+		{"transport=websocket", "echo.enabled=false", "etcd.enabled=false", "caller.echoAddresses={wss://echo.example.com/kitex}",
+			"caller.websocket.headers={X-Tenant: e2e}", "caller.websocket.headersSecret.name=ws-headers", "caller.proxy.httpsProxy=http://proxy.example:3128"},
 	}
 	for _, v := range variants {
 		args := []string{"template", release, "charts/kitex-anyconn", "-n", ns}
