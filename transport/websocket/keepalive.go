@@ -2,8 +2,10 @@ package websocket
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -109,7 +111,15 @@ func (h *health) checkLocked() bool {
 			}
 		}
 		_ = h.lean.conn.SetReadDeadline(time.Now().Add(pendingWait))
-		err := h.lean.nextFrame()
+		_, err := h.lean.br.Peek(2) // a frame's first bytes, not consumed
+		if err == nil {
+			err = h.lean.nextFrame()
+		} else if errors.Is(err, os.ErrDeadlineExceeded) {
+			// What arrived was no frame, such as a TLS session ticket
+			// (read and handled by crypto/tls): nothing to do.
+			_ = h.lean.conn.SetReadDeadline(time.Time{})
+			return true
+		}
 		_ = h.lean.conn.SetReadDeadline(time.Time{})
 		if err != nil || h.lean.remain > 0 { // closed, or a reply that no call asked for
 			h.dead.Store(true)

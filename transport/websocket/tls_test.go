@@ -31,3 +31,21 @@ func TestSecureWebSocket(t *testing.T) {
 	}
 	roundTrip(t, addr, websocket.DialerConfig{TLSConfig: &tls.Config{RootCAs: pool}})
 }
+
+// Over wss://, pings and their pongs pass through TLS records (and the
+// server's session tickets), and an idle connection stays usable.
+func TestPingsOverTLS(t *testing.T) {
+	ca := testutil.NewCA(t)
+	l := listen(t, websocket.ListenerConfig{TLSConfig: &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "echo", x509.ExtKeyUsageServerAuth)}}})
+	serverConns(t, l, true)
+	c := dial(t, l.Addr().String(), websocket.DialerConfig{TLSConfig: &tls.Config{RootCAs: ca.Pool}, PingInterval: 50 * time.Millisecond})
+	for i := range 3 {
+		if err := echoOnce(c, "over tls"); err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		time.Sleep(300 * time.Millisecond) // several pings while idle
+		if !c.IsActive() {
+			t.Fatalf("after %d idle periods with pings the connection is inactive", i+1)
+		}
+	}
+}
