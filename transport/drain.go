@@ -194,12 +194,26 @@ func (d *netpollDrain) stopped() {
 
 type netpollListener struct {
 	netpoll.Listener
-	d *netpollDrain
+	orig  net.Listener // the listener whose descriptor netpoll duplicated
+	d     *netpollDrain
+	close *sync.Once
 }
 
+// Close stops accepting. netpoll v0.7.2's own Close closes its duplicate
+// descriptor twice (syscall.Close, then the os.File that holds it), so a
+// socket that another goroutine opens in between loses its descriptor (seen
+// as a WebSocket listener of the same process refusing connections). So the
+// duplicate is shut down instead, which ends netpoll's accept loop and frees
+// the port, the original listener is closed, and the duplicate is left to
+// its os.File, which closes it once when it is collected.
 func (l netpollListener) Close() error {
-	l.d.stopped()
-	return l.Listener.Close()
+	var err error
+	l.close.Do(func() {
+		l.d.stopped()
+		_ = syscall.Shutdown(l.Fd(), syscall.SHUT_RDWR)
+		err = l.orig.Close()
+	})
+	return err
 }
 
 // netpollDrained returns the listener and inbound handler that close a
@@ -210,7 +224,7 @@ func netpollDrained(ln net.Listener, grace, idle time.Duration, log *slog.Logger
 		return nil, nil, err
 	}
 	d := &netpollDrain{grace: grace, idle: idle, log: log, conns: make(map[net.Conn]*atomic.Int64)}
-	return netpollListener{Listener: nl, d: d}, d, nil
+	return netpollListener{Listener: nl, orig: ln, d: d, close: new(sync.Once)}, d, nil
 }
 
 // shutdownBusy shuts the socket of a netpoll connection down in both
