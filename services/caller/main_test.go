@@ -11,11 +11,11 @@ import (
 
 	"github.com/cloudwego/kitex/pkg/registry"
 	"github.com/cloudwego/kitex/pkg/utils"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/anyconn/kitex-anyconn/internal/app"
+	"github.com/anyconn/kitex-anyconn/internal/app/apptest"
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
@@ -28,30 +28,19 @@ import (
 
 func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
 
-const token = "0123456789abcdefghijklmnopqrstuv"
+const token = apptest.Token
 
 // load reads the caller configuration from env, on top of test defaults.
 func load(t *testing.T, env map[string]string) config.Caller {
 	t.Helper()
-	all := map[string]string{"CALL_INTERVAL": "10ms", "DISCOVERY_REFRESH": "100ms", "TUNNEL_LISTEN_ADDR": "127.0.0.1:0"}
-	maps.Copy(all, env)
-	cfg, err := config.LoadCaller(func(k string) (string, bool) { v, ok := all[k]; return v, ok })
+	cfg, err := config.LoadCaller(apptest.Lookup(map[string]string{"CALL_INTERVAL": "10ms", "DISCOVERY_REFRESH": "100ms", "TUNNEL_LISTEN_ADDR": "127.0.0.1:0"}, env))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	return cfg
 }
 
-func TestEveryTransportHasAnOutbound(t *testing.T) {
-	for _, k := range transport.Kinds() {
-		if outbounds[k] == nil {
-			t.Errorf("no outbound for transport %s", k)
-		}
-	}
-	if len(outbounds) != len(transport.Kinds()) {
-		t.Errorf("%d outbounds for %d transports", len(outbounds), len(transport.Kinds()))
-	}
-}
+func TestEveryTransportHasAnOutbound(t *testing.T) { apptest.EveryKind(t, "outbound", outbounds) }
 
 func TestClientConfigAndWantedTags(t *testing.T) {
 	caFile := testutil.NewCA(t).WriteCAFile(t, t.TempDir())
@@ -135,7 +124,7 @@ func serveEcho(t *testing.T, scfg transport.ServerConfig) string {
 // runtime is what app.Main would give runCaller, with its log lines kept.
 func runtime(t *testing.T, endpoint string) (*app.Runtime, *observer.ObservedLogs) {
 	core, logs := observer.New(zap.InfoLevel)
-	return &app.Runtime{Log: zap.New(core), Metrics: prometheus.NewRegistry(), Etcd: etcdtest.Client(t, endpoint)}, logs
+	return apptest.Runtime(t, endpoint, zap.New(core)), logs
 }
 
 // callsOK checks that every call line of logs is "call ok" to target and
@@ -246,8 +235,7 @@ func TestCallsEchoAddressesWithoutEtcd(t *testing.T) {
 				target = "ws://" + target + "/from-the-url"
 			}
 			cfg := load(t, map[string]string{"TRANSPORT": string(kind), "CALL_COUNT": "3", "ECHO_ADDRESSES": target})
-			core, logs := observer.New(zap.InfoLevel)
-			rt := &app.Runtime{Log: zap.New(core), Metrics: prometheus.NewRegistry()} // no etcd
+			rt, logs := runtime(t, "") // no etcd
 			if err := runCaller(context.Background(), cfg, rt); err != nil {
 				t.Fatalf("runCaller: %v", err)
 			}

@@ -12,10 +12,11 @@ import (
 
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/registry"
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest"
 
 	"github.com/anyconn/kitex-anyconn/internal/app"
+	"github.com/anyconn/kitex-anyconn/internal/app/apptest"
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
@@ -28,30 +29,19 @@ import (
 
 func TestMain(m *testing.M) { testutil.VerifyTestMain(m) }
 
-const token = "0123456789abcdefghijklmnopqrstuv"
+const token = apptest.Token
 
 // load reads the echo configuration from env, on top of test defaults.
 func load(t *testing.T, env map[string]string) config.Echo {
 	t.Helper()
-	all := map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "DRAIN_DELAY": "0s", "TUNNEL_AGENT_ID": "echo-1"}
-	maps.Copy(all, env)
-	cfg, err := config.LoadEcho(func(k string) (string, bool) { v, ok := all[k]; return v, ok })
+	cfg, err := config.LoadEcho(apptest.Lookup(map[string]string{"LISTEN_ADDR": "127.0.0.1:0", "DRAIN_DELAY": "0s", "TUNNEL_AGENT_ID": "echo-1"}, env))
 	if err != nil {
 		t.Fatalf("config: %v", err)
 	}
 	return cfg
 }
 
-func TestEveryTransportHasAnInbound(t *testing.T) {
-	for _, k := range transport.Kinds() {
-		if inbounds[k] == nil {
-			t.Errorf("no inbound for transport %s", k)
-		}
-	}
-	if len(inbounds) != len(transport.Kinds()) {
-		t.Errorf("%d inbounds for %d transports", len(inbounds), len(transport.Kinds()))
-	}
-}
+func TestEveryTransportHasAnInbound(t *testing.T) { apptest.EveryKind(t, "inbound", inbounds) }
 
 func TestServerConfigAndRegistration(t *testing.T) {
 	dir := t.TempDir()
@@ -114,7 +104,7 @@ func TestAgentTLS(t *testing.T) {
 
 // runtime is what app.Main would give serve, on the etcd at endpoint.
 func runtime(t *testing.T, endpoint string) *app.Runtime {
-	return &app.Runtime{Log: zap.NewNop(), Metrics: prometheus.NewRegistry(), Etcd: etcdtest.Client(t, endpoint)}
+	return apptest.Runtime(t, endpoint, zaptest.NewLogger(t, zaptest.Level(zap.InfoLevel)))
 }
 
 // start runs serve until the test calls stop, which ends its context,
@@ -150,8 +140,11 @@ func call(t *testing.T, ccfg transport.ClientConfig, opts ...client.Option) {
 		t.Fatal(err)
 	}
 	resp, err := cli.Echo(context.Background(), &api.Request{Message: "hi"})
-	if err != nil || resp.GetMessage() != "hi" {
-		t.Fatalf("call: %v, %q", err, resp.GetMessage())
+	if err != nil {
+		t.Fatalf("call: %v", err)
+	}
+	if resp.GetMessage() != "hi" {
+		t.Fatalf("reply %q; want hi", resp.GetMessage())
 	}
 }
 
@@ -167,7 +160,7 @@ func TestServeRegistersAnswersAndLeaves(t *testing.T) {
 			cfg := load(t, map[string]string{"TRANSPORT": string(kind), "SERVICE_NAME": "echo-" + string(kind), "DRAIN_DELAY": "3s"})
 			rt := runtime(t, endpoint)
 			stop, wait := start(t, cfg, rt)
-			testutil.Eventually(t, "echo ready", 10*time.Second, func() bool { return rt.Ready() == nil })
+			testutil.Eventually(t, "echo ready", 30*time.Second, func() bool { return rt.Ready() == nil })
 
 			resolver := etcdreg.NewResolver(rt.Etcd, "", registration(cfg).Tags)
 			res, err := resolver.Resolve(context.Background(), cfg.ServiceName)
@@ -215,7 +208,7 @@ func TestServeDialsTheRegisteredGateway(t *testing.T) {
 
 	cfg := load(t, map[string]string{"TRANSPORT": "yamux", "TUNNEL_TOKEN": token, "TUNNEL_SESSIONS": "2", "DISCOVERY_REFRESH": "100ms"})
 	stop, wait := start(t, cfg, rt)
-	testutil.Eventually(t, "echo ready", 10*time.Second, func() bool { return rt.Ready() == nil })
+	testutil.Eventually(t, "echo ready", 30*time.Second, func() bool { return rt.Ready() == nil })
 	if agents := gw.Agents(); len(agents) != 1 || agents[0] != "echo-1" {
 		t.Fatalf("agents %v; want [echo-1]", agents)
 	}
