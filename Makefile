@@ -15,6 +15,7 @@ HELM      := $(BIN)/helm
 HELM_DOCS := $(BIN)/helm-docs
 KIND      := $(BIN)/kind
 TILT      := $(BIN)/tilt
+TRAEFIK   := $(BIN)/traefik
 CHART     := charts/kitex-anyconn
 # Images: `make images IMAGE_REGISTRY=ghcr.io/you IMAGE_TAG=1.2.3`.
 IMAGE_REGISTRY ?=
@@ -68,6 +69,10 @@ $(KIND): tools/go.mod tools/go.sum
 $(TILT): tools/tilt/go.mod tools/tilt/go.sum tools/tilt/build.sh
 	tools/tilt/build.sh $(CURDIR)/$@
 
+# The ingress controller of make e2e-kind (about 8 min the first time).
+$(TRAEFIK): tools/traefik/go.mod tools/traefik/go.sum tools/traefik/build.sh
+	tools/traefik/build.sh $(CURDIR)/$@
+
 .PHONY: tools-helm
 tools-helm: $(HELM)
 
@@ -98,7 +103,7 @@ image-binaries: ## Compile the static linux binaries of the images into bin/imag
 	  echo "no CA bundle found on this machine for the images" >&2; exit 1
 
 .PHONY: e2e-kind
-e2e-kind: $(HELM) $(KIND) ## Every transport end to end in an offline kind cluster, then tilt ci (deploy/kind; E2E_FLAGS=-keep keeps it).
+e2e-kind: $(HELM) $(KIND) $(TRAEFIK) ## Every transport end to end in an offline kind cluster, then tilt ci (deploy/kind; E2E_FLAGS=-keep keeps it).
 	go run ./deploy/kind/e2e $(E2E_FLAGS)
 
 .PHONY: chaos

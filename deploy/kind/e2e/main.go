@@ -36,12 +36,13 @@ import (
 )
 
 var (
-	keep       = flag.Bool("keep", false, "keep the cluster (and the last release) for debugging")
-	only       = flag.String("transports", allKinds(), "transports to run, comma-separated")
-	skipTilt   = flag.Bool("skip-tilt", false, "skip the `tilt ci` step")
-	cluster    = flag.String("cluster", "kitex-anyconn", "kind cluster name")
-	namespace  = flag.String("namespace", "kitex-e2e", "namespace of the releases")
-	consecutiv = flag.Int("calls", 20, "consecutive successful calls required per transport")
+	keep        = flag.Bool("keep", false, "keep the cluster (and the last release) for debugging")
+	only        = flag.String("transports", allKinds(), "transports to run, comma-separated")
+	skipTilt    = flag.Bool("skip-tilt", false, "skip the `tilt ci` step")
+	skipIngress = flag.Bool("skip-ingress", false, "skip the websocket run's steps through the Traefik ingress controller")
+	cluster     = flag.String("cluster", "kitex-anyconn", "kind cluster name")
+	namespace   = flag.String("namespace", "kitex-e2e", "namespace of the releases")
+	consecutiv  = flag.Int("calls", 20, "consecutive successful calls required per transport")
 )
 
 const release = "e2e"
@@ -135,6 +136,11 @@ func (e *env) run() error {
 	}
 	if wants("yamux") {
 		if err := e.buildRogue(); err != nil {
+			return err
+		}
+	}
+	if wants("websocket") && !*skipIngress {
+		if err := e.buildTraefik(); err != nil {
 			return err
 		}
 	}
@@ -238,6 +244,9 @@ func (e *env) transport(tr string) error {
 		steps = append(steps,
 			step{"echo accepts no inbound RPC connection", e.noInboundPort},
 			step{"a rogue pod in the cluster writes a fake gateway into etcd", e.rogueStep})
+	}
+	if tr == "websocket" && !*skipIngress {
+		steps = append(steps, e.ingressSteps()...)
 	}
 	steps = append(steps, step{"every call since the first success", e.tally})
 	for _, st := range steps {
@@ -813,6 +822,11 @@ func (e *env) callerLog(ns string) ([]call, error) {
 	if err != nil {
 		return nil, err
 	}
+	return parseCalls(out)
+}
+
+// parseCalls reads the "call ok" and "call failed" lines of a caller's log.
+func parseCalls(out string) ([]call, error) {
 	var calls []call
 	sc := bufio.NewScanner(strings.NewReader(out))
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
@@ -913,6 +927,7 @@ func percentile(v []float64, p float64) float64 {
 }
 
 func (e *env) printSummary() {
+	defer printIngressSummary()
 	if len(e.results) == 0 {
 		return
 	}

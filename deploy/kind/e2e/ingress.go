@@ -1,0 +1,529 @@
+package main
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// The WebSocket transport through a real ingress controller: Traefik,
+// built from source (tools/traefik), serving the chart's Ingress to callers
+// configured with nothing but its URL (no etcd, no pod address).
+const (
+	traefikNS    = "traefik-e2e"
+	traefikImage = "kitex-anyconn/traefik:e2e"
+	ingressHost  = "echo.e2e"
+	ingressClass = "traefik-e2e"
+	// ingressIdle is the controller's idle and read timeout: below the
+	// idle caller's call interval, so that it cuts that caller's connection
+	// between calls.
+	ingressIdle     = "3s"
+	idleCallEvery   = "5s"
+	outsideInterval = "200ms"
+)
+
+// ingressResult is one row of the ingress summary.
+type ingressResult struct {
+	path             string
+	ok, failed       int
+	p50, p99         float64
+	callsPerSec      float64
+	ctrlDeleteFailed int
+	ctrlDeleteResume time.Duration
+	sequential       bool
+}
+
+var ingressResults []*ingressResult
+
+// buildTraefik builds the controller's image from bin/traefik and loads it.
+func (e *env) buildTraefik() error {
+	e.step("websocket: build the Traefik ingress controller's image")
+	if err := e.cmd(30*time.Minute, "make", "bin/traefik"); err != nil {
+		return err
+	}
+	dir, err := os.MkdirTemp("", "kitex-anyconn-traefik-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b, err := os.ReadFile("bin/traefik")
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "traefik"), b, 0o755); err != nil {
+		return err
+	}
+	dockerfile := "FROM scratch\nCOPY traefik /traefik\nUSER 65532:65532\nENTRYPOINT [\"/traefik\"]\n"
+	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		return err
+	}
+	if err := e.cmdWith(5*time.Minute, []string{"DOCKER_BUILDKIT=0"}, nil, "docker", "build", "-q", "-t", traefikImage, dir); err != nil {
+		return err
+	}
+	return e.cmd(5*time.Minute, abs("bin/kind"), "load", "docker-image", "--name", *cluster, traefikImage)
+}
+
+// ingressSteps are the websocket run's steps through the ingress.
+func (e *env) ingressSteps() []step {
+	return []step{
+		{"Traefik (2 replicas) serves the chart's Ingress", e.ingressUp},
+		{"callers outside the cluster (ws://, wss://, and one idle longer than the controller's timeout) call through it", e.outsideCalls},
+		{"an ingress controller pod deleted under load", e.deleteController},
+		{"the idle caller: no call failed", e.idleCaller},
+		{"pass-through cost: 1000 calls through the ingress and 1000 direct", e.passThrough},
+		{"remove the ingress controller", e.ingressDown},
+	}
+}
+
+func (e *env) ingressUp(x *run) error {
+	dir, err := os.MkdirTemp("", "kitex-anyconn-ingress-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	if err := writeIngressCerts(dir); err != nil {
+		return err
+	}
+	if err := e.kube(3*time.Minute, "delete", "namespace", traefikNS, "--ignore-not-found", "--wait=true", "--timeout=2m"); err != nil {
+		return err
+	}
+	if err := e.cmdWith(2*time.Minute, nil, []byte(fmt.Sprintf(traefikManifest, traefikImage)), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
+		return err
+	}
+	if err := e.kube(time.Minute, "-n", traefikNS, "create", "configmap", "ingress-ca", "--from-file=ca.crt="+filepath.Join(dir, "ca.crt")); err != nil {
+		return err
+	}
+	if err := e.kube(time.Minute, "-n", x.ns, "create", "secret", "tls", "echo-e2e-tls",
+		"--cert="+filepath.Join(dir, "tls.crt"), "--key="+filepath.Join(dir, "tls.key")); err != nil {
+		return err
+	}
+	if err := e.kube(4*time.Minute, "-n", traefikNS, "rollout", "status", "deploy/traefik", "--timeout=3m"); err != nil {
+		return err
+	}
+	return e.cmd(6*time.Minute, e.helm, "--kube-context", e.context(), "upgrade", release, "charts/kitex-anyconn", "-n", x.ns,
+		"--reuse-values", "--wait", "--timeout", "5m",
+		"--set", "echo.ingress.enabled=true",
+		"--set", "echo.ingress.className="+ingressClass,
+		"--set", "echo.ingress.host="+ingressHost,
+		"--set", "echo.ingress.tls.enabled=true",
+		"--set", "echo.ingress.tls.secretName=echo-e2e-tls",
+		"--set-json", `networkPolicy.ingressFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"`+traefikNS+`"}}}]`)
+}
+
+// outsideCalls starts the callers outside the release and waits for
+// *consecutiv successful calls on both ws:// and wss://.
+func (e *env) outsideCalls(x *run) error {
+	ip, err := e.kubeOut("-n", traefikNS, "get", "service", "traefik", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		return err
+	}
+	tag, err := appVersion()
+	if err != nil {
+		return err
+	}
+	for _, p := range []struct{ name, url, every, ping, count string }{
+		{"outside-ws", "ws://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
+		{"outside-wss", "wss://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
+		{"outside-idle", "ws://" + ingressHost + "/kitex", idleCallEvery, "0", "0"},
+	} {
+		pod := fmt.Sprintf(outsideCallerPod, p.name, "Always", strings.TrimSpace(ip), ingressHost, tag, p.url, p.every, p.ping, p.count)
+		if err := e.cmdWith(time.Minute, nil, []byte(pod), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
+			return err
+		}
+	}
+	if err := e.kube(3*time.Minute, "-n", traefikNS, "wait", "pod/outside-ws", "pod/outside-wss", "pod/outside-idle",
+		"--for=condition=Ready", "--timeout=2m"); err != nil {
+		return err
+	}
+	for _, name := range []string{"outside-ws", "outside-wss"} {
+		deadline := time.Now().Add(3 * time.Minute)
+		for {
+			calls, err := e.podCalls(name)
+			if err != nil {
+				return err
+			}
+			if n := trailingOKAny(calls); n >= *consecutiv {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: no %d consecutive successful calls through the ingress within 3 min; last calls: %v", name, *consecutiv, tail(calls, 5))
+			}
+			time.Sleep(2 * time.Second)
+		}
+	}
+	return nil
+}
+
+// deleteController deletes one of the two controller pods under the
+// outside callers' load: at most the call in flight on each caller's
+// connection at that moment may fail, and calls resume.
+func (e *env) deleteController(x *run) error {
+	pods, err := e.kubeOut("-n", traefikNS, "get", "pods", "-l", "app=traefik", "-o", "jsonpath={.items[0].metadata.name}")
+	if err != nil {
+		return err
+	}
+	deleted := time.Now()
+	if err := e.kube(2*time.Minute, "-n", traefikNS, "delete", "pod", strings.TrimSpace(pods), "--wait=false"); err != nil {
+		return err
+	}
+	time.Sleep(25 * time.Second) // the controller's grace period (10 s) and the window the calls are counted in
+	for _, name := range []string{"outside-ws", "outside-wss"} {
+		calls, err := e.podCalls(name)
+		if err != nil {
+			return err
+		}
+		r := e.ingressRow(name, calls)
+		after := since(calls, deleted)
+		r.ctrlDeleteFailed = countFailed(after)
+		resume, okAfter := firstOKAfterFailure(after, deleted)
+		r.ctrlDeleteResume = resume
+		if okAfter < 20 {
+			return fmt.Errorf("%s: only %d successful calls in the 25 s after deleting controller pod %s: %v", name, okAfter, pods, tail(after, 5))
+		}
+		if r.ctrlDeleteFailed > 1 {
+			return fmt.Errorf("%s: %d calls failed after deleting controller pod %s; at most the one in flight may: %v", name, r.ctrlDeleteFailed, pods, failedOnly(after))
+		}
+	}
+	return nil
+}
+
+// idleCaller checks the caller whose calls come less often than the
+// controller's idle timeout, without pings: none may fail.
+func (e *env) idleCaller(*run) error {
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		calls, err := e.podCalls("outside-idle")
+		if err != nil {
+			return err
+		}
+		r := e.ingressRow("outside-idle", calls)
+		if r.failed > 0 {
+			return fmt.Errorf("outside-idle: %d calls failed after the first success: %v", r.failed, failedOnly(calls))
+		}
+		if r.ok >= 8 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("outside-idle: only %d successful calls: %v", r.ok, tail(calls, 5))
+		}
+		time.Sleep(5 * time.Second)
+	}
+}
+
+// passThrough measures the ingress's cost: 1000 calls back to back through
+// it, then 1000 straight to echo's Service, from the same namespace.
+func (e *env) passThrough(x *run) error {
+	ip, err := e.kubeOut("-n", traefikNS, "get", "service", "traefik", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		return err
+	}
+	tag, err := appVersion()
+	if err != nil {
+		return err
+	}
+	direct := fmt.Sprintf("ws://%s-echo.%s.svc.cluster.local:8888/kitex", release, x.ns)
+	for _, p := range []struct{ name, url string }{{"bench-ingress", "ws://" + ingressHost + "/kitex"}, {"bench-direct", direct}} {
+		pod := fmt.Sprintf(outsideCallerPod, p.name, "Never", strings.TrimSpace(ip), ingressHost, tag, p.url, "1us", "20s", "1000")
+		if err := e.cmdWith(time.Minute, nil, []byte(pod), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
+			return err
+		}
+		if err := e.kube(4*time.Minute, "-n", traefikNS, "wait", "pod/"+p.name, "--for=jsonpath={.status.phase}=Succeeded", "--timeout=3m"); err != nil {
+			return err
+		}
+		calls, err := e.podCalls(p.name)
+		if err != nil {
+			return err
+		}
+		r := e.ingressRow(p.name, calls)
+		r.sequential = true
+		if len(calls) > 1 {
+			r.callsPerSec = float64(len(calls)-1) / calls[len(calls)-1].ts.Sub(calls[0].ts).Seconds()
+		}
+		if r.failed > 0 || r.ok != 1000 {
+			return fmt.Errorf("%s: %d ok, %d failed of 1000", p.name, r.ok, r.failed)
+		}
+	}
+	return nil
+}
+
+func (e *env) ingressDown(x *run) error {
+	for _, name := range []string{"outside-ws", "outside-wss", "outside-idle"} {
+		calls, err := e.podCalls(name)
+		if err != nil {
+			return err
+		}
+		e.ingressRow(name, calls)
+	}
+	return e.kube(3*time.Minute, "delete", "namespace", traefikNS, "--wait=true", "--timeout=2m")
+}
+
+// ingressRow fills (or refills) the summary row of pod name from its calls.
+func (e *env) ingressRow(name string, calls []call) *ingressResult {
+	var r *ingressResult
+	for _, have := range ingressResults {
+		if have.path == name {
+			r = have
+		}
+	}
+	if r == nil {
+		r = &ingressResult{path: name}
+		ingressResults = append(ingressResults, r)
+	}
+	r.ok, r.failed = 0, 0
+	var lat []float64
+	for _, c := range calls {
+		switch {
+		case c.ok:
+			r.ok++
+			lat = append(lat, c.latency)
+		case c.failed && r.ok > 0:
+			r.failed++
+		}
+	}
+	r.p50, r.p99 = percentile(lat, 0.50), percentile(lat, 0.99)
+	return r
+}
+
+// podCalls reads the calls a caller pod of the ingress namespace logged.
+func (e *env) podCalls(pod string) ([]call, error) {
+	out, err := e.kubeOut("-n", traefikNS, "logs", pod, "--tail=-1")
+	if err != nil {
+		return nil, err
+	}
+	return parseCalls(out)
+}
+
+// trailingOKAny counts the successful calls at the end of the log.
+func trailingOKAny(calls []call) int {
+	n := 0
+	for i := len(calls) - 1; i >= 0 && calls[i].ok; i-- {
+		n++
+	}
+	return n
+}
+
+func printIngressSummary() {
+	if len(ingressResults) == 0 {
+		return
+	}
+	fmt.Println("\n| websocket through Traefik | calls ok | failed after the first success | p50 ms | p99 ms | sequential calls/s | failed after a controller pod was deleted | calls succeeding again after |")
+	fmt.Println("|---|---|---|---|---|---|---|---|")
+	for _, r := range ingressResults {
+		rate := "-"
+		if r.sequential {
+			rate = fmt.Sprintf("%.0f", r.callsPerSec)
+		}
+		fmt.Printf("| %s | %d | %d | %.2f | %.2f | %s | %d | %s |\n", r.path, r.ok, r.failed, r.p50, r.p99, rate, r.ctrlDeleteFailed, r.ctrlDeleteResume)
+	}
+}
+
+// writeIngressCerts writes ca.crt, and tls.crt and tls.key for ingressHost
+// signed by it, into dir.
+func writeIngressCerts(dir string) error {
+	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	ca := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "kitex-anyconn e2e ingress CA"},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign,
+	}
+	caDER, err := x509.CreateCertificate(rand.Reader, ca, ca, &caKey.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return err
+	}
+	leaf := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: ingressHost}, DNSNames: []string{ingressHost},
+		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(24 * time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	leafDER, err := x509.CreateCertificate(rand.Reader, leaf, ca, &key.PublicKey, caKey)
+	if err != nil {
+		return err
+	}
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		return err
+	}
+	for name, block := range map[string]*pem.Block{
+		"ca.crt":  {Type: "CERTIFICATE", Bytes: caDER},
+		"tls.crt": {Type: "CERTIFICATE", Bytes: leafDER},
+		"tls.key": {Type: "EC PRIVATE KEY", Bytes: keyDER},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), pem.EncodeToMemory(block), 0o600); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// traefikManifest is the ingress controller: two replicas watching the
+// Ingresses of class traefik-e2e, plain HTTP on port 80 and TLS on 443 of
+// its Service, with idle and read timeouts of ingressIdle. Argument: image.
+var traefikManifest = `apiVersion: v1
+kind: Namespace
+metadata:
+  name: ` + traefikNS + `
+---
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: traefik
+  namespace: ` + traefikNS + `
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRole
+metadata:
+  name: traefik-e2e
+rules:
+  - apiGroups: [""]
+    resources: [services, secrets, nodes]
+    verbs: [get, list, watch]
+  - apiGroups: [discovery.k8s.io]
+    resources: [endpointslices]
+    verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [ingresses, ingressclasses]
+    verbs: [get, list, watch]
+  - apiGroups: [networking.k8s.io]
+    resources: [ingresses/status]
+    verbs: [update]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: ClusterRoleBinding
+metadata:
+  name: traefik-e2e
+roleRef:
+  apiGroup: rbac.authorization.k8s.io
+  kind: ClusterRole
+  name: traefik-e2e
+subjects:
+  - kind: ServiceAccount
+    name: traefik
+    namespace: ` + traefikNS + `
+---
+apiVersion: networking.k8s.io/v1
+kind: IngressClass
+metadata:
+  name: ` + ingressClass + `
+spec:
+  controller: traefik.io/ingress-controller
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: traefik
+  namespace: ` + traefikNS + `
+spec:
+  replicas: 2
+  selector:
+    matchLabels: {app: traefik}
+  template:
+    metadata:
+      labels: {app: traefik}
+    spec:
+      serviceAccountName: traefik
+      securityContext:
+        runAsNonRoot: true
+        runAsUser: 65532
+        runAsGroup: 65532
+        seccompProfile: {type: RuntimeDefault}
+      containers:
+        - name: traefik
+          image: %s
+          imagePullPolicy: Never
+          args:
+            - --providers.kubernetesingress.ingressclass=` + ingressClass + `
+            - --entryPoints.web.address=:8000
+            - --entryPoints.websecure.address=:8443
+            - --entryPoints.websecure.http.tls=true
+            - --entryPoints.traefik.address=:8080
+            - --entryPoints.web.transport.respondingTimeouts.idleTimeout=` + ingressIdle + `
+            - --entryPoints.web.transport.respondingTimeouts.readTimeout=` + ingressIdle + `
+            - --entryPoints.websecure.transport.respondingTimeouts.idleTimeout=` + ingressIdle + `
+            - --entryPoints.websecure.transport.respondingTimeouts.readTimeout=` + ingressIdle + `
+            - --ping=true
+            - --log.level=INFO
+            - --global.checkNewVersion=false
+            - --global.sendAnonymousUsage=false
+          ports:
+            - {name: web, containerPort: 8000}
+            - {name: websecure, containerPort: 8443}
+            - {name: admin, containerPort: 8080}
+          readinessProbe:
+            httpGet: {path: /ping, port: admin}
+            periodSeconds: 2
+          securityContext:
+            allowPrivilegeEscalation: false
+            readOnlyRootFilesystem: true
+            capabilities: {drop: [ALL]}
+---
+apiVersion: v1
+kind: Service
+metadata:
+  name: traefik
+  namespace: ` + traefikNS + `
+spec:
+  selector: {app: traefik}
+  ports:
+    - {name: web, port: 80, targetPort: web}
+    - {name: websecure, port: 443, targetPort: websecure}
+`
+
+// outsideCallerPod is a caller outside the release: no etcd, only the
+// URL, the ingress host resolved to the controller's Service. Arguments:
+// name, restart policy, controller IP, host, image tag, ECHO_ADDRESSES,
+// CALL_INTERVAL, WS_PING_INTERVAL, CALL_COUNT.
+const outsideCallerPod = `apiVersion: v1
+kind: Pod
+metadata:
+  name: %s
+  namespace: ` + traefikNS + `
+spec:
+  restartPolicy: %s
+  automountServiceAccountToken: false
+  enableServiceLinks: false
+  hostAliases:
+    - ip: %s
+      hostnames: [%s]
+  securityContext:
+    runAsNonRoot: true
+    runAsUser: 65532
+    runAsGroup: 65532
+    seccompProfile: {type: RuntimeDefault}
+  containers:
+    - name: caller
+      image: kitex-anyconn/caller:%s
+      imagePullPolicy: Never
+      env:
+        - {name: TRANSPORT, value: websocket}
+        - {name: ECHO_ADDRESSES, value: "%s"}
+        - {name: TLS_CA_FILE, value: /ca/ca.crt}
+        - {name: CALL_INTERVAL, value: "%s"}
+        - {name: WS_PING_INTERVAL, value: "%s"}
+        - {name: CALL_COUNT, value: "%s"}
+      volumeMounts:
+        - {name: ca, mountPath: /ca, readOnly: true}
+      securityContext:
+        allowPrivilegeEscalation: false
+        readOnlyRootFilesystem: true
+        capabilities: {drop: [ALL]}
+  volumes:
+    - name: ca
+      configMap: {name: ingress-ca}
+`
