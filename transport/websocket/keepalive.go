@@ -148,11 +148,15 @@ func (h *health) startCall() error {
 		return err
 	}
 	// The dead connection is replaced under the same Conn, which Kitex's
-	// pool holds: the call goes out on the fresh one.
-	_ = h.c.f.Close()
+	// pool holds: the call goes out on the fresh one. The old one is closed
+	// without a close frame: its peer is gone.
+	_ = h.raw.Close()
 	h.c.f, h.lean, h.raw = f, f.(*leanFrames), raw
 	h.dead.Store(false)
 	h.pingAt = time.Time{}
+	if h.timer != nil && !h.stopped.Load() {
+		h.timer.Reset(h.interval) // tick stops re-arming once it finds the connection dead
+	}
 	return nil
 }
 
