@@ -1,7 +1,8 @@
 // Command caller finds the echo service in etcd (or takes the addresses in
 // ECHO_ADDRESSES, without etcd) and calls it every CALL_INTERVAL, on the
-// transport named by TRANSPORT, writing one log line per call: "call ok" or "call failed", with the fields transport, target
-// (the instance's address), latency_ms and, on failure, error.
+// transport named by TRANSPORT, writing one log line per call: "call ok" or
+// "call failed", with the fields transport, target (the instance's
+// address), latency_ms and, on failure, error.
 //
 // With CALL_COUNT=N it waits (up to DISCOVERY_TIMEOUT) for a first instance,
 // makes N calls and exits 0 only if every call succeeded. An invalid
