@@ -5,6 +5,7 @@ package etcdembed
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"syscall"
@@ -40,7 +41,16 @@ func Start(dir, clientAddr string) (*Server, error) {
 // StartTLS is Start with clients served over TLS when tlsFiles is set.
 func StartTLS(dir, clientAddr string, tlsFiles *TLS) (*Server, error) {
 	if clientAddr != "" {
-		return start(dir, clientAddr, tlsFiles)
+		// The client address is the caller's; the peer port is found here
+		// and may be taken meanwhile: try a few.
+		var s *Server
+		var err error
+		for range 5 {
+			if s, err = start(dir, clientAddr, tlsFiles); !errors.Is(err, syscall.EADDRINUSE) {
+				break
+			}
+		}
+		return s, err
 	}
 	// A port found free may be taken by someone else before etcd binds it:
 	// try a few.
@@ -112,7 +122,23 @@ func (s *Server) Dir() string { return s.dir }
 // Close stops etcd.
 func (s *Server) Close() { s.e.Close() }
 
-func freeAddr() (string, error) {
+func freeAddr() (string, error) { return FreeAddr() }
+
+// FreeAddr returns a loopback address whose port is free now. The port is
+// taken below Linux's ephemeral range (32768-60999), from which the kernel
+// hands out the local ports of outgoing connections: a port from that range
+// may be in use by the time it is bound (seen as a flaky "address already in
+// use" while other tests ran), and again when a server comes back on it.
+func FreeAddr() (string, error) {
+	for range 100 {
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", 20000+rand.IntN(12000)))
+		if err != nil {
+			continue
+		}
+		addr := l.Addr().String()
+		_ = l.Close()
+		return addr, nil
+	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return "", fmt.Errorf("find a free port: %w", err)

@@ -137,14 +137,15 @@ func (p *proc) logLines() []map[string]any {
 	return lines
 }
 
+// freeAddr returns a loopback address free now, below the ephemeral port
+// range (see etcdembed.FreeAddr): tests restart servers on it.
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	addr, err := etcdembed.FreeAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return addr
 }
 
 func httpStatus(url string) int {

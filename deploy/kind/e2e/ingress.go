@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -22,6 +23,7 @@ const (
 	traefikNS    = "traefik-e2e"
 	traefikImage = "kitex-anyconn/traefik:e2e"
 	ingressHost  = "echo.e2e"
+	routeHost    = "route.e2e" // the HTTPRoute's host, through the Gateway
 	ingressClass = "traefik-e2e"
 	// ingressIdle is the controller's idle and read timeout: below the
 	// idle caller's call interval, so that it cuts that caller's connection
@@ -75,8 +77,8 @@ func (e *env) buildTraefik() error {
 // ingressSteps are the websocket run's steps through the ingress.
 func (e *env) ingressSteps() []step {
 	return []step{
-		{"Traefik (2 replicas) serves the chart's Ingress", e.ingressUp},
-		{"callers outside the cluster (ws://, wss://, and one idle longer than the controller's timeout) call through it", e.outsideCalls},
+		{"Traefik (2 replicas) serves the chart's Ingress and HTTPRoute", e.ingressUp},
+		{"callers outside the cluster (ws://, wss://, through the HTTPRoute, and one idle longer than the controller's timeout) call through it", e.outsideCalls},
 		{"an ingress controller pod deleted under load", e.deleteController},
 		{"the idle caller: no call failed", e.idleCaller},
 		{"pass-through cost: 1000 calls through the ingress and 1000 direct", e.passThrough},
@@ -94,6 +96,17 @@ func (e *env) ingressUp(x *run) error {
 		return err
 	}
 	if err := e.kube(3*time.Minute, "delete", "namespace", traefikNS, "--ignore-not-found", "--wait=true", "--timeout=2m"); err != nil {
+		return err
+	}
+	crds, err := gatewayCRDs()
+	if err != nil {
+		return err
+	}
+	if err := e.kube(2*time.Minute, "apply", "--server-side", "-f", crds); err != nil {
+		return err
+	}
+	if err := e.kube(2*time.Minute, "wait", "--for=condition=Established", "crd/gateways.gateway.networking.k8s.io",
+		"crd/httproutes.gateway.networking.k8s.io", "crd/gatewayclasses.gateway.networking.k8s.io", "--timeout=90s"); err != nil {
 		return err
 	}
 	if err := e.cmdWith(2*time.Minute, nil, []byte(fmt.Sprintf(traefikManifest, traefikImage)), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
@@ -116,6 +129,9 @@ func (e *env) ingressUp(x *run) error {
 		"--set", "echo.ingress.host="+ingressHost,
 		"--set", "echo.ingress.tls.enabled=true",
 		"--set", "echo.ingress.tls.secretName=echo-e2e-tls",
+		"--set", "echo.httpRoute.enabled=true",
+		"--set-json", `echo.httpRoute.parentRefs=[{"name":"e2e","namespace":"`+traefikNS+`"}]`,
+		"--set-json", `echo.httpRoute.hostnames=["`+routeHost+`"]`,
 		"--set-json", `networkPolicy.ingressFrom=[{"namespaceSelector":{"matchLabels":{"kubernetes.io/metadata.name":"`+traefikNS+`"}}}]`)
 }
 
@@ -134,17 +150,18 @@ func (e *env) outsideCalls(x *run) error {
 		{"outside-ws", "ws://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
 		{"outside-wss", "wss://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
 		{"outside-idle", "ws://" + ingressHost + "/kitex", idleCallEvery, "0", "0"},
+		{"outside-route", "ws://" + routeHost + "/kitex", outsideInterval, "20s", "0"},
 	} {
-		pod := fmt.Sprintf(outsideCallerPod, p.name, "Always", strings.TrimSpace(ip), ingressHost, tag, p.url, p.every, p.ping, p.count)
+		pod := fmt.Sprintf(outsideCallerPod, p.name, "Always", strings.TrimSpace(ip), ingressHost+", "+routeHost, tag, p.url, p.every, p.ping, p.count)
 		if err := e.cmdWith(time.Minute, nil, []byte(pod), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
 			return err
 		}
 	}
-	if err := e.kube(3*time.Minute, "-n", traefikNS, "wait", "pod/outside-ws", "pod/outside-wss", "pod/outside-idle",
+	if err := e.kube(3*time.Minute, "-n", traefikNS, "wait", "pod/outside-ws", "pod/outside-wss", "pod/outside-idle", "pod/outside-route",
 		"--for=condition=Ready", "--timeout=2m"); err != nil {
 		return err
 	}
-	for _, name := range []string{"outside-ws", "outside-wss"} {
+	for _, name := range []string{"outside-ws", "outside-wss", "outside-route"} {
 		deadline := time.Now().Add(3 * time.Minute)
 		for {
 			calls, err := e.podCalls(name)
@@ -176,7 +193,7 @@ func (e *env) deleteController(x *run) error {
 		return err
 	}
 	time.Sleep(25 * time.Second) // the controller's grace period (10 s) and the window the calls are counted in
-	for _, name := range []string{"outside-ws", "outside-wss"} {
+	for _, name := range []string{"outside-ws", "outside-wss", "outside-route"} {
 		calls, err := e.podCalls(name)
 		if err != nil {
 			return err
@@ -256,14 +273,29 @@ func (e *env) passThrough(x *run) error {
 }
 
 func (e *env) ingressDown(x *run) error {
-	for _, name := range []string{"outside-ws", "outside-wss", "outside-idle"} {
+	for _, name := range []string{"outside-ws", "outside-wss", "outside-idle", "outside-route"} {
 		calls, err := e.podCalls(name)
 		if err != nil {
 			return err
 		}
 		e.ingressRow(name, calls)
 	}
-	return e.kube(3*time.Minute, "delete", "namespace", traefikNS, "--wait=true", "--timeout=2m")
+	if err := e.kube(3*time.Minute, "delete", "namespace", traefikNS, "--wait=true", "--timeout=2m"); err != nil {
+		return err
+	}
+	return e.kube(2*time.Minute, "delete", "gatewayclass", ingressClass, "--ignore-not-found")
+}
+
+// gatewayCRDs returns the folder of the Gateway API's standard CRDs, of the
+// version the pinned Traefik speaks, from the Go module cache.
+func gatewayCRDs() (string, error) {
+	c := exec.Command("go", "list", "-m", "-f", "{{.Dir}}", "sigs.k8s.io/gateway-api")
+	c.Dir = "tools/traefik"
+	out, err := c.Output()
+	if err != nil {
+		return "", fmt.Errorf("the Gateway API module of tools/traefik: %w", err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
 }
 
 // ingressRow fills (or refills) the summary row of pod name from its calls.
@@ -403,6 +435,15 @@ rules:
   - apiGroups: [networking.k8s.io]
     resources: [ingresses/status]
     verbs: [update]
+  - apiGroups: [""]
+    resources: [namespaces, configmaps]
+    verbs: [get, list, watch]
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [gatewayclasses, gateways, httproutes, grpcroutes, referencegrants, backendtlspolicies]
+    verbs: [get, list, watch]
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [gatewayclasses/status, gateways/status, httproutes/status, grpcroutes/status, backendtlspolicies/status]
+    verbs: [update]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
 kind: ClusterRoleBinding
@@ -449,6 +490,7 @@ spec:
           imagePullPolicy: Never
           args:
             - --providers.kubernetesingress.ingressclass=` + ingressClass + `
+            - --providers.kubernetesgateway
             - --entryPoints.web.address=:8000
             - --entryPoints.websecure.address=:8443
             - --entryPoints.websecure.http.tls=true
@@ -472,6 +514,27 @@ spec:
             allowPrivilegeEscalation: false
             readOnlyRootFilesystem: true
             capabilities: {drop: [ALL]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GatewayClass
+metadata:
+  name: ` + ingressClass + `
+spec:
+  controllerName: traefik.io/gateway-controller
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: e2e
+  namespace: ` + traefikNS + `
+spec:
+  gatewayClassName: ` + ingressClass + `
+  listeners:
+    - name: web
+      protocol: HTTP
+      port: 8000
+      allowedRoutes:
+        namespaces: {from: All}
 ---
 apiVersion: v1
 kind: Service
