@@ -13,11 +13,24 @@ import (
 )
 
 // serverConns accepts connections of l until the test ends, echoing what
-// they carry if echo, and sends each on the channel it returns.
-func serverConns(t *testing.T, l net.Listener, echo bool) <-chan net.Conn {
+// they carry if echo, and sends each on the channel it returns (dropped if
+// 16 are waiting there).
+func serverConns(t testing.TB, l net.Listener, echo bool) <-chan net.Conn {
 	out := make(chan net.Conn, 16)
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		conns []net.Conn
+	)
+	t.Cleanup(func() {
+		_ = l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			_ = c.Close()
+		}
+		mu.Unlock()
+		wg.Wait()
+	})
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
@@ -26,11 +39,16 @@ func serverConns(t *testing.T, l net.Listener, echo bool) <-chan net.Conn {
 			if err != nil {
 				return
 			}
-			t.Cleanup(func() { _ = c.Close() })
-			out <- c
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+			select {
+			case out <- c:
+			default:
+			}
 			if echo {
 				wg.Add(1)
-				go func() { defer wg.Done(); _, _ = io.Copy(c, c) }()
+				go func() { defer wg.Done(); defer c.Close(); _, _ = io.Copy(c, c) }()
 			}
 		}
 	}()

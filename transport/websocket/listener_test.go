@@ -55,26 +55,7 @@ func listen(t testing.TB, cfg websocket.ListenerConfig) *websocket.Listener {
 }
 
 // acceptEcho accepts connections and echoes their bytes until the listener closes.
-func acceptEcho(t testing.TB, l net.Listener) {
-	var wg sync.WaitGroup
-	t.Cleanup(func() { _ = l.Close(); wg.Wait() })
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				defer c.Close()
-				_, _ = io.Copy(c, c)
-			}()
-		}
-	}()
-}
+func acceptEcho(t testing.TB, l net.Listener) { serverConns(t, l, true) }
 
 func TestNonWebSocketRequestsGetHTTPErrors(t *testing.T) {
 	var rej rejections

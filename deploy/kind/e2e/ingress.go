@@ -52,26 +52,13 @@ func (e *env) buildTraefik() error {
 	if err := e.cmd(30*time.Minute, "make", "bin/traefik"); err != nil {
 		return err
 	}
-	dir, err := os.MkdirTemp("", "kitex-anyconn-traefik-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
-	b, err := os.ReadFile("bin/traefik")
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(filepath.Join(dir, "traefik"), b, 0o755); err != nil {
-		return err
-	}
-	dockerfile := "FROM scratch\nCOPY traefik /traefik\nUSER 65532:65532\nENTRYPOINT [\"/traefik\"]\n"
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
-		return err
-	}
-	if err := e.cmdWith(5*time.Minute, []string{"DOCKER_BUILDKIT=0"}, nil, "docker", "build", "-q", "-t", traefikImage, dir); err != nil {
-		return err
-	}
-	return e.cmd(5*time.Minute, abs("bin/kind"), "load", "docker-image", "--name", *cluster, traefikImage)
+	return e.scratchImage(traefikImage, "traefik", func(out string) error {
+		b, err := os.ReadFile("bin/traefik")
+		if err != nil {
+			return err
+		}
+		return os.WriteFile(out, b, 0o755)
+	})
 }
 
 // ingressSteps are the websocket run's steps through the ingress.

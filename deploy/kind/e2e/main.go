@@ -562,23 +562,32 @@ const (
 // image is pulled), and loads it into the cluster.
 func (e *env) buildRogue() error {
 	e.step("yamux: build the rogue pod's image")
-	dir, err := os.MkdirTemp("", "kitex-anyconn-rogue-")
+	return e.scratchImage(rogueImage, "rogue", func(out string) error {
+		return e.cmdWith(5*time.Minute, []string{"CGO_ENABLED=0", "GOOS=linux"}, nil,
+			"go", "build", "-trimpath", "-o", out, "./deploy/kind/e2e/rogue")
+	})
+}
+
+// scratchImage builds image FROM scratch around the one binary that put
+// writes to the path it is given (run as /<name>, user 65532), and loads it
+// into the cluster.
+func (e *env) scratchImage(image, name string, put func(out string) error) error {
+	dir, err := os.MkdirTemp("", "kitex-anyconn-image-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	if err := e.cmdWith(5*time.Minute, []string{"CGO_ENABLED=0", "GOOS=linux"}, nil,
-		"go", "build", "-trimpath", "-o", filepath.Join(dir, "rogue"), "./deploy/kind/e2e/rogue"); err != nil {
+	if err := put(filepath.Join(dir, name)); err != nil {
 		return err
 	}
-	dockerfile := "FROM scratch\nCOPY rogue /rogue\nUSER 65532:65532\nENTRYPOINT [\"/rogue\"]\n"
+	dockerfile := fmt.Sprintf("FROM scratch\nCOPY %s /%s\nUSER 65532:65532\nENTRYPOINT [\"/%s\"]\n", name, name, name)
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		return err
 	}
-	if err := e.cmdWith(5*time.Minute, []string{"DOCKER_BUILDKIT=0"}, nil, "docker", "build", "-q", "-t", rogueImage, dir); err != nil {
+	if err := e.cmdWith(5*time.Minute, []string{"DOCKER_BUILDKIT=0"}, nil, "docker", "build", "-q", "-t", image, dir); err != nil {
 		return err
 	}
-	return e.cmd(5*time.Minute, abs("bin/kind"), "load", "docker-image", "--name", *cluster, rogueImage)
+	return e.cmd(5*time.Minute, abs("bin/kind"), "load", "docker-image", "--name", *cluster, image)
 }
 
 // roguePod is a bare pod without the chart's labels, so that none of the
