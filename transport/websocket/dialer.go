@@ -24,8 +24,10 @@ import (
 type DialerConfig struct {
 	// Path is the HTTP path of the server's Listener; DefaultPath if empty.
 	Path string
-	// TLSConfig, when set, makes the dialer use wss:// (TLS). An empty
-	// ServerName is filled with the host being dialed.
+	// TLSConfig, when set, makes the dialer use wss:// (TLS) for host:port
+	// addresses; for a URL the scheme decides, and TLSConfig (system roots
+	// if nil) configures wss://. An empty ServerName is filled with the
+	// host being dialed.
 	TLSConfig *tls.Config
 	// Origin, if set, is sent as the Origin header. By default none is sent:
 	// Origin is what browsers send, for the server to refuse pages of other
