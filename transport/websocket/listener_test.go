@@ -157,27 +157,7 @@ func TestDialHonoursTimeout(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer ln.Close()
-	var held []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			held = append(held, c)
-			mu.Unlock()
-		}
-	}()
-	defer func() {
-		mu.Lock()
-		for _, c := range held {
-			c.Close()
-		}
-		mu.Unlock()
-	}()
+	serverConns(t, ln, false) // accepted and held, never answered
 	d := websocket.NewDialer(websocket.DialerConfig{})
 	start := time.Now()
 	_, err = d.DialTimeout("tcp", ln.Addr().String(), 200*time.Millisecond)

@@ -125,24 +125,13 @@ func (e *env) ingressUp(x *run) error {
 // outsideCalls starts the callers outside the release and waits for
 // *consecutiv successful calls on both ws:// and wss://.
 func (e *env) outsideCalls(x *run) error {
-	ip, err := e.kubeOut("-n", traefikNS, "get", "service", "traefik", "-o", "jsonpath={.spec.clusterIP}")
-	if err != nil {
+	if err := e.startOutsideCallers(
+		outsideCaller{"outside-ws", "Always", "ws://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
+		outsideCaller{"outside-wss", "Always", "wss://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
+		outsideCaller{"outside-idle", "Always", "ws://" + ingressHost + "/kitex", idleCallEvery, "0", "0"},
+		outsideCaller{"outside-route", "Always", "ws://" + routeHost + "/kitex", outsideInterval, "20s", "0"},
+	); err != nil {
 		return err
-	}
-	tag, err := appVersion()
-	if err != nil {
-		return err
-	}
-	for _, p := range []struct{ name, url, every, ping, count string }{
-		{"outside-ws", "ws://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
-		{"outside-wss", "wss://" + ingressHost + "/kitex", outsideInterval, "20s", "0"},
-		{"outside-idle", "ws://" + ingressHost + "/kitex", idleCallEvery, "0", "0"},
-		{"outside-route", "ws://" + routeHost + "/kitex", outsideInterval, "20s", "0"},
-	} {
-		pod := fmt.Sprintf(outsideCallerPod, p.name, "Always", strings.TrimSpace(ip), ingressHost+", "+routeHost, tag, p.url, p.every, p.ping, p.count)
-		if err := e.cmdWith(time.Minute, nil, []byte(pod), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
-			return err
-		}
 	}
 	if err := e.kube(3*time.Minute, "-n", traefikNS, "wait", "pod/outside-ws", "pod/outside-wss", "pod/outside-idle", "pod/outside-route",
 		"--for=condition=Ready", "--timeout=2m"); err != nil {
@@ -226,18 +215,9 @@ func (e *env) idleCaller(*run) error {
 // passThrough measures the ingress's cost: 1000 calls back to back through
 // it, then 1000 straight to echo's Service, from the same namespace.
 func (e *env) passThrough(x *run) error {
-	ip, err := e.kubeOut("-n", traefikNS, "get", "service", "traefik", "-o", "jsonpath={.spec.clusterIP}")
-	if err != nil {
-		return err
-	}
-	tag, err := appVersion()
-	if err != nil {
-		return err
-	}
 	direct := fmt.Sprintf("ws://%s-echo.%s.svc.cluster.local:8888/kitex", release, x.ns)
 	for _, p := range []struct{ name, url string }{{"bench-ingress", "ws://" + ingressHost + "/kitex"}, {"bench-direct", direct}} {
-		pod := fmt.Sprintf(outsideCallerPod, p.name, "Never", strings.TrimSpace(ip), ingressHost, tag, p.url, "1us", "20s", "1000")
-		if err := e.cmdWith(time.Minute, nil, []byte(pod), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
+		if err := e.startOutsideCallers(outsideCaller{p.name, "Never", p.url, "1us", "20s", "1000"}); err != nil {
 			return err
 		}
 		if err := e.kube(4*time.Minute, "-n", traefikNS, "wait", "pod/"+p.name, "--for=jsonpath={.status.phase}=Succeeded", "--timeout=3m"); err != nil {
@@ -283,6 +263,30 @@ func gatewayCRDs() (string, error) {
 		return "", fmt.Errorf("the Gateway API module of tools/traefik: %w", err)
 	}
 	return filepath.Join(strings.TrimSpace(string(out)), "config", "crd", "standard"), nil
+}
+
+// outsideCaller is a caller pod outside the release: its name, restart
+// policy, ECHO_ADDRESSES, CALL_INTERVAL, WS_PING_INTERVAL and CALL_COUNT.
+type outsideCaller struct{ name, restart, url, every, ping, count string }
+
+// startOutsideCallers applies the pods of callers, with the ingress's and
+// the route's hosts resolving to the controller's Service.
+func (e *env) startOutsideCallers(callers ...outsideCaller) error {
+	ip, err := e.kubeOut("-n", traefikNS, "get", "service", "traefik", "-o", "jsonpath={.spec.clusterIP}")
+	if err != nil {
+		return err
+	}
+	tag, err := appVersion()
+	if err != nil {
+		return err
+	}
+	for _, c := range callers {
+		pod := fmt.Sprintf(outsideCallerPod, c.name, c.restart, strings.TrimSpace(ip), ingressHost+", "+routeHost, tag, c.url, c.every, c.ping, c.count)
+		if err := e.cmdWith(time.Minute, nil, []byte(pod), e.kubectl, "--context", e.context(), "apply", "-f", "-"); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ingressRow fills (or refills) the summary row of pod name from its calls.
