@@ -39,6 +39,7 @@ type ingressResult struct {
 	ok, failed       int
 	p50, p99         float64
 	callsPerSec      float64
+	reloadFailed     int
 	ctrlDeleteFailed int
 	ctrlDeleteResume time.Duration
 	sequential       bool
@@ -66,6 +67,7 @@ func (e *env) ingressSteps() []step {
 	return []step{
 		{"Traefik (2 replicas) serves the chart's Ingress and HTTPRoute", e.ingressUp},
 		{"callers outside the cluster (ws://, wss://, through the HTTPRoute, and one idle longer than the controller's timeout) call through it", e.outsideCalls},
+		{"the Ingress changed three times under load (the controller reloads its configuration)", e.reloadIngress},
 		{"an ingress controller pod deleted under load", e.deleteController},
 		{"the idle caller: no call failed", e.idleCaller},
 		{"pass-through cost: 1000 calls through the ingress and 1000 direct", e.passThrough},
@@ -151,6 +153,36 @@ func (e *env) outsideCalls(x *run) error {
 				return fmt.Errorf("%s: no %d consecutive successful calls through the ingress within 3 min; last calls: %v", name, *consecutiv, tail(calls, 5))
 			}
 			time.Sleep(2 * time.Second)
+		}
+	}
+	return nil
+}
+
+// reloadIngress changes the Ingress under the outside callers' load, three
+// times 5 s apart, with a router priority that differs each time, so that
+// the controller's configuration changes (Traefik skips an unchanged one).
+// Traefik swaps its configuration without closing established connections:
+// no call may fail.
+func (e *env) reloadIngress(x *run) error {
+	ing := release + "-echo"
+	start := time.Now()
+	for i := 1; i <= 3; i++ {
+		if err := e.kube(time.Minute, "-n", x.ns, "annotate", "--overwrite", "ingress/"+ing,
+			fmt.Sprintf("traefik.ingress.kubernetes.io/router.priority=%d", 100+i)); err != nil {
+			return err
+		}
+		time.Sleep(5 * time.Second)
+	}
+	for _, name := range []string{"outside-ws", "outside-wss", "outside-route"} {
+		calls, err := e.podCalls(name)
+		if err != nil {
+			return err
+		}
+		after := since(calls, start)
+		r := e.ingressRow(name, calls)
+		r.reloadFailed = countFailed(after)
+		if r.reloadFailed > 0 || okCount(after) < 30 {
+			return fmt.Errorf("%s: %d ok, %d failed while the Ingress changed: %v", name, okCount(after), r.reloadFailed, failedOnly(after))
 		}
 	}
 	return nil
@@ -338,14 +370,14 @@ func printIngressSummary() {
 	if len(ingressResults) == 0 {
 		return
 	}
-	fmt.Println("\n| websocket through Traefik | calls ok | failed after the first success | p50 ms | p99 ms | sequential calls/s | failed after a controller pod was deleted | calls succeeding again after |")
-	fmt.Println("|---|---|---|---|---|---|---|---|")
+	fmt.Println("\n| websocket through Traefik | calls ok | failed after the first success | p50 ms | p99 ms | sequential calls/s | failed while the Ingress changed | failed after a controller pod was deleted | calls succeeding again after |")
+	fmt.Println("|---|---|---|---|---|---|---|---|---|")
 	for _, r := range ingressResults {
 		rate := "-"
 		if r.sequential {
 			rate = fmt.Sprintf("%.0f", r.callsPerSec)
 		}
-		fmt.Printf("| %s | %d | %d | %.2f | %.2f | %s | %d | %s |\n", r.path, r.ok, r.failed, r.p50, r.p99, rate, r.ctrlDeleteFailed, r.ctrlDeleteResume)
+		fmt.Printf("| %s | %d | %d | %.2f | %.2f | %s | %d | %d | %s |\n", r.path, r.ok, r.failed, r.p50, r.p99, rate, r.reloadFailed, r.ctrlDeleteFailed, r.ctrlDeleteResume)
 	}
 }
 
