@@ -8,6 +8,7 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -41,6 +42,12 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	binDir = dir
+	// The tests here mostly wait for processes and timers: run more of them
+	// at once than there are cores (the default), unless -parallel was given.
+	flag.Parse()
+	if !flagSet("test.parallel") {
+		_ = flag.Set("test.parallel", "4")
+	}
 	build := exec.Command("go", "build", "-race", "-o", dir+"/", "../../services/echo", "../../services/caller")
 	build.Stdout, build.Stderr = os.Stderr, os.Stderr
 	if err := build.Run(); err != nil {
@@ -57,6 +64,12 @@ func TestMain(m *testing.M) {
 		}
 	}()
 	os.Exit(code)
+}
+
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // proc is a running service binary with its output captured.
@@ -248,6 +261,7 @@ func tunnelEnv(agentID string) []string {
 // Two callers (two gateways) and two echoes (two agents): every caller
 // reaches every echo, and the echoes accept no RPC connection.
 func TestTunnelTwoCallersTwoEchoes(t *testing.T) {
+	t.Parallel()
 	etcd := etcdtest.Start(t)
 	env := []string{"SERVICE_NAME=tun", "ECHO_SERVICE=tun", "DISCOVERY_REFRESH=200ms"}
 	var echoes []*echoProc
@@ -295,6 +309,7 @@ func grep(s, substr string) string {
 // A failed call makes a CALL_COUNT caller exit non-zero: here no echo of the
 // caller's transport exists, only one of another transport.
 func TestCallerFailsWithoutMatchingInstance(t *testing.T) {
+	t.Parallel()
 	etcd := etcdtest.Start(t)
 	startEcho(t, etcd, "netpoll")
 	caller := start(t, "caller", "TRANSPORT=gonet", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0",
@@ -311,6 +326,7 @@ func TestCallerFailsWithoutMatchingInstance(t *testing.T) {
 // come through the gateway, so an error naming etcd would send the user the
 // wrong way.
 func TestTunnelCallerWithoutAgentNamesTheGateway(t *testing.T) {
+	t.Parallel()
 	etcd := etcdtest.Start(t)
 	caller := start(t, "caller", append(tunnelEnv(""),
 		"TRANSPORT=yamux", "ETCD_ENDPOINTS="+etcd, "ADMIN_ADDR=127.0.0.1:0", "CALL_INTERVAL=100ms")...)
@@ -327,6 +343,7 @@ func TestTunnelCallerWithoutAgentNamesTheGateway(t *testing.T) {
 // SIGTERM: echo leaves etcd first and stays up (not ready) for DRAIN_DELAY,
 // then stops and exits 0.
 func TestEchoDeregistersThenDrainsOnSIGTERM(t *testing.T) {
+	t.Parallel()
 	etcd := etcdtest.Start(t)
 	cli := etcdtest.Client(t, etcd)
 	echo := startEcho(t, etcd, "gonet", "DRAIN_DELAY=3s")
@@ -357,6 +374,7 @@ func TestEchoDeregistersThenDrainsOnSIGTERM(t *testing.T) {
 
 // Invalid configuration: exit code 2 and one line naming the variable.
 func TestInvalidConfigurationExits2(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		bin  string
 		env  []string
@@ -387,6 +405,7 @@ func TestInvalidConfigurationExits2(t *testing.T) {
 // TLS through the services' configuration: echo serves wss:// and the caller
 // verifies it; the tunnel runs over mutual TLS.
 func TestTLSConfiguration(t *testing.T) {
+	t.Parallel()
 	etcd := etcdtest.Start(t)
 	dir := t.TempDir()
 	ca := testutil.NewCA(t)
@@ -421,6 +440,7 @@ func TestTLSConfiguration(t *testing.T) {
 // user name and password (ETCD_*), as the Helm chart's externalEtcd wires
 // them; a wrong password stops the process with an error.
 func TestEtcdOverTLSWithAuth(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	ca := testutil.NewCA(t)
 	caFile := ca.WriteCAFile(t, dir)
