@@ -3,10 +3,6 @@ package transport_test
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/http"
-	"net/http/httputil"
-	"net/url"
 	"testing"
 	"time"
 
@@ -118,18 +114,8 @@ func TestWebSocketThroughAHostRewritingProxy(t *testing.T) {
 		}
 	}
 	f := startFixture(t, ws)
-	up := &url.URL{Scheme: "http", Host: f.addr}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &http.Server{
-		Handler:           &httputil.ReverseProxy{Rewrite: func(r *httputil.ProxyRequest) { r.SetURL(up) }},
-		ReadHeaderTimeout: 5 * time.Second,
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Close() })
-	if failed := callsEvery(clientVia(t, f, ln.Addr().String()), 20, 10*time.Millisecond, nil); len(failed) != 0 {
+	proxy := testutil.StartReverseProxy(t, f.addr, false)
+	if failed := callsEvery(clientVia(t, f, proxy), 20, 10*time.Millisecond, nil); len(failed) != 0 {
 		t.Fatalf("%d of 20 calls failed: %v", len(failed), failed)
 	}
 }

@@ -1,6 +1,7 @@
 package testutil
 
 import (
+	"math/rand/v2"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -11,8 +12,9 @@ import (
 // Proxy is a TCP proxy on loopback whose connections a test can cut,
 // freeze or slow down.
 type Proxy struct {
-	ln     net.Listener
-	target string
+	ln      net.Listener
+	tmu     sync.Mutex
+	targets []string // one chosen at random per connection, under tmu
 	mu     sync.Mutex
 	conns  map[net.Conn]*linkState // shared by both directions of a connection
 	wg     sync.WaitGroup
@@ -28,11 +30,19 @@ type linkState struct {
 // StartProxy forwards a loopback port to target until the test ends.
 func StartProxy(t testing.TB, target string) *Proxy {
 	t.Helper()
+	return StartBalancer(t, target)
+}
+
+// StartBalancer forwards a loopback port until the test ends, each
+// connection to one of targets chosen at random, the way kube-proxy
+// spreads the connections to a Service over its endpoints.
+func StartBalancer(t testing.TB, targets ...string) *Proxy {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &Proxy{ln: ln, target: target, conns: map[net.Conn]*linkState{}}
+	p := &Proxy{ln: ln, targets: targets, conns: map[net.Conn]*linkState{}}
 	p.wg.Add(1)
 	go p.serve()
 	t.Cleanup(func() {
@@ -41,6 +51,14 @@ func StartProxy(t testing.TB, target string) *Proxy {
 		p.wg.Wait()
 	})
 	return p
+}
+
+// SetTargets replaces the targets new connections go to (a Service whose
+// endpoints changed); connections already made stay.
+func (p *Proxy) SetTargets(targets ...string) {
+	p.tmu.Lock()
+	defer p.tmu.Unlock()
+	p.targets = targets
 }
 
 // Addr returns the proxy's address.
@@ -90,7 +108,10 @@ func (p *Proxy) serve() {
 		if err != nil {
 			return
 		}
-		out, err := net.Dial("tcp", p.target)
+		p.tmu.Lock()
+		target := p.targets[rand.IntN(len(p.targets))] //nolint:gosec // spreading, not security
+		p.tmu.Unlock()
+		out, err := net.Dial("tcp", target)
 		if err != nil {
 			_ = in.Close()
 			continue

@@ -3,12 +3,16 @@ package tunnel
 import (
 	"context"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"net/url"
 	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -17,6 +21,8 @@ import (
 
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
 	"github.com/anyconn/kitex-anyconn/transport/internal/backoff"
+	"github.com/anyconn/kitex-anyconn/transport/internal/proxy"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // Defaults for the agent's reconnect backoff.
@@ -27,6 +33,9 @@ const (
 
 // DefaultMaxStreams bounds the streams open at once on one session.
 const DefaultMaxStreams = 1024
+
+// DefaultProbeInterval is AgentConfig.ProbeInterval's default.
+const DefaultProbeInterval = 30 * time.Second
 
 // MaxSessions bounds AgentConfig.Sessions.
 const MaxSessions = 16
@@ -77,8 +86,31 @@ type AgentConfig struct {
 	// attempts, which doubles from min to max with jitter;
 	// DefaultBackoffMin and DefaultBackoffMax if zero.
 	BackoffMin, BackoffMax time.Duration
-	// Dial opens the TCP connection to a gateway; net.Dialer if nil.
+	// Dial opens the TCP connection to a gateway at a host:port address;
+	// if nil, a net.Dialer, through Proxy if set.
 	Dial func(ctx context.Context, network, address string) (net.Conn, error)
+	// Proxy, if set, returns the HTTP proxy to reach a gateway through
+	// (with CONNECT), or nil for a direct connection;
+	// websocket.ProxyFromEnvironment is the usual one (HTTPS_PROXY,
+	// NO_PROXY). For host:port gateways (a target of scheme "tcp", which
+	// HTTPS_PROXY covers) and, unless WebSocket.Proxy is set, for URLs.
+	Proxy func(target *url.URL) (*url.URL, error)
+	// WebSocket configures the connections to gateways given as ws:// or
+	// wss:// URLs (see SetGateways): TLSConfig verifies the certificate of
+	// what terminates wss:// (an ingress; system roots if nil), Header adds
+	// upgrade headers (an ingress's Authorization), Proxy a forward proxy.
+	// Stream is always set: the session inside keeps itself alive with
+	// yamux's keep-alive, every KeepAliveInterval, which proxies see as
+	// data. TLSConfig above still runs inside, end to end to the gateway,
+	// so that whatever terminates wss:// sees only ciphertext and the
+	// handshake stays bound to the gateway's TLS session.
+	WebSocket websocket.DialerConfig
+	// ProbeInterval is how often the agent dials an address again to look
+	// for gateways it does not hold, when no gateway there named its peers
+	// (see Gateway.SetPeers), and the longest wait between such dials that
+	// keep landing on gateways it holds already. DefaultProbeInterval if
+	// zero.
+	ProbeInterval time.Duration
 	// Logger receives connection events; none if nil.
 	Logger *slog.Logger
 }
@@ -109,10 +141,11 @@ type Agent struct {
 	done      chan struct{} // closed by Close
 	once      sync.Once
 
-	mu      sync.Mutex
-	peers   map[string]*peer
-	retired []*peer // removed gateways whose session may still run
-	wg      sync.WaitGroup
+	mu       sync.Mutex
+	targets  map[string]*target // by address
+	retired  []*target          // removed addresses whose sessions may still run
+	gateways map[string]*held   // by gateway name
+	wg       sync.WaitGroup
 
 	sessions   atomic.Int64
 	reconnects atomic.Uint64
@@ -121,10 +154,45 @@ type Agent struct {
 	refused    atomic.Uint64
 }
 
-type peer struct {
-	cancel  context.CancelFunc
-	done    chan struct{}
-	retired chan struct{} // closed when the gateway leaves the agent's list
+// target is one address the agent was given (SetGateways), behind which
+// may be one gateway or several (a shared Service, load balancer or
+// ingress).
+type target struct {
+	addr     string
+	cancel   context.CancelFunc
+	done     chan struct{}
+	retired  chan struct{} // closed when the address leaves the agent's list
+	wake     chan struct{} // a session through it ended, or peers changed: look again
+	peers    []string      // the gateways the last one reached through it named; under Agent.mu
+	told     bool          // whether one named any
+	lostFast atomic.Bool   // a session through it ended before stableSession
+	lost     atomic.Int64  // sessions through it lost and not yet established again
+}
+
+// held is a gateway the agent holds sessions to, by the gateway's name.
+type held struct {
+	addr  string                     // the address it was first reached at
+	slots [MaxSessions]*agentSession // nil: free
+}
+
+func (h *held) count() int {
+	n := 0
+	for _, s := range h.slots {
+		if s != nil {
+			n++
+		}
+	}
+	return n
+}
+
+// agentSession is one session to a gateway; sess is nil while its
+// handshake runs.
+type agentSession struct {
+	addr, gateway string
+	slot          int
+	since         time.Time
+	sess          *yamux.Session
+	open          atomic.Int64 // streams accepted and not yet closed
 }
 
 var _ net.Listener = (*Agent)(nil)
@@ -161,22 +229,22 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.BackoffMax < cfg.BackoffMin {
 		cfg.BackoffMax = max(DefaultBackoffMax, cfg.BackoffMin)
 	}
-	if cfg.Dial == nil {
-		var d net.Dialer
-		cfg.Dial = d.DialContext
+	if cfg.ProbeInterval <= 0 {
+		cfg.ProbeInterval = DefaultProbeInterval
 	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	a := &Agent{
-		cfg:     cfg,
-		ymx:     yamuxConfig(cfg.KeepAliveInterval),
-		log:     log.With(slog.String("agent", cfg.ID)),
-		streams: make(chan net.Conn),
-		leaving: make(chan struct{}),
-		done:    make(chan struct{}),
-		peers:   make(map[string]*peer),
+		cfg:      cfg,
+		ymx:      yamuxConfig(cfg.KeepAliveInterval),
+		log:      log.With(slog.String("agent", cfg.ID)),
+		streams:  make(chan net.Conn),
+		leaving:  make(chan struct{}),
+		done:     make(chan struct{}),
+		targets:  make(map[string]*target),
+		gateways: make(map[string]*held),
 	}
 	random(a.instance[:])
 	if cfg.TLSConfig == nil {
@@ -193,10 +261,14 @@ func (a *Agent) token() (string, error) {
 	return readToken(a.cfg.TokenFile)
 }
 
-// SetGateways makes the agent keep sessions to these gateway addresses: new
-// ones are dialed; a removed one is not dialed again, but a session to it
-// that still works is kept until it ends (a gateway missing from discovery
-// for a moment must not cut calls in flight).
+// SetGateways makes the agent keep sessions to the gateways at these
+// addresses: host:port, or ws:// and wss:// URLs. Behind one address there
+// may be several gateways (a shared Service or load balancer): the agent
+// keeps dialing it until it holds sessions to every gateway it was told
+// of (see Gateway.SetPeers). A new address is dialed; a removed one is not
+// dialed again, but its sessions that still work are kept until they end
+// (a gateway missing from discovery for a moment must not cut calls in
+// flight).
 func (a *Agent) SetGateways(addrs []string) {
 	want := make(map[string]bool, len(addrs))
 	for _, addr := range addrs {
@@ -207,24 +279,24 @@ func (a *Agent) SetGateways(addrs []string) {
 	if a.closing() {
 		return
 	}
-	a.retired = slices.DeleteFunc(a.retired, func(p *peer) bool { return isClosed(p.done) })
-	for addr, p := range a.peers {
+	a.retired = slices.DeleteFunc(a.retired, func(t *target) bool { return isClosed(t.done) })
+	for addr, t := range a.targets {
 		if !want[addr] {
-			close(p.retired)
-			delete(a.peers, addr)
-			a.retired = append(a.retired, p)
-			a.log.Info("tunnel agent: gateway removed; its session is kept until it ends", slog.String("gateway", addr))
+			close(t.retired)
+			delete(a.targets, addr)
+			a.retired = append(a.retired, t)
+			a.log.Info("tunnel agent: gateway removed; its sessions are kept until they end", slog.String("gateway", addr))
 		}
 	}
 	for addr := range want {
-		if _, ok := a.peers[addr]; ok {
+		if _, ok := a.targets[addr]; ok {
 			continue
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		p := &peer{cancel: cancel, done: make(chan struct{}), retired: make(chan struct{})}
-		a.peers[addr] = p
+		t := &target{addr: addr, cancel: cancel, done: make(chan struct{}), retired: make(chan struct{}), wake: make(chan struct{}, 1)}
+		a.targets[addr] = t
 		a.wg.Add(1)
-		go a.keepAll(ctx, addr, p)
+		go a.keep(ctx, t)
 	}
 }
 
@@ -232,42 +304,146 @@ func (a *Agent) SetGateways(addrs []string) {
 func (a *Agent) Gateways() []string {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	out := make([]string, 0, len(a.peers))
-	for addr := range a.peers {
+	out := make([]string, 0, len(a.targets))
+	for addr := range a.targets {
 		out = append(out, addr)
 	}
 	sort.Strings(out)
 	return out
 }
 
-// keepAll keeps the agent's sessions to one gateway, one loop per slot.
-func (a *Agent) keepAll(ctx context.Context, addr string, p *peer) {
-	defer a.wg.Done()
-	defer close(p.done)
-	var wg sync.WaitGroup
-	for slot := 0; slot < a.cfg.Sessions; slot++ {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			a.keep(ctx, addr, slot, p)
-		}()
+// wants reports whether the agent should dial t again: it holds no session
+// through t yet and no gateway there named itself; or a gateway named at t
+// (or reached through it) has fewer than Sessions sessions. Called with
+// a.mu held.
+func (a *Agent) wants(t *target) bool {
+	if !t.told {
+		for _, h := range a.gateways {
+			if h.addr == t.addr {
+				return h.count() < a.cfg.Sessions
+			}
+		}
+		return true
 	}
-	wg.Wait()
+	for _, name := range t.peers {
+		if h := a.gateways[name]; h == nil || h.count() < a.cfg.Sessions {
+			return true
+		}
+	}
+	for _, h := range a.gateways {
+		if h.addr == t.addr && h.count() < a.cfg.Sessions {
+			return true
+		}
+	}
+	return false
 }
 
-// keep connects one session slot to one gateway, serves its streams, and
-// reconnects after any loss, until ctx ends or the agent closes.
-func (a *Agent) keep(ctx context.Context, addr string, slot int, p *peer) {
-	log := a.log.With(slog.String("gateway", addr))
-	if a.cfg.Sessions > 1 {
-		log = log.With(slog.Int("session", slot))
+// choose picks the slot of a new session to gw, reached through t, and
+// claims it; ok is false when the agent holds Sessions sessions to gw
+// already, or is leaving. It learns gw's peers.
+func (a *Agent) choose(t *target, gw gateway) (*agentSession, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.learn(t, gw)
+	if a.closing() {
+		return nil, false
 	}
+	h := a.gateways[gw.name]
+	if h == nil {
+		h = &held{addr: t.addr}
+		a.gateways[gw.name] = h
+	}
+	for slot := 0; slot < a.cfg.Sessions; slot++ {
+		if h.slots[slot] == nil {
+			s := &agentSession{addr: t.addr, gateway: gw.name, slot: slot}
+			h.slots[slot] = s
+			return s, true
+		}
+	}
+	return nil, false
+}
+
+// learn records the peers gw named, and wakes t if they changed. Called
+// with a.mu held.
+func (a *Agent) learn(t *target, gw gateway) {
+	if len(gw.peers) == 0 || (t.told && slices.Equal(gw.peers, t.peers)) {
+		return
+	}
+	t.peers, t.told = gw.peers, true
+	poke(t.wake)
+}
+
+// release frees s's slot.
+func (a *Agent) release(s *agentSession) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	h := a.gateways[s.gateway]
+	if h == nil || h.slots[s.slot] != s {
+		return
+	}
+	h.slots[s.slot] = nil
+	if h.count() == 0 {
+		delete(a.gateways, s.gateway)
+	}
+}
+
+func poke(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+// keep holds the agent's sessions through one address: it dials while a
+// gateway there lacks sessions (see wants), serves each session it opens,
+// and dials again after any loss, until ctx ends, the address is removed
+// or the agent leaves.
+func (a *Agent) keep(ctx context.Context, t *target) {
+	defer a.wg.Done()
+	defer close(t.done)
+	var sessions sync.WaitGroup
+	defer sessions.Wait()
+	log := a.log.With(slog.String("gateway", t.addr))
 	retry := backoff.New(a.cfg.BackoffMin, a.cfg.BackoffMax)
-	attempt, everConnected := 0, false
-	lastLog := time.Time{}
-	for ctx.Err() == nil && !a.closing() && !isClosed(p.retired) {
-		sess, err := a.connect(ctx, addr, slot)
-		if err != nil {
+	probe := backoff.New(a.cfg.BackoffMin, a.cfg.ProbeInterval)
+	attempt, lastLog := 0, time.Time{}
+	for a.alive(ctx, t) {
+		if t.lostFast.Swap(false) && !a.sleep(ctx, t, retry.Next()) {
+			return
+		}
+		a.mu.Lock()
+		want, told := a.wants(t), t.told
+		a.mu.Unlock()
+		if !want {
+			// Everything named is held. Without names, probe now and then
+			// for gateways behind the address that we do not know of.
+			wait := a.cfg.ProbeInterval
+			if told {
+				wait = 24 * time.Hour
+			}
+			if !a.await(ctx, t, wait) {
+				return
+			}
+			if !told {
+				if !a.probe(ctx, t, log, &sessions) && !a.sleep(ctx, t, probe.Next()) {
+					return
+				}
+			}
+			continue
+		}
+		s, err := a.connect(ctx, t)
+		switch {
+		case err == nil:
+			attempt = 0
+			probe.Reset()
+			a.start(ctx, t, s, log, &sessions)
+		case errors.Is(err, errDeclined):
+			// We landed on a gateway we hold already: the one we lack is
+			// elsewhere behind the address, or gone. Try again, less often.
+			if !a.sleep(ctx, t, probe.Next()) {
+				return
+			}
+		default:
 			if ctx.Err() != nil {
 				return
 			}
@@ -282,35 +458,61 @@ func (a *Agent) keep(ctx context.Context, addr string, slot int, p *peer) {
 					slog.Duration("next_in", wait), slog.Any("error", err))
 				lastLog = time.Now()
 			}
-			if !a.sleep(ctx, p, wait) {
+			if !a.sleep(ctx, t, wait) {
 				return
 			}
-			continue
-		}
-		if everConnected {
-			a.reconnects.Add(1)
-		}
-		everConnected, attempt = true, 0
-		a.sessions.Add(1)
-		log.Info("tunnel agent: connected to gateway")
-		began := time.Now()
-		err = a.serve(ctx, sess, log)
-		a.sessions.Add(-1)
-		if ctx.Err() != nil || a.closing() || isClosed(p.retired) {
-			return
-		}
-		// Only a session that lasted resets the backoff: one that keeps
-		// ending at once (another agent with our identity replacing us, a
-		// gateway that drops us) is retried ever more slowly.
-		if time.Since(began) >= stableSession {
-			retry.Reset()
-		}
-		wait := retry.Next()
-		log.Warn("tunnel agent: session to gateway lost; reconnecting", slog.Any("error", err), slog.Duration("next_in", wait))
-		if !a.sleep(ctx, p, wait) {
-			return
 		}
 	}
+}
+
+// probe dials t once to look for a gateway the agent does not hold; it
+// reports whether it found one.
+func (a *Agent) probe(ctx context.Context, t *target, log *slog.Logger, sessions *sync.WaitGroup) bool {
+	s, err := a.connect(ctx, t)
+	if err != nil {
+		return false
+	}
+	a.start(ctx, t, s, log, sessions)
+	return true
+}
+
+// start serves a new session until it ends, then frees its slot and wakes
+// its target's loop.
+func (a *Agent) start(ctx context.Context, t *target, s *agentSession, log *slog.Logger, sessions *sync.WaitGroup) {
+	log = log.With(slog.String("gateway_name", s.gateway))
+	if a.cfg.Sessions > 1 {
+		log = log.With(slog.Int("session", s.slot))
+	}
+	if lost := t.lost.Load(); lost > 0 && t.lost.CompareAndSwap(lost, lost-1) {
+		a.reconnects.Add(1)
+	}
+	a.sessions.Add(1)
+	log.Info("tunnel agent: connected to gateway")
+	sessions.Add(1)
+	go func() {
+		defer sessions.Done()
+		err := a.serve(ctx, t, s, log)
+		a.sessions.Add(-1)
+		a.release(s)
+		if ctx.Err() != nil || a.closing() || isClosed(t.retired) {
+			return
+		}
+		// Only a session that lasted lets the next dial go at once: one
+		// that keeps ending at once (another agent with our identity
+		// replacing us, a gateway that drops us) is retried ever more
+		// slowly.
+		if time.Since(s.since) < stableSession {
+			t.lostFast.Store(true)
+		}
+		t.lost.Add(1)
+		log.Warn("tunnel agent: session to gateway lost; reconnecting", slog.Any("error", err))
+		poke(t.wake)
+	}()
+}
+
+// alive reports whether t's loop should go on.
+func (a *Agent) alive(ctx context.Context, t *target) bool {
+	return ctx.Err() == nil && !a.closing() && !isClosed(t.retired)
 }
 
 // closing reports whether the agent is leaving (or closed).
@@ -326,26 +528,79 @@ func isClosed(ch <-chan struct{}) bool {
 }
 
 // sleep waits d; it returns false if ctx ends, the agent leaves or the
-// gateway is retired first.
-func (a *Agent) sleep(ctx context.Context, p *peer, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
+// address is retired first.
+func (a *Agent) sleep(ctx context.Context, t *target, d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
 	select {
 	case <-ctx.Done():
 		return false
 	case <-a.leaving:
 		return false
-	case <-p.retired:
+	case <-t.retired:
 		return false
-	case <-t.C:
+	case <-tm.C:
 		return true
 	}
 }
 
-func (a *Agent) connect(ctx context.Context, addr string, slot int) (*yamux.Session, error) {
+// await waits d or until t is woken; it returns false if ctx ends, the
+// agent leaves or the address is retired first.
+func (a *Agent) await(ctx context.Context, t *target, d time.Duration) bool {
+	tm := time.NewTimer(d)
+	defer tm.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-a.leaving:
+		return false
+	case <-t.retired:
+		return false
+	case <-t.wake:
+		return true
+	case <-tm.C:
+		return true
+	}
+}
+
+// dial opens the connection a session runs on: TCP (through the proxy, if
+// any) for host:port, a WebSocket stream for ws:// and wss:// URLs.
+func (a *Agent) dial(ctx context.Context, addr string) (net.Conn, error) {
+	if isURL(addr) {
+		cfg := a.cfg.WebSocket
+		cfg.Stream = true
+		if cfg.Proxy == nil {
+			cfg.Proxy = a.cfg.Proxy
+		}
+		return websocket.Dial(ctx, addr, cfg)
+	}
+	if a.cfg.Dial != nil {
+		return a.cfg.Dial(ctx, "tcp", addr)
+	}
+	return proxy.Dial(ctx, &url.URL{Scheme: "tcp", Host: addr}, a.cfg.Proxy)
+}
+
+func isURL(addr string) bool {
+	return strings.HasPrefix(addr, "ws://") || strings.HasPrefix(addr, "wss://")
+}
+
+// serverName is the TLS server name for a gateway address.
+func serverName(addr string) string {
+	if isURL(addr) {
+		if u, err := url.Parse(addr); err == nil {
+			return u.Hostname()
+		}
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	return host
+}
+
+// connect dials t, runs the handshake and opens a session in the slot it
+// chose; errDeclined if the gateway reached is one it holds already.
+func (a *Agent) connect(ctx context.Context, t *target) (*agentSession, error) {
 	ctx, cancel := context.WithTimeout(ctx, a.cfg.HandshakeTimeout)
 	defer cancel()
-	c, err := a.cfg.Dial(ctx, "tcp", addr)
+	c, err := a.dial(ctx, t.addr)
 	if err != nil {
 		return nil, err
 	}
@@ -358,7 +613,7 @@ func (a *Agent) connect(ctx context.Context, addr string, slot int) (*yamux.Sess
 	if a.cfg.TLSConfig != nil {
 		tc := a.cfg.TLSConfig.Clone()
 		if tc.ServerName == "" {
-			tc.ServerName, _, _ = net.SplitHostPort(addr)
+			tc.ServerName = serverName(t.addr)
 		}
 		tlsConn := tls.Client(c, tc)
 		if err := tlsConn.HandshakeContext(ctx); err != nil {
@@ -367,32 +622,49 @@ func (a *Agent) connect(ctx context.Context, addr string, slot int) (*yamux.Sess
 		}
 		c = tlsConn
 	}
+	var s *agentSession
+	choose := func(gw gateway) (int, bool) {
+		var ok bool
+		s, ok = a.choose(t, gw)
+		if !ok {
+			return 0, false
+		}
+		return s.slot, true
+	}
 	token, err := a.token()
 	if err == nil {
-		err = agentHandshake(c, hello{id: a.cfg.ID, slot: slot, addr: addr}, token, a.instance)
+		_, _, err = agentHandshake(c, hello{id: a.cfg.ID, addr: t.addr}, token, a.instance, choose)
 	}
-	if err != nil || !stop() {
+	if err == nil && !stop() {
+		err = ctx.Err()
+	}
+	var sess *yamux.Session
+	if err == nil {
+		_ = c.SetDeadline(time.Time{})
+		sess, err = yamux.Server(newBatchConn(c, a.ymx.ConnectionWriteTimeout), a.ymx)
+	}
+	if err != nil {
 		_ = c.Close()
-		if err == nil {
-			err = ctx.Err()
+		if s != nil {
+			a.release(s)
 		}
 		return nil, err
 	}
-	_ = c.SetDeadline(time.Time{})
-	sess, err := yamux.Server(newBatchConn(c, a.ymx.ConnectionWriteTimeout), a.ymx)
-	if err != nil {
-		_ = c.Close()
-		return nil, err
-	}
-	return sess, nil
+	a.mu.Lock()
+	s.sess, s.since = sess, time.Now()
+	a.mu.Unlock()
+	return s, nil
 }
 
-// serve hands the session's streams to Accept until the session ends. Once
-// the agent leaves, the session is drained: see Leave.
-func (a *Agent) serve(ctx context.Context, sess *yamux.Session, log *slog.Logger) error {
+// serve hands the session's streams to Accept until the session ends, and
+// listens to what the gateway tells of its peers. Once the agent leaves,
+// the session is drained: see Leave.
+func (a *Agent) serve(ctx context.Context, t *target, s *agentSession, log *slog.Logger) error {
+	sess := s.sess
 	stop := context.AfterFunc(ctx, func() { _ = sess.Close() })
 	defer stop()
 	defer sess.Close()
+	watch := a.watchPeers(t, s)
 	ended := make(chan struct{})
 	defer close(ended)
 	a.wg.Add(1)
@@ -400,25 +672,27 @@ func (a *Agent) serve(ctx context.Context, sess *yamux.Session, log *slog.Logger
 		defer a.wg.Done()
 		select {
 		case <-a.leaving:
-			drain(sess, ended)
+			if watch != nil {
+				_ = watch.Close()
+			}
+			drain(sess, &s.open, ended)
 		case <-ended:
 		}
 	}()
-	var open atomic.Int64 // streams accepted and not yet closed
 	for {
 		st, err := sess.AcceptStream()
 		if err != nil {
 			return err
 		}
-		if n := open.Add(1); n > int64(a.cfg.MaxStreams) {
-			open.Add(-1)
+		if n := s.open.Add(1); n > int64(a.cfg.MaxStreams) {
+			s.open.Add(-1)
 			_ = st.Close()
 			a.refused.Add(1)
 			log.Warn("tunnel agent: too many streams open on this session; stream closed",
 				slog.Int("max_streams", a.cfg.MaxStreams))
 			continue
 		}
-		c := &countedStream{Stream: st, open: &open}
+		c := &countedStream{Stream: st, open: &s.open}
 		select {
 		case a.streams <- c:
 			a.accepted.Add(1)
@@ -429,6 +703,48 @@ func (a *Agent) serve(ctx context.Context, sess *yamux.Session, log *slog.Logger
 			return ctx.Err()
 		}
 	}
+}
+
+// maxPeersMessage bounds a message of the watch stream: a name and
+// maxPeers peers of 255 bytes each, with their lengths.
+const maxPeersMessage = 256 * (maxPeers + 1)
+
+// watchPeers opens the watch stream on s (see the gateway's watchStreams)
+// and reads the gateway's peers from it until the session ends; it returns
+// the stream, or nil if it could not be opened.
+func (a *Agent) watchPeers(t *target, s *agentSession) *yamux.Stream {
+	st, err := s.sess.OpenStream()
+	if err != nil {
+		return nil
+	}
+	_ = st.SetWriteDeadline(time.Now().Add(a.cfg.HandshakeTimeout))
+	if _, err := st.Write([]byte{noticeWatch}); err != nil {
+		_ = st.Close()
+		return nil
+	}
+	a.wg.Add(1)
+	go func() {
+		defer a.wg.Done()
+		defer st.Close()
+		var n [2]byte
+		for {
+			if _, err := io.ReadFull(st, n[:]); err != nil {
+				return
+			}
+			size := int(binary.BigEndian.Uint16(n[:]))
+			if size > maxPeersMessage {
+				return
+			}
+			gw, err := readGateway(io.LimitReader(st, int64(size)))
+			if err != nil {
+				return
+			}
+			a.mu.Lock()
+			a.learn(t, gw)
+			a.mu.Unlock()
+		}
+	}()
+	return st
 }
 
 // countedStream is an accepted stream that counts itself out of its
@@ -448,16 +764,16 @@ func (c *countedStream) Close() error {
 const maxDrain = 30 * time.Second
 
 // drain tells the gateway to open no more streams (GoAway), then closes the
-// session once its streams are closed (their owner, the Kitex server,
-// closes them when its calls are done), or after maxDrain.
-func drain(sess *yamux.Session, ended <-chan struct{}) {
+// session once the streams it accepted (open) are closed (their owner, the
+// Kitex server, closes them when its calls are done), or after maxDrain.
+func drain(sess *yamux.Session, open *atomic.Int64, ended <-chan struct{}) {
 	_ = sess.GoAway()
 	notifyLeaving(sess)
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	limit := time.NewTimer(maxDrain)
 	defer limit.Stop()
-	for sess.NumStreams() > 0 {
+	for open.Load() > 0 {
 		select {
 		case <-ended:
 			return
@@ -526,12 +842,12 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 		return nil
 	case <-ctx.Done():
 		a.mu.Lock()
-		for addr, p := range a.peers {
-			p.cancel()
-			delete(a.peers, addr)
+		for addr, t := range a.targets {
+			t.cancel()
+			delete(a.targets, addr)
 		}
-		for _, p := range a.retired {
-			p.cancel()
+		for _, t := range a.retired {
+			t.cancel()
 		}
 		a.retired = nil
 		a.mu.Unlock()
@@ -542,6 +858,42 @@ func (a *Agent) Shutdown(ctx context.Context) error {
 
 // Addr returns the agent's identity as an address of network "yamux".
 func (a *Agent) Addr() net.Addr { return connadapt.Addr{Net: Network, Address: a.cfg.ID} }
+
+// GatewaySession describes one of the agent's sessions, for an inventory.
+type GatewaySession struct {
+	// Gateway is the name the gateway gave itself (GatewayConfig.Name).
+	Gateway string `json:"gateway"`
+	// Address is the address it was reached at (SetGateways).
+	Address string `json:"address"`
+	// Slot is the session's slot (see AgentConfig.Sessions).
+	Slot int `json:"slot"`
+	// ConnectedSince is when the session was opened.
+	ConnectedSince time.Time `json:"connected_since"`
+	// Streams is the number of streams (Kitex connections) open on it now.
+	Streams int `json:"streams"`
+}
+
+// GatewaySessions returns the agent's sessions now, sorted by gateway,
+// then slot.
+func (a *Agent) GatewaySessions() []GatewaySession {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []GatewaySession
+	for name, h := range a.gateways {
+		for _, s := range h.slots {
+			if s != nil && s.sess != nil {
+				out = append(out, GatewaySession{Gateway: name, Address: s.addr, Slot: s.slot, ConnectedSince: s.since, Streams: int(s.open.Load())})
+			}
+		}
+	}
+	slices.SortFunc(out, func(x, y GatewaySession) int {
+		if c := strings.Compare(x.Gateway, y.Gateway); c != 0 {
+			return c
+		}
+		return x.Slot - y.Slot
+	})
+	return out
+}
 
 // Stats returns the agent's counters.
 func (a *Agent) Stats() AgentStats {

@@ -24,5 +24,6 @@ func Handshake(ctx context.Context, addr, id, token string) error {
 	}
 	var instance [instanceLen]byte
 	random(instance[:])
-	return agentHandshake(c, hello{id: id, addr: addr}, token, instance)
+	_, _, err = agentHandshake(c, hello{id: id, addr: addr}, token, instance, func(gateway) (int, bool) { return 0, true })
+	return err
 }

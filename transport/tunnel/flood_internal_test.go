@@ -25,10 +25,11 @@ func TestAgentStreamFloodClosesSession(t *testing.T) {
 	defer a.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	sess, err := a.connect(ctx, gw.Addr().String(), 0)
+	s, err := a.connect(ctx, &target{addr: gw.Addr().String()})
 	if err != nil {
 		t.Fatal(err)
 	}
+	sess := s.sess
 	defer sess.Close()
 
 	heap := func() uint64 {

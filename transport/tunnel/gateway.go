@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/tls"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -101,6 +102,12 @@ type GatewayConfig struct {
 	// RefusalLogInterval is the interval of the refusal summaries;
 	// DefaultRefusalLogInterval if zero.
 	RefusalLogInterval time.Duration
+	// Name is how the gateway names itself to agents, at most 255 bytes.
+	// Agents that reach several gateways through one shared address (a
+	// Service, a load balancer, an ingress) tell them apart by it, so each
+	// gateway needs its own: its own address, or its pod's name. A random
+	// one if empty.
+	Name string
 }
 
 // GatewayStats are counters for metrics.
@@ -109,6 +116,7 @@ type GatewayStats struct {
 	SessionsAccepted  uint64 // handshakes accepted since start
 	HandshakeFailures uint64 // connections refused or failed before a session
 	StreamsOpened     uint64 // streams opened to agents (one per Kitex connection)
+	Declined          uint64 // handshakes an agent declined: it holds its sessions to this gateway already
 }
 
 // Gateway accepts agents on a listener and lets a Kitex client call them.
@@ -139,10 +147,15 @@ type Gateway struct {
 
 	leaving sync.Map // *yamux.Session → struct{}: the agent said it is leaving
 
+	lns     []net.Listener // besides ln, from Serve; under mu
+	peers   []string       // SetPeers's names, under mu
+	peersCh chan struct{}  // closed and replaced when peers change, under mu
+
 	rr                atomic.Uint64 // balancer's rotation
 	spread            atomic.Uint64 // rotation over an agent's sessions
 	accepted          atomic.Uint64
 	handshakeFailures atomic.Uint64
+	declined          atomic.Uint64
 	streams           atomic.Uint64
 
 	wg     sync.WaitGroup
@@ -185,6 +198,14 @@ func NewGateway(ln net.Listener, cfg GatewayConfig) (*Gateway, error) {
 	if cfg.RefusalLogInterval <= 0 {
 		cfg.RefusalLogInterval = DefaultRefusalLogInterval
 	}
+	if len(cfg.Name) > 255 {
+		return nil, fmt.Errorf("tunnel gateway: name longer than 255 bytes: %q", cfg.Name)
+	}
+	if cfg.Name == "" {
+		var b [8]byte
+		random(b[:])
+		cfg.Name = fmt.Sprintf("gateway-%x", b)
+	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -200,12 +221,13 @@ func NewGateway(ln net.Listener, cfg GatewayConfig) (*Gateway, error) {
 		rlog:     ratelog.New(log, cfg.RefusalLogInterval),
 		admit:    admit.New(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource),
 		sessions: make(map[string][]slotSession),
+		peersCh:  make(chan struct{}),
 		done:     make(chan struct{}),
 	}
 	g.keys.Store(keys)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	g.wg.Add(1)
-	go g.acceptLoop()
+	go g.acceptLoop(ln)
 	if cfg.TokenFile != "" || cfg.AgentTokensFile != "" {
 		g.wg.Add(1)
 		go g.reloadLoop()
@@ -238,11 +260,65 @@ func (discardLogger) Println(...interface{})        {}
 // Addr returns the address agents connect to.
 func (g *Gateway) Addr() net.Addr { return g.ln.Addr() }
 
-func (g *Gateway) acceptLoop() {
+// Name returns the name the gateway gives itself (GatewayConfig.Name).
+func (g *Gateway) Name() string { return g.cfg.Name }
+
+// Serve serves agents on another listener as well, such as a
+// websocket.Listener with Stream set, for agents that reach the gateway at
+// a ws:// or wss:// URL. The gateway owns ln from then on, and closes it on
+// Close. It does not block.
+func (g *Gateway) Serve(ln net.Listener) error {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.closed {
+		_ = ln.Close()
+		return net.ErrClosed
+	}
+	g.lns = append(g.lns, ln)
+	g.wg.Add(1)
+	go g.acceptLoop(ln)
+	return nil
+}
+
+// SetPeers sets the names of every gateway that the agents should hold
+// sessions to (this one included or not), as they know themselves
+// (GatewayConfig.Name): the agents learn them in their handshakes and at
+// every change, and an agent that reaches gateways through one shared
+// address keeps dialing it until it holds sessions to each. At most 64
+// are told, in order. Without SetPeers, agents probe a shared address
+// every 30 s for gateways they do not hold yet.
+func (g *Gateway) SetPeers(names []string) {
+	names = slices.Clone(names)
+	sort.Strings(names)
+	names = slices.Compact(names)
+	names = slices.DeleteFunc(names, func(n string) bool { return n == "" || len(n) > 255 })
+	if len(names) > maxPeers {
+		g.log.Warn("tunnel gateway: more peers than agents are told of; the first ones are told", slog.Int("peers", len(names)), slog.Int("told", maxPeers))
+		names = names[:maxPeers]
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if slices.Equal(names, g.peers) {
+		return
+	}
+	g.peers = names
+	close(g.peersCh)
+	g.peersCh = make(chan struct{})
+}
+
+// self returns how the gateway presents itself to agents now, and a
+// channel closed at the next change of its peers.
+func (g *Gateway) self() (gateway, <-chan struct{}) {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return gateway{name: g.cfg.Name, peers: g.peers}, g.peersCh
+}
+
+func (g *Gateway) acceptLoop(ln net.Listener) {
 	defer g.wg.Done()
 	var delay time.Duration
 	for {
-		c, err := g.ln.Accept()
+		c, err := ln.Accept()
 		if err != nil {
 			select {
 			case <-g.done:
@@ -286,6 +362,12 @@ func (g *Gateway) serveConn(c net.Conn, release func()) {
 	c, a, err := g.handshake(c, peer)
 	stop()
 	release()
+	if errors.Is(err, errDeclined) {
+		g.declined.Add(1)
+		g.log.Debug("tunnel gateway: the agent holds its sessions to this gateway already; connection closed", slog.String("peer", peer), slog.String("agent", a.id))
+		_ = c.Close()
+		return
+	}
 	if err != nil {
 		g.handshakeFailures.Add(1)
 		g.rlog.Warn("refused", "tunnel gateway: agent refused", slog.String("peer", peer), slog.String("agent", a.id), slog.Any("error", err))
@@ -297,7 +379,7 @@ func (g *Gateway) serveConn(c net.Conn, release func()) {
 		_ = c.Close()
 		return
 	}
-	s := slotSession{slot: a.slot, sess: sess, instance: a.instance, key: a.key, peer: peer}
+	s := slotSession{slot: a.slot, sess: sess, instance: a.instance, key: a.key, peer: peer, since: time.Now(), bound: a.bound, open: new(atomic.Int64)}
 	if !g.add(a.id, s, a.bound) {
 		_ = sess.Close()
 		return
@@ -318,39 +400,71 @@ func (g *Gateway) serveConn(c net.Conn, release func()) {
 	}
 }
 
-// watchStreams reads the one stream an agent may open itself (a gateway
-// never gets streams otherwise): the leave notice, noticeLeaving, sent
-// when the agent is shutting down. It is then no longer chosen, and its
-// pooled streams stop being reused (IsActive turns false), so calls move
-// to other agents at once while the ones in flight finish. yamux's own
-// GoAway alone would only be seen at the next stream open, never by
-// streams already pooled. Any other stream, or a second one, closes the
-// session: an agent that opens streams of its own is not one of ours, and
-// its streams would hold the gateway's memory.
+// watchStreams serves the streams an agent may open itself (a gateway
+// never gets streams otherwise), each starting with one byte:
+//   - noticeWatch, at most once, right after the handshake: the gateway
+//     writes its peers on it now and at every change (SetPeers), so that an
+//     agent behind a shared address learns of new gateways at once;
+//   - noticeLeaving, at most once, when the agent is shutting down. It is
+//     then no longer chosen, and its pooled streams stop being reused
+//     (IsActive turns false), so calls move to other agents at once while
+//     the ones in flight finish. yamux's own GoAway alone would only be
+//     seen at the next stream open, never by streams already pooled.
+//
+// Any other stream, or a third one, closes the session: an agent that
+// opens streams of its own is not one of ours, and its streams would hold
+// the gateway's memory.
 func (g *Gateway) watchStreams(id, peer string, sess *yamux.Session, log *slog.Logger) {
 	defer g.wg.Done()
-	st, err := sess.AcceptStream()
-	if err != nil {
-		return
-	}
-	g.wg.Add(1)
-	go func() {
-		defer g.wg.Done()
-		_ = st.SetReadDeadline(time.Now().Add(time.Second))
-		var b [1]byte
-		_, err := io.ReadFull(st, b[:])
-		_ = st.Close()
-		if err != nil || b[0] != noticeLeaving {
-			g.refuseStreams(sess, id, peer)
+	seen := map[byte]bool{}
+	for range 3 {
+		st, err := sess.AcceptStream()
+		if err != nil {
 			return
 		}
+		_ = st.SetReadDeadline(time.Now().Add(time.Second))
+		var b [1]byte
+		_, err = io.ReadFull(st, b[:])
+		_ = st.SetReadDeadline(time.Time{})
+		if err != nil || seen[b[0]] || (b[0] != noticeLeaving && b[0] != noticeWatch) {
+			_ = st.Close()
+			break
+		}
+		seen[b[0]] = true
+		if b[0] == noticeWatch {
+			g.wg.Add(1)
+			go g.tellPeers(st, sess)
+			continue
+		}
+		_ = st.Close()
 		g.leaving.Store(sess, struct{}{})
 		if g.remove(id, sess) {
 			log.Info("tunnel gateway: agent leaving; no longer chosen")
 		}
-	}()
-	if _, err := sess.AcceptStream(); err == nil {
-		g.refuseStreams(sess, id, peer)
+	}
+	g.refuseStreams(sess, id, peer)
+}
+
+// tellPeers writes the gateway's name and peers on an agent's watch
+// stream, then again at every change, until the session ends.
+func (g *Gateway) tellPeers(st *yamux.Stream, sess *yamux.Session) {
+	defer g.wg.Done()
+	defer st.Close()
+	for {
+		self, changed := g.self()
+		msg := self.encode(make([]byte, 2, 64))
+		binary.BigEndian.PutUint16(msg, uint16(len(msg)-2))
+		_ = st.SetWriteDeadline(time.Now().Add(g.cfg.HandshakeTimeout))
+		if _, err := st.Write(msg); err != nil {
+			return
+		}
+		select {
+		case <-changed:
+		case <-sess.CloseChan():
+			return
+		case <-g.done:
+			return
+		}
 	}
 }
 
@@ -398,7 +512,7 @@ func (g *Gateway) handshake(c net.Conn, peer string) (net.Conn, admitted, error)
 		}
 		return c, admitted{}, err
 	}
-	a := admitted{id: h.id, slot: h.slot}
+	a := admitted{id: h.id}
 	refuse := func(reason string, err error) (net.Conn, admitted, error) {
 		_ = writeAnswer(c, statusRefused, reason)
 		return c, a, err
@@ -427,7 +541,8 @@ func (g *Gateway) handshake(c net.Conn, peer string) (net.Conn, admitted, error)
 	}
 	var ch challenge
 	random(ch.nonce[:])
-	t := transcript(h, ch.nonce, binding)
+	ch.gateway, _ = g.self()
+	t := transcript(h, ch, binding)
 	for _, k := range keys {
 		ch.macs = append(ch.macs, gatewayMAC(k.token, t))
 	}
@@ -438,11 +553,12 @@ func (g *Gateway) handshake(c net.Conn, peer string) (net.Conn, admitted, error)
 	if err != nil {
 		return c, a, err
 	}
+	a.slot = p.slot
 	if p.index >= len(keys) {
 		return refuse("unauthorized", errors.New("wrong token"))
 	}
 	k := keys[p.index]
-	if want := agentMAC(k.token, t, p.index, p.instance); !hmac.Equal(want[:], p.mac[:]) {
+	if want := agentMAC(k.token, t, p.index, p.slot, p.instance); !hmac.Equal(want[:], p.mac[:]) {
 		return refuse("unauthorized", errors.New("wrong token"))
 	}
 	a.instance, a.key, a.bound = p.instance, k.digest, k.perAgent || certBound
@@ -506,6 +622,9 @@ type slotSession struct {
 	instance [instanceLen]byte
 	key      [sha256.Size]byte
 	peer     string
+	since    time.Time
+	bound    bool
+	open     *atomic.Int64 // streams opened on it (Open) and not yet closed
 }
 
 // add records s as a session of id. A session of the same instance in the
@@ -613,6 +732,51 @@ func (g *Gateway) Agents() []string {
 	return append([]string(nil), g.ids...)
 }
 
+// AgentInfo describes a connected agent, for an inventory.
+type AgentInfo struct {
+	// ID is the agent's identity.
+	ID string `json:"id"`
+	// Sessions are its sessions to this gateway, by slot.
+	Sessions []SessionInfo `json:"sessions"`
+	// Streams is the number of streams open to it now, over all sessions.
+	Streams int `json:"streams"`
+}
+
+// SessionInfo describes one session of an agent.
+type SessionInfo struct {
+	// Slot is the session's slot (see AgentConfig.Sessions).
+	Slot int `json:"slot"`
+	// Remote is the address the session comes from (the agent's, or a
+	// proxy's in front of it).
+	Remote string `json:"remote"`
+	// ConnectedSince is when the session was accepted.
+	ConnectedSince time.Time `json:"connected_since"`
+	// Streams is the number of streams open on it now.
+	Streams int `json:"streams"`
+	// IdentityBound tells whether the agent's credential names its
+	// identity (a per-agent token or a client certificate).
+	IdentityBound bool `json:"identity_bound"`
+}
+
+// AgentInfos returns the agents connected now with their sessions, sorted
+// by identity, then slot.
+func (g *Gateway) AgentInfos() []AgentInfo {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := make([]AgentInfo, 0, len(g.ids))
+	for _, id := range g.ids {
+		a := AgentInfo{ID: id}
+		for _, s := range g.sessions[id] {
+			n := int(s.open.Load())
+			a.Streams += n
+			a.Sessions = append(a.Sessions, SessionInfo{Slot: s.slot, Remote: s.peer, ConnectedSince: s.since, Streams: n, IdentityBound: s.bound})
+		}
+		slices.SortFunc(a.Sessions, func(x, y SessionInfo) int { return x.Slot - y.Slot })
+		out = append(out, a)
+	}
+	return out
+}
+
 // Stats returns the gateway's counters.
 func (g *Gateway) Stats() GatewayStats {
 	g.mu.RLock()
@@ -626,6 +790,7 @@ func (g *Gateway) Stats() GatewayStats {
 		SessionsAccepted:  g.accepted.Load(),
 		HandshakeFailures: g.handshakeFailures.Load(),
 		StreamsOpened:     g.streams.Load(),
+		Declined:          g.declined.Load(),
 	}
 }
 
@@ -639,8 +804,12 @@ func (g *Gateway) Close() error {
 	g.closed = true
 	close(g.done)
 	g.cancel()
+	lns := g.lns
 	g.mu.Unlock()
 	err := g.ln.Close()
+	for _, ln := range lns {
+		_ = ln.Close()
+	}
 	g.wg.Wait()
 	g.rlog.Close()
 	return err
@@ -651,11 +820,12 @@ func (g *Gateway) Close() error {
 func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 	g.mu.RLock()
 	list := g.sessions[id]
-	var sess *yamux.Session
+	var chosen slotSession
 	if len(list) > 0 {
-		sess = list[g.spread.Add(1)%uint64(len(list))].sess
+		chosen = list[g.spread.Add(1)%uint64(len(list))]
 	}
 	g.mu.RUnlock()
+	sess := chosen.sess
 	if sess == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownAgent, id)
 	}
@@ -675,7 +845,8 @@ func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 		return nil, fmt.Errorf("tunnel: open stream to %q: %w", id, err)
 	}
 	g.streams.Add(1)
-	return sessionStream{Stream: st, sess: sess, gw: g}, nil
+	chosen.open.Add(1)
+	return &sessionStream{Stream: st, sess: sess, gw: g, open: chosen.open}, nil
 }
 
 // sessionStream is a stream that knows whether its session still lives, so
@@ -685,11 +856,19 @@ type sessionStream struct {
 	*yamux.Stream
 	sess *yamux.Session
 	gw   *Gateway
+	open *atomic.Int64 // the session's open streams
+	once sync.Once
+}
+
+// Close closes the stream and counts it out of its session's open streams.
+func (s *sessionStream) Close() error {
+	s.once.Do(func() { s.open.Add(-1) })
+	return s.Stream.Close()
 }
 
 // IsActive reports whether the stream's session is still open and its agent
 // is not leaving.
-func (s sessionStream) IsActive() bool {
+func (s *sessionStream) IsActive() bool {
 	if s.sess.IsClosed() {
 		return false
 	}

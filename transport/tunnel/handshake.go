@@ -17,8 +17,11 @@ var magic = [4]byte{'K', 'X', 'T', 'N'}
 const (
 	// noticeLeaving is the one byte an agent sends, on a stream it opens,
 	// when it starts leaving.
-	noticeLeaving   = 'L'
-	protocolVersion = 3
+	noticeLeaving = 'L'
+	// noticeWatch starts the stream an agent opens right after its
+	// handshake, on which the gateway tells it its peers.
+	noticeWatch     = 'W'
+	protocolVersion = 4
 	nonceLen        = 32
 	macLen          = sha256.Size
 	instanceLen     = 16
@@ -28,7 +31,12 @@ const (
 	statusAccepted  = 0
 	statusRefused   = 1
 	statusChallenge = 2
-	exporterLabel   = "EXPORTER-kitex-anyconn-tunnel"
+	// declined is the proof index of an agent that declines a session: it
+	// holds every session it wants with this gateway already.
+	declined = 0xff
+	// maxPeers bounds the gateway names a challenge lists.
+	maxPeers      = 64
+	exporterLabel = "EXPORTER-kitex-anyconn-tunnel"
 )
 
 // MinTokenLength is the shortest token accepted: 22 characters of a random
@@ -78,7 +86,6 @@ func CheckToken(tok string) error {
 // hello is the agent's first message.
 type hello struct {
 	id    string
-	slot  int
 	addr  string // the gateway address the agent dialed
 	nonce [nonceLen]byte
 }
@@ -87,13 +94,10 @@ func writeHello(w io.Writer, h hello) error {
 	if !ValidIdentity(h.id) {
 		return fmt.Errorf("tunnel: invalid agent identity %q", h.id)
 	}
-	if h.slot < 0 || h.slot >= MaxSessions {
-		return fmt.Errorf("tunnel: session slot %d out of 0..%d", h.slot, MaxSessions-1)
-	}
 	if len(h.addr) > 255 {
 		return fmt.Errorf("tunnel: gateway address longer than 255 bytes")
 	}
-	b := append(magic[:], protocolVersion, byte(h.slot), byte(len(h.id)))
+	b := append(magic[:], protocolVersion, byte(len(h.id)))
 	b = append(b, h.id...)
 	b = append(b, byte(len(h.addr)))
 	b = append(b, h.addr...)
@@ -122,13 +126,6 @@ func readHello(r io.Reader) (hello, error) {
 	if head[4] != protocolVersion {
 		return hello{}, versionError{head[4]}
 	}
-	var slot [1]byte
-	if _, err := io.ReadFull(r, slot[:]); err != nil {
-		return hello{}, fmt.Errorf("%w: session slot: %v", ErrBadHandshake, err)
-	}
-	if int(slot[0]) >= MaxSessions {
-		return hello{}, fmt.Errorf("%w: session slot %d out of 0..%d", ErrBadHandshake, slot[0], MaxSessions-1)
-	}
 	id, err := readShort(r, "identity")
 	if err != nil {
 		return hello{}, err
@@ -137,7 +134,7 @@ func readHello(r io.Reader) (hello, error) {
 	if err != nil {
 		return hello{}, err
 	}
-	h := hello{id: id, slot: int(slot[0]), addr: addr}
+	h := hello{id: id, addr: addr}
 	if _, err := io.ReadFull(r, h.nonce[:]); err != nil {
 		return hello{}, fmt.Errorf("%w: nonce: %v", ErrBadHandshake, err)
 	}
@@ -157,14 +154,59 @@ func readShort(r io.Reader, what string) (string, error) {
 	return string(b), nil
 }
 
-// challenge is the gateway's proofs, one per token it accepts for the identity.
+// challenge is the gateway's name, the names of the gateways it knows
+// (its peers, itself included, behind the same addresses or not), and its
+// proofs, one per token it accepts for the identity.
 type challenge struct {
 	nonce [nonceLen]byte
-	macs  [][macLen]byte
+	gateway
+	macs [][macLen]byte
+}
+
+// gateway is how a gateway names itself and its peers to agents.
+type gateway struct {
+	name  string
+	peers []string
+}
+
+// encode appends the name and the peers as the challenge carries them.
+func (g gateway) encode(b []byte) []byte {
+	b = append(b, byte(len(g.name)))
+	b = append(b, g.name...)
+	b = append(b, byte(len(g.peers)))
+	for _, p := range g.peers {
+		b = append(b, byte(len(p)))
+		b = append(b, p...)
+	}
+	return b
+}
+
+func readGateway(r io.Reader) (gateway, error) {
+	var g gateway
+	var err error
+	if g.name, err = readShort(r, "gateway name"); err != nil {
+		return g, err
+	}
+	var n [1]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return g, fmt.Errorf("%w: peers: %v", ErrBadHandshake, err)
+	}
+	if n[0] > maxPeers {
+		return g, fmt.Errorf("%w: %d peers", ErrBadHandshake, n[0])
+	}
+	for range n[0] {
+		p, err := readShort(r, "peer")
+		if err != nil {
+			return g, err
+		}
+		g.peers = append(g.peers, p)
+	}
+	return g, nil
 }
 
 func writeChallenge(w io.Writer, ch challenge) error {
 	b := append([]byte{statusChallenge}, ch.nonce[:]...)
+	b = ch.gateway.encode(b)
 	b = append(b, byte(len(ch.macs)))
 	for _, m := range ch.macs {
 		b = append(b, m[:]...)
@@ -193,6 +235,10 @@ func readChallenge(r io.Reader) (challenge, error) {
 	if _, err := io.ReadFull(r, ch.nonce[:]); err != nil {
 		return challenge{}, fmt.Errorf("%w: challenge: %v", ErrBadHandshake, err)
 	}
+	var err error
+	if ch.gateway, err = readGateway(r); err != nil {
+		return challenge{}, err
+	}
 	if _, err := io.ReadFull(r, n[:]); err != nil {
 		return challenge{}, fmt.Errorf("%w: challenge: %v", ErrBadHandshake, err)
 	}
@@ -210,25 +256,43 @@ func readChallenge(r io.Reader) (challenge, error) {
 
 // proof is the agent's answer to the challenge.
 type proof struct {
-	index    int // of the gateway proof that matched the agent's token
+	index    int // of the gateway proof that matched the agent's token; declined: no session wanted
+	slot     int // the session slot it opens
 	instance [instanceLen]byte
 	mac      [macLen]byte
 }
 
 func writeProof(w io.Writer, p proof) error {
-	b := append([]byte{byte(p.index)}, p.instance[:]...)
+	if p.index == declined {
+		_, err := w.Write([]byte{declined})
+		return err
+	}
+	b := append([]byte{byte(p.index), byte(p.slot)}, p.instance[:]...)
 	_, err := w.Write(append(b, p.mac[:]...))
 	return err
 }
 
+// errDeclined: the agent declined the session (it holds every session it
+// wants with this gateway).
+var errDeclined = errors.New("tunnel: the agent declined: it is connected to this gateway already")
+
 func readProof(r io.Reader) (proof, error) {
-	var b [1 + instanceLen + macLen]byte
-	if _, err := io.ReadFull(r, b[:]); err != nil {
+	var b [2 + instanceLen + macLen]byte
+	if _, err := io.ReadFull(r, b[:1]); err != nil {
 		return proof{}, fmt.Errorf("%w: proof: %v", ErrBadHandshake, err)
 	}
-	p := proof{index: int(b[0])}
-	copy(p.instance[:], b[1:])
-	copy(p.mac[:], b[1+instanceLen:])
+	if b[0] == declined {
+		return proof{index: declined}, errDeclined
+	}
+	if _, err := io.ReadFull(r, b[1:]); err != nil {
+		return proof{}, fmt.Errorf("%w: proof: %v", ErrBadHandshake, err)
+	}
+	p := proof{index: int(b[0]), slot: int(b[1])}
+	if p.slot >= MaxSessions {
+		return proof{}, fmt.Errorf("%w: session slot %d out of 0..%d", ErrBadHandshake, p.slot, MaxSessions-1)
+	}
+	copy(p.instance[:], b[2:])
+	copy(p.mac[:], b[2+instanceLen:])
 	return p, nil
 }
 
@@ -269,30 +333,31 @@ func readReason(r io.Reader) error {
 }
 
 // transcript is what both proofs sign.
-func transcript(h hello, gatewayNonce [nonceLen]byte, binding []byte) []byte {
-	b := []byte("KXTN3")
+func transcript(h hello, ch challenge, binding []byte) []byte {
+	b := []byte("KXTN4")
 	b = append(b, byte(len(h.id)))
 	b = append(b, h.id...)
-	b = append(b, byte(h.slot), byte(len(h.addr)))
+	b = append(b, byte(len(h.addr)))
 	b = append(b, h.addr...)
 	b = append(b, h.nonce[:]...)
-	b = append(b, gatewayNonce[:]...)
+	b = append(b, ch.nonce[:]...)
+	b = ch.gateway.encode(b)
 	b = append(b, byte(len(binding)))
 	return append(b, binding...)
 }
 
 func gatewayMAC(key []byte, t []byte) [macLen]byte {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("KXTN3 gateway"))
+	m.Write([]byte("KXTN4 gateway"))
 	m.Write(t)
 	return [macLen]byte(m.Sum(nil))
 }
 
-func agentMAC(key []byte, t []byte, index int, instance [instanceLen]byte) [macLen]byte {
+func agentMAC(key []byte, t []byte, index, slot int, instance [instanceLen]byte) [macLen]byte {
 	m := hmac.New(sha256.New, key)
-	m.Write([]byte("KXTN3 agent"))
+	m.Write([]byte("KXTN4 agent"))
 	m.Write(t)
-	m.Write([]byte{byte(index)})
+	m.Write([]byte{byte(index), byte(slot)})
 	m.Write(instance[:])
 	return [macLen]byte(m.Sum(nil))
 }
@@ -319,21 +384,25 @@ func random(b []byte) {
 }
 
 // agentHandshake runs the agent's side of the handshake on c (TLS, if any,
-// done): it returns nil once the gateway has proven itself and accepted.
-func agentHandshake(c net.Conn, h hello, token string, instance [instanceLen]byte) error {
+// done). Once the gateway has proven itself, choose picks the session slot
+// to open with it, or declines (ok false: errDeclined is returned). It
+// returns the gateway's name and peers, and the slot, once the gateway has
+// accepted.
+func agentHandshake(c net.Conn, h hello, token string, instance [instanceLen]byte,
+	choose func(gateway) (slot int, ok bool)) (gateway, int, error) {
 	random(h.nonce[:])
 	binding, err := channelBinding(c)
 	if err != nil {
-		return err
+		return gateway{}, 0, err
 	}
 	if err := writeHello(c, h); err != nil {
-		return err
+		return gateway{}, 0, err
 	}
 	ch, err := readChallenge(c)
 	if err != nil {
-		return err
+		return gateway{}, 0, err
 	}
-	t := transcript(h, ch.nonce, binding)
+	t := transcript(h, ch, binding)
 	want := gatewayMAC([]byte(token), t)
 	index := -1
 	for i, m := range ch.macs {
@@ -342,11 +411,17 @@ func agentHandshake(c net.Conn, h hello, token string, instance [instanceLen]byt
 		}
 	}
 	if index < 0 {
-		return ErrGatewayUnauthenticated
+		return gateway{}, 0, ErrGatewayUnauthenticated
 	}
-	p := proof{index: index, instance: instance, mac: agentMAC([]byte(token), t, index, instance)}
-	if err := writeProof(c, p); err != nil {
-		return err
+	slot, ok := choose(ch.gateway)
+	if !ok {
+		_ = writeProof(c, proof{index: declined})
+		return ch.gateway, 0, errDeclined
 	}
-	return readAnswer(c)
+	p := proof{index: index, slot: slot, instance: instance, mac: agentMAC([]byte(token), t, index, slot, instance)}
+	err = writeProof(c, p)
+	if err == nil {
+		err = readAnswer(c)
+	}
+	return ch.gateway, slot, err
 }

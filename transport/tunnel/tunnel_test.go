@@ -68,7 +68,10 @@ func startAgent(t testing.TB, id string, gateways ...string) *agentServer {
 func startAgentWith(t testing.TB, cfg tunnel.AgentConfig, gateways ...string) *agentServer {
 	t.Helper()
 	id := cfg.ID
-	cfg.Token, cfg.BackoffMin, cfg.BackoffMax, cfg.KeepAliveInterval = token, 20*time.Millisecond, 200*time.Millisecond, time.Second
+	cfg.Token, cfg.BackoffMin, cfg.BackoffMax = token, 20*time.Millisecond, 200*time.Millisecond
+	if cfg.KeepAliveInterval == 0 {
+		cfg.KeepAliveInterval = time.Second
+	}
 	agent, err := tunnel.NewAgent(cfg)
 	if err != nil {
 		t.Fatal(err)

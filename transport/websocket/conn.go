@@ -20,14 +20,17 @@ const keepPending = 64 << 10
 // binary messages out. Reads return the payload of consecutive messages as
 // one stream.
 //
-// Writes are gathered per Thrift frame: when a write starts with a 4-byte
+// Writes are gathered per Thrift frame, unless the connection is a stream
+// (DialerConfig.Stream, ListenerConfig.Stream), where every write is one
+// message: when a write starts with a 4-byte
 // big-endian length (Thrift Framed and TTHeader both do), Conn holds the
 // bytes until the whole frame is written and sends it as one binary message.
 // Kitex writes a large reply in several chunks; without this a browser or
 // script client would receive one reply as several messages.
 type Conn struct {
 	f      frames
-	h      *health // the client side's keep-alive (keepalive.go); nil on servers
+	h      *health // the client side's keep-alive (keepalive.go); nil on servers and streams
+	stream bool    // every Write is one message (DialerConfig.Stream, ListenerConfig.Stream)
 	local  net.Addr
 	remote net.Addr
 
@@ -76,6 +79,12 @@ func (c *Conn) IsActive() bool {
 func (c *Conn) Write(p []byte) (int, error) {
 	c.wmu.Lock()
 	defer c.wmu.Unlock()
+	if c.stream {
+		if err := c.f.WriteMessage(p); err != nil {
+			return 0, err
+		}
+		return len(p), nil
+	}
 	if c.h != nil && len(c.pending) == 0 && !c.h.inCall.Load() {
 		if err := c.h.startCall(); err != nil {
 			return 0, err

@@ -56,6 +56,12 @@ type DialerConfig struct {
 	// spread again over the servers behind a load balancer after scale-out,
 	// and stay under its lifetime caps. No limit if zero.
 	MaxConnectionAge time.Duration
+	// Stream makes Dial return a plain byte stream for a protocol that
+	// frames itself and keeps itself alive (the tunnel's yamux session):
+	// every Write is one message, and there are no pings, no maximum age,
+	// no check before reuse and no dial again. For Kitex calls, leave it
+	// off.
+	Stream bool
 	// xnetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
 	// leaner one: the wire is the same, and the tests and the framing
@@ -123,7 +129,8 @@ func Dial(ctx context.Context, address string, cfg DialerConfig) (*Conn, error) 
 		return nil, err
 	}
 	c := newConn(f, raw.LocalAddr(), raw.RemoteAddr())
-	if lean, ok := f.(*leanFrames); ok {
+	c.stream = cfg.Stream
+	if lean, ok := f.(*leanFrames); ok && !cfg.Stream {
 		c.h = newHealth(c, lean, raw, cfg, func(ctx context.Context) (frames, net.Conn, error) {
 			return dialFrames(ctx, address, cfg)
 		})

@@ -98,6 +98,10 @@ type ListenerConfig struct {
 	// missing pong closes nothing: IdleTimeout (see transport.ServerConfig)
 	// closes connections that carry no request. No pings if zero.
 	PingInterval time.Duration
+	// Stream makes the connections plain byte streams for a protocol that
+	// frames itself (the tunnel's yamux session): every Write is one
+	// message. For Kitex servers, leave it off.
+	Stream bool
 	// xnetFraming makes the connections read and write frames with
 	// golang.org/x/net/websocket's own code instead of this package's
 	// leaner one: the wire is the same, and the tests and the framing
@@ -296,6 +300,7 @@ func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
 		local = l.ln.Addr()
 	}
 	c := newConn(l.framesOf(ws, h), local, tcpAddr(r.RemoteAddr))
+	c.stream = l.cfg.Stream
 	select {
 	case l.conns <- c:
 	case <-l.done:
