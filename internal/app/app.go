@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/signal"
 	"sync/atomic"
@@ -55,9 +56,22 @@ type Runtime struct {
 	Log     *zap.Logger
 	Metrics *prometheus.Registry
 	Etcd    *clientv3.Client // nil with Service.NoEtcd
+	// EtcdEndpoints are the endpoints Etcd was given; none with
+	// Service.NoEtcd. For the log.
+	EtcdEndpoints []string
 	// AdminAddr is where /healthz, /readyz and /metrics are served.
 	AdminAddr string
 	ready     atomic.Pointer[func() error]
+	admin     *obs.Admin
+}
+
+// Handle serves h on the admin port at pattern (such as
+// "GET /tunnel/agents"); nothing, in a Runtime made without an admin
+// server (a test's).
+func (rt *Runtime) Handle(pattern string, h http.Handler) {
+	if rt.admin != nil {
+		rt.admin.Handle(pattern, h)
+	}
 }
 
 // SetReady sets what /readyz reports: nil from f means ready. Until it is
@@ -109,7 +123,7 @@ func start(ctx context.Context, s Service, log *zap.Logger) error {
 		return err
 	}
 	defer func() { _ = admin.Close(2 * time.Second) }()
-	rt.AdminAddr = admin.Addr().String()
+	rt.AdminAddr, rt.admin = admin.Addr().String(), admin
 	if s.NoEtcd {
 		return s.Run(ctx, rt)
 	}
@@ -123,6 +137,7 @@ func start(ctx context.Context, s Service, log *zap.Logger) error {
 		connectCtx, cancel = context.WithTimeout(ctx, s.ConnectTimeout)
 	}
 	rt.Etcd, err = etcdreg.Connect(connectCtx, etcdCfg, log)
+	rt.EtcdEndpoints = s.Config.Etcd.Endpoints
 	cancel()
 	if err != nil {
 		return err

@@ -178,6 +178,27 @@ type Tunnel struct {
 	// TLSServerName is TUNNEL_TLS_SERVER_NAME (echo): the name expected in
 	// the gateway's certificate; the gateway's host by default.
 	TLSServerName string
+	// Gateways is TUNNEL_GATEWAYS (echo): the gateways' addresses, host:port
+	// or ws:// and wss:// URLs, instead of discovery in etcd: echo then
+	// needs no etcd at all. One address may stand for several gateways (a
+	// Service, a load balancer, an ingress): the agent dials it until it
+	// holds sessions to each.
+	Gateways []string
+	// WSCAFile is TUNNEL_WS_CA_FILE (echo): the CA that signed the
+	// certificate of what terminates a wss:// gateway URL (an ingress);
+	// the system's roots by default.
+	WSCAFile string
+	// WSListenAddr is TUNNEL_WS_LISTEN_ADDR (caller): where the gateway
+	// also serves agents over WebSocket (at WSPath), for ws:// and wss://
+	// gateway URLs through ingresses and proxies; off when empty.
+	WSListenAddr string
+	// WSPath is TUNNEL_WS_PATH (caller): the HTTP path of that endpoint.
+	WSPath string
+	// PublicAddresses is TUNNEL_PUBLIC_ADDRESSES (caller): the addresses
+	// and URLs agents reach the gateways at besides their registered one
+	// (a NodePort, a LoadBalancer, an ingress's wss:// URL). The gateway
+	// accepts handshakes made for these too, and refuses others.
+	PublicAddresses []string
 }
 
 // Echo is the echo service's configuration.
@@ -277,6 +298,7 @@ const (
 	DefaultDrainDelay             = 5 * time.Second
 	DefaultShutdownTimeout        = 5 * time.Second
 	DefaultTunnelListenAddr       = ":7000"
+	DefaultTunnelWSPath           = "/tunnel"
 	DefaultTunnelKeepAlive        = 10 * time.Second
 	DefaultTunnelBackoffMax       = 10 * time.Second
 	DefaultMaxMessageBytes        = transport.DefaultMaxMessageBytes
@@ -441,6 +463,44 @@ func (t Tunnel) validateAgent() error {
 	if t.TLSCertFile != "" && t.TLSCAFile == "" {
 		return &Error{"TUNNEL_TLS_CA_FILE", "", "must name the CA that signed the gateway's certificate when the agent has a client certificate (TUNNEL_TLS_CERT_FILE)"}
 	}
+	if err := checkGatewayAddresses("TUNNEL_GATEWAYS", t.Gateways); err != nil {
+		return err
+	}
+	if _, err := tlsconf.Client(t.WSCAFile, "", "", ""); err != nil {
+		return &Error{"TUNNEL_WS_CA_FILE", t.WSCAFile, "must be a readable PEM file of CA certificates: " + err.Error()}
+	}
+	return nil
+}
+
+// validateGateway checks what only the caller's tunnel gateway reads.
+func (t Tunnel) validateGateway() error {
+	if err := checkHostPort("TUNNEL_LISTEN_ADDR", t.ListenAddr); err != nil {
+		return err
+	}
+	if t.AdvertiseAddr != "" {
+		if err := checkHostPort("TUNNEL_ADVERTISE_ADDR", t.AdvertiseAddr); err != nil {
+			return err
+		}
+	}
+	if t.WSListenAddr != "" {
+		if err := checkHostPort("TUNNEL_WS_LISTEN_ADDR", t.WSListenAddr); err != nil {
+			return err
+		}
+	}
+	if !strings.HasPrefix(t.WSPath, "/") {
+		return &Error{"TUNNEL_WS_PATH", t.WSPath, "must be an HTTP path starting with /, such as /tunnel"}
+	}
+	return checkGatewayAddresses("TUNNEL_PUBLIC_ADDRESSES", t.PublicAddresses)
+}
+
+// checkGatewayAddresses checks a list of gateway addresses: host:port, or
+// ws:// and wss:// URLs.
+func checkGatewayAddresses(name string, addrs []string) error {
+	for _, a := range addrs {
+		if err := checkEndpoint(name, a, "tunnel.example.com:7000", "wss://tunnel.example.com/tunnel"); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -527,13 +587,8 @@ func (c Caller) Validate() error {
 				return &Error{"TUNNEL_AGENT_TOKENS_FILE", f, `must name a readable file of "identity token" lines: ` + err.Error()}
 			}
 		}
-		if err := checkHostPort("TUNNEL_LISTEN_ADDR", c.Tunnel.ListenAddr); err != nil {
+		if err := c.Tunnel.validateGateway(); err != nil {
 			return err
-		}
-		if c.Tunnel.AdvertiseAddr != "" {
-			if err := checkHostPort("TUNNEL_ADVERTISE_ADDR", c.Tunnel.AdvertiseAddr); err != nil {
-				return err
-			}
 		}
 	}
 	return nil
@@ -566,18 +621,27 @@ func checkAddresses(kind transport.Kind, addrs []string) error {
 		return &Error{"ECHO_ADDRESSES", strings.Join(addrs, ","), "the yamux tunnel's echo instances dial the caller: ECHO_ADDRESSES is for netpoll, gonet and websocket"}
 	}
 	for _, a := range addrs {
-		if strings.Contains(a, "://") {
-			if kind != transport.WebSocket {
-				return &Error{"ECHO_ADDRESSES", a, "URLs are for TRANSPORT=websocket; give host:port"}
-			}
-			if _, err := websocket.Target(a, websocket.DialerConfig{}); err != nil {
-				return &Error{"ECHO_ADDRESSES", a, "must be host:port or a ws:// or wss:// URL such as wss://echo.example.com/kitex"}
-			}
-			continue
+		if strings.Contains(a, "://") && kind != transport.WebSocket {
+			return &Error{"ECHO_ADDRESSES", a, "URLs are for TRANSPORT=websocket; give host:port"}
 		}
-		if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {
-			return &Error{"ECHO_ADDRESSES", a, "must be a comma-separated list of host:port (or with websocket ws:// and wss:// URLs), such as echo.example.com:8888"}
+		if err := checkEndpoint("ECHO_ADDRESSES", a, "echo.example.com:8888", "wss://echo.example.com/kitex"); err != nil {
+			return err
 		}
+	}
+	return nil
+}
+
+// checkEndpoint checks one entry of the list name: host:port, or a ws://
+// or wss:// URL; the examples are of each.
+func checkEndpoint(name, a, hostPort, url string) error {
+	if strings.Contains(a, "://") {
+		if _, err := websocket.Target(a, websocket.DialerConfig{}); err != nil {
+			return &Error{name, a, "must be host:port or a ws:// or wss:// URL such as " + url}
+		}
+		return nil
+	}
+	if host, port, err := net.SplitHostPort(a); err != nil || host == "" || port == "" || port == "0" {
+		return &Error{name, a, "must be a comma-separated list of host:port or ws:// and wss:// URLs, such as " + hostPort}
 	}
 	return nil
 }
@@ -650,6 +714,11 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 			TLSKeyFile:      r.str("TUNNEL_TLS_KEY_FILE", ""),
 			TLSCAFile:       r.str("TUNNEL_TLS_CA_FILE", ""),
 			TLSServerName:   r.str("TUNNEL_TLS_SERVER_NAME", ""),
+			Gateways:        r.list("TUNNEL_GATEWAYS", ""),
+			WSCAFile:        r.str("TUNNEL_WS_CA_FILE", ""),
+			WSListenAddr:    r.str("TUNNEL_WS_LISTEN_ADDR", ""),
+			WSPath:          r.str("TUNNEL_WS_PATH", DefaultTunnelWSPath),
+			PublicAddresses: r.list("TUNNEL_PUBLIC_ADDRESSES", ""),
 		},
 		Transport:   transport.Kind(strings.ToLower(r.str("TRANSPORT", string(DefaultTransport)))),
 		AdminAddr:   r.str("ADMIN_ADDR", adminDefault),

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/discovery"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
 )
 
 // Resolver is a Kitex discovery.Resolver that reads instances from etcd and
@@ -143,4 +145,37 @@ func (r *Resolver) buildName() string {
 		b.WriteString("|" + k + "=" + r.tags[k])
 	}
 	return b.String()
+}
+
+// Follow resolves service every refresh until ctx ends and hands apply the
+// sorted addresses of its instances each time; it logs what changed.
+// While etcd is unreachable, apply is not called: the last list stays.
+func (r *Resolver) Follow(ctx context.Context, service string, refresh time.Duration, log *zap.Logger, what string, apply func([]string)) {
+	tick := time.NewTicker(refresh)
+	defer tick.Stop()
+	var last []string
+	for {
+		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		res, err := r.Resolve(rctx, service)
+		cancel()
+		if err == nil {
+			addrs := make([]string, 0, len(res.Instances))
+			for _, in := range res.Instances {
+				addrs = append(addrs, in.Address().String())
+			}
+			sort.Strings(addrs)
+			if !slices.Equal(addrs, last) {
+				log.Info(what, zap.String("service", service), zap.Strings("addresses", addrs))
+				last = addrs
+			}
+			apply(addrs)
+		} else if ctx.Err() == nil {
+			log.Warn("cannot list "+what+" in etcd; keeping the current ones", zap.Error(err))
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
 }

@@ -2,6 +2,7 @@ package obs
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -27,6 +28,7 @@ type Admin struct {
 	srv  *http.Server
 	ln   net.Listener
 	done chan struct{}
+	mux  *http.ServeMux
 }
 
 // StartAdmin listens on addr and serves the admin endpoints. ready is
@@ -49,6 +51,7 @@ func StartAdmin(addr string, reg *prometheus.Registry, ready func() error) (*Adm
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	a := &Admin{
+		mux:  mux,
 		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
 		ln:   ln,
 		done: make(chan struct{}),
@@ -58,6 +61,23 @@ func StartAdmin(addr string, reg *prometheus.Registry, ready func() error) (*Adm
 		_ = a.srv.Serve(ln)
 	}()
 	return a, nil
+}
+
+// Handle serves h at pattern (a net/http ServeMux pattern such as
+// "GET /tunnel/agents") from now on.
+func (a *Admin) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
+
+// JSON returns a handler that answers with f's value as indented JSON.
+func JSON(f func() any) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		b, err := json.MarshalIndent(f(), "", "  ")
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(append(b, '\n'))
+	})
 }
 
 // Addr returns the address the admin server listens on.

@@ -19,10 +19,14 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // tunnelOutbound runs a tunnel gateway, registers it in etcd for the echo
-// agents to find, and calls the agents connected to it.
+// agents to find, and calls the agents connected to it. It names itself by
+// its registered address, and tells the agents the names of every gateway
+// of the service in etcd, so that agents reaching several through one
+// shared address (TUNNEL_PUBLIC_ADDRESSES) hold sessions to each.
 func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	tc := cfg.Tunnel
 	gcfg, err := gatewayConfig(cfg, rt.Log)
@@ -42,11 +46,26 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 			return nil, err
 		}
 	}
-	gcfg.Addresses = []string{advertise}
+	gcfg.Name = advertise
+	gcfg.Addresses = append([]string{advertise}, tc.PublicAddresses...)
 	gw, err := tunnel.NewGateway(ln, gcfg)
 	if err != nil {
 		_ = ln.Close()
 		return nil, err
+	}
+	if tc.WSListenAddr != "" {
+		wl, err := websocket.Listen(tc.WSListenAddr, websocket.ListenerConfig{
+			Path: tc.WSPath, Stream: true, HandshakeTimeout: cfg.HandshakeTimeout, Logger: obs.Slog(rt.Log),
+			MaxHandshakes: cfg.MaxHandshakes, MaxHandshakesPerSource: cfg.MaxHandshakesPerSource,
+		})
+		if err == nil {
+			err = gw.Serve(wl)
+		}
+		if err != nil {
+			_ = gw.Close()
+			return nil, fmt.Errorf("tunnel gateway: websocket: %w", err)
+		}
+		rt.Log.Info("tunnel gateway serving agents over websocket", zap.String("listen", wl.Addr().String()), zap.String("path", tc.WSPath))
 	}
 	reg := etcdreg.NewRegistry(rt.Etcd, etcdreg.RegistryOptions{Advertise: advertise, Logger: rt.Log})
 	if err := reg.Register(&registry.Info{
@@ -56,7 +75,16 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 		return nil, err
 	}
 	registerGatewayMetrics(rt.Metrics, gw)
-	rt.Log.Info("tunnel gateway listening", zap.String("listen", gw.Addr().String()), zap.String("service", tc.Service))
+	rt.Handle("GET /tunnel/agents", obs.JSON(func() any { return agentsView{Gateway: gw.Name(), Agents: gw.AgentInfos()} }))
+	rt.Log.Info("tunnel gateway listening", zap.String("listen", gw.Addr().String()), zap.String("service", tc.Service),
+		zap.String("name", gw.Name()), zap.Strings("public_addresses", tc.PublicAddresses))
+	peers := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false))
+	followCtx, stopFollow := context.WithCancel(context.Background()) // until close
+	followed := make(chan struct{})
+	go func() {
+		defer close(followed)
+		peers.Follow(followCtx, tc.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateway peers", gw.SetPeers)
+	}()
 	noInstance := fmt.Sprintf("no %s agent connected to this caller's tunnel gateway yet", cfg.EchoService)
 	return &outbound{
 		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer(), MaxMessageBytes: cfg.MaxMessageBytes},
@@ -72,10 +100,19 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 		},
 		noInstance: noInstance,
 		close: func() {
+			stopFollow()
+			<-followed
 			_ = reg.Deregister(nil)
 			_ = gw.Close()
 		},
 	}, nil
+}
+
+// agentsView is what /tunnel/agents shows: the gateway's name and the
+// agents connected to it.
+type agentsView struct {
+	Gateway string             `json:"gateway"`
+	Agents  []tunnel.AgentInfo `json:"agents"`
 }
 
 // gatewayConfig is the tunnel gateway's configuration for cfg, TLS files
@@ -129,5 +166,45 @@ func registerGatewayMetrics(reg *prometheus.Registry, gw *tunnel.Gateway) {
 			func() float64 { return float64(gw.Stats().HandshakeFailures) }),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tunnel_streams_total", Help: "Streams opened to agents."},
 			func() float64 { return float64(gw.Stats().StreamsOpened) }),
+		agentCollector{gw: gw,
+			sessions: prometheus.NewDesc("tunnel_agent_sessions", fmt.Sprintf("Sessions of each agent connected now (the first %d agents by identity; the others summed under agent=%q).", maxAgentSeries, otherAgents), []string{"agent"}, nil),
+			streams:  prometheus.NewDesc("tunnel_agent_streams", fmt.Sprintf("Streams open to each agent now (the first %d agents by identity; the others summed under agent=%q).", maxAgentSeries, otherAgents), []string{"agent"}, nil),
+		},
 	)
+}
+
+// maxAgentSeries bounds the values of the agent label: an agent identity is
+// chosen by whoever runs echo, and every value is a series to store. The
+// first agents by identity get their own; the others are summed under
+// otherAgents.
+const (
+	maxAgentSeries = 100
+	otherAgents    = "_other"
+)
+
+// agentCollector reports the per-agent gauges from the gateway's inventory
+// at each scrape; an agent gone is gone from the next scrape.
+type agentCollector struct {
+	gw                *tunnel.Gateway
+	sessions, streams *prometheus.Desc
+}
+
+func (c agentCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.sessions; ch <- c.streams }
+
+func (c agentCollector) Collect(ch chan<- prometheus.Metric) {
+	infos := c.gw.AgentInfos()
+	var otherSessions, otherStreams int
+	for i, a := range infos {
+		if i >= maxAgentSeries {
+			otherSessions += len(a.Sessions)
+			otherStreams += a.Streams
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(len(a.Sessions)), a.ID)
+		ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(a.Streams), a.ID)
+	}
+	if len(infos) > maxAgentSeries {
+		ch <- prometheus.MustNewConstMetric(c.sessions, prometheus.GaugeValue, float64(otherSessions), otherAgents)
+		ch <- prometheus.MustNewConstMetric(c.streams, prometheus.GaugeValue, float64(otherStreams), otherAgents)
+	}
 }

@@ -83,7 +83,7 @@ func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 
 	rt.Log.Info("caller started", zap.String("version", version), zap.String("transport", string(cfg.Transport)),
 		zap.String("echo_service", cfg.EchoService), zap.String("admin", rt.AdminAddr),
-		zap.Strings("etcd", etcdShown(cfg)), zap.Strings("echo_addresses", cfg.EchoAddresses), zap.Int("call_count", cfg.CallCount))
+		zap.Strings("etcd", rt.EtcdEndpoints), zap.Strings("echo_addresses", cfg.EchoAddresses), zap.Int("call_count", cfg.CallCount))
 
 	if cfg.CallCount > 0 {
 		if err := waitForInstance(ctx, out.hasInstance, cfg.DiscoveryTimeout); err != nil {
@@ -92,14 +92,6 @@ func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 	}
 	l := &loop{cfg: cfg, cli: cli, log: rt.Log, metrics: m, noInstance: out.noInstance}
 	return l.run(ctx)
-}
-
-// etcdShown is the etcd endpoints the caller uses: none with ECHO_ADDRESSES.
-func etcdShown(cfg config.Caller) []string {
-	if len(cfg.EchoAddresses) > 0 {
-		return nil
-	}
-	return cfg.Etcd.Endpoints
 }
 
 // waitForInstance polls until hasInstance succeeds, up to timeout.

@@ -22,6 +22,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/app"
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
 )
 
 // version is stamped at build time (make build).
@@ -33,6 +34,8 @@ func main() {
 		Name: "echo", Config: cfg.Common, ConfigErr: err,
 		Fields: []zap.Field{zap.String("service", cfg.ServiceName), zap.String("transport", string(cfg.Transport))},
 		Run:    func(ctx context.Context, rt *app.Runtime) error { return serve(ctx, cfg, rt) },
+		// An agent given its gateways registers nothing and looks up nothing.
+		NoEtcd: cfg.Transport == transport.Yamux && len(cfg.Tunnel.Gateways) > 0,
 	}))
 }
 
@@ -65,7 +68,7 @@ func serve(ctx context.Context, cfg config.Echo, rt *app.Runtime) error {
 		server.WithExitSignal(func() <-chan error { return exit }),
 	)...)
 	rt.Log.Info("echo serving", zap.String("version", version), zap.String("listen", in.addr),
-		zap.String("admin", rt.AdminAddr), zap.Strings("etcd", cfg.Etcd.Endpoints))
+		zap.String("admin", rt.AdminAddr), zap.Strings("etcd", rt.EtcdEndpoints))
 
 	runErr := make(chan error, 1)
 	go func() { runErr <- svr.Run() }()

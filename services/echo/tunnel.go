@@ -3,10 +3,10 @@ package main
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"net"
-	"slices"
-	"sort"
+	"strings"
 	"time"
 
 	"github.com/cloudwego/kitex/server"
@@ -20,10 +20,12 @@ import (
 	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // tunnelInbound opens no port: a tunnel agent dials every gateway that
-// callers registered in etcd and serves the streams they open.
+// callers registered in etcd, or the ones of TUNNEL_GATEWAYS, and serves
+// the streams they open.
 func tunnelInbound(ctx context.Context, cfg config.Echo, rt *app.Runtime) (*inbound, error) {
 	acfg, err := agentConfig(cfg, rt.Log)
 	if err != nil {
@@ -45,23 +47,34 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, rt *app.Runtime) (*inbo
 		return nil, err
 	}
 	registerAgentMetrics(rt.Metrics, agent)
-	gateways := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false))
-	followCtx, stopFollow := context.WithCancel(ctx)
-	followed := make(chan struct{})
-	go func() {
-		defer close(followed)
-		followGateways(followCtx, agent, gateways, cfg.Tunnel.Service, cfg.DiscoveryRefresh, rt.Log)
-	}()
-	stop := func() {
-		stopFollow()
-		<-followed
+	rt.Handle("GET /tunnel/gateways", obs.JSON(func() any {
+		return gatewaysView{Agent: cfg.Tunnel.AgentID, Sessions: agent.GatewaySessions()}
+	}))
+	stop := func() {}
+	notReady := fmt.Sprintf("no tunnel session to a gateway of %s", cfg.Tunnel.Service)
+	if static := cfg.Tunnel.Gateways; len(static) > 0 {
+		rt.Log.Info("tunnel gateways (TUNNEL_GATEWAYS)", zap.Strings("gateways", static))
+		agent.SetGateways(static)
+		notReady = "no tunnel session to a gateway of TUNNEL_GATEWAYS " + strings.Join(static, ",")
+	} else {
+		gateways := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false))
+		followCtx, stopFollow := context.WithCancel(ctx)
+		followed := make(chan struct{})
+		go func() {
+			defer close(followed)
+			gateways.Follow(followCtx, cfg.Tunnel.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateways", agent.SetGateways)
+		}()
+		stop = func() {
+			stopFollow()
+			<-followed
+		}
 	}
 	return &inbound{
 		opts: sopts,
 		addr: "tunnel agent " + ln.Addr().String(),
 		ready: func() error {
 			if agent.Stats().Sessions == 0 {
-				return fmt.Errorf("no tunnel session to a gateway of %s", cfg.Tunnel.Service)
+				return errors.New(notReady)
 			}
 			return nil
 		},
@@ -78,16 +91,33 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, rt *app.Runtime) (*inbo
 	}, nil
 }
 
-// agentConfig is the tunnel agent's configuration for cfg, TLS files loaded.
+// gatewaysView is what /tunnel/gateways shows: the agent's identity and
+// its sessions to gateways.
+type gatewaysView struct {
+	Agent    string                  `json:"agent"`
+	Sessions []tunnel.GatewaySession `json:"sessions"`
+}
+
+// agentConfig is the tunnel agent's configuration for cfg, TLS files
+// loaded. It goes through the forward proxy that HTTPS_PROXY, HTTP_PROXY
+// and NO_PROXY name, if any.
 func agentConfig(cfg config.Echo, log *zap.Logger) (tunnel.AgentConfig, error) {
 	tc := cfg.Tunnel
 	acfg := tunnel.AgentConfig{
 		ID: tc.AgentID, Token: tc.Token, TokenFile: tc.TokenFile, KeepAliveInterval: tc.KeepAlive, BackoffMax: tc.BackoffMax,
 		HandshakeTimeout: cfg.HandshakeTimeout, MaxStreams: tc.MaxStreams, Sessions: tc.Sessions, Logger: obs.Slog(log),
+		Proxy: websocket.ProxyFromEnvironment(),
 	}
 	var err error
-	acfg.TLSConfig, err = agentTLS(tc, log)
-	return acfg, err
+	if acfg.TLSConfig, err = agentTLS(tc, log); err != nil {
+		return acfg, err
+	}
+	if tc.WSCAFile != "" {
+		if acfg.WebSocket.TLSConfig, err = tlsconf.Client(tc.WSCAFile, "", "", ""); err != nil {
+			return acfg, fmt.Errorf("TUNNEL_WS_CA_FILE: %w", err)
+		}
+	}
+	return acfg, nil
 }
 
 // agentTLS is the agent's TLS configuration: none with TUNNEL_TLS=off; the
@@ -108,39 +138,6 @@ func agentTLS(tc config.Tunnel, log *zap.Logger) (*tls.Config, error) {
 		return nil, fmt.Errorf("TUNNEL_TLS_*: %w", err)
 	}
 	return c, nil
-}
-
-// followGateways keeps the agent's gateways equal to those registered in
-// etcd, re-reading every refresh; while etcd is unreachable the agent keeps
-// the gateways it has.
-func followGateways(ctx context.Context, agent *tunnel.Agent, r *etcdreg.Resolver, service string, refresh time.Duration, log *zap.Logger) {
-	tick := time.NewTicker(refresh)
-	defer tick.Stop()
-	var last []string
-	for {
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
-		res, err := r.Resolve(rctx, service)
-		cancel()
-		if err == nil {
-			addrs := make([]string, 0, len(res.Instances))
-			for _, in := range res.Instances {
-				addrs = append(addrs, in.Address().String())
-			}
-			sort.Strings(addrs)
-			if !slices.Equal(addrs, last) {
-				log.Info("tunnel gateways", zap.String("service", service), zap.Strings("gateways", addrs))
-				last = addrs
-			}
-			agent.SetGateways(addrs)
-		} else if ctx.Err() == nil {
-			log.Warn("cannot list tunnel gateways in etcd; keeping the current ones", zap.Error(err))
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-tick.C:
-		}
-	}
 }
 
 func registerAgentMetrics(reg *prometheus.Registry, agent *tunnel.Agent) {
