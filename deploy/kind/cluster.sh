@@ -17,7 +17,9 @@
 # Our own image has no default CNI (kind-config.yaml) but a static ptp config for one
 # node, and a default StorageClass (local-path). Environment:
 #   KIND_CLUSTER_NAME (kitex-anyconn)   NODE_IMAGE (use this image, build nothing)
-#   KUBECONFIG (kind's default: $KUBECONFIG or ~/.kube/config; a copy also goes to .cache/kubeconfig)
+#   KUBECONFIG (kind's default: $KUBECONFIG or ~/.kube/config; a copy also goes to .cache/kubeconfig,
+#   or .cache/kubeconfig-<name> for another cluster name)
+#   KIND_EXPERIMENTAL_DOCKER_NETWORK (kind's: the docker network of the node; "kind" by default)
 #   DEBIAN_MIRROR (http://deb.debian.org/debian)   PULL_TIMEOUT (10 s for kindest/node)
 set -euo pipefail
 
@@ -26,6 +28,9 @@ REPO=$(cd "$KIND_DIR/../.." && pwd)
 CACHE=$KIND_DIR/.cache
 
 CLUSTER=${KIND_CLUSTER_NAME:-kitex-anyconn}
+# The kubeconfig copy: one per cluster besides the default one.
+KUBECONFIG_COPY=$CACHE/kubeconfig
+[ "$CLUSTER" = kitex-anyconn ] || KUBECONFIG_COPY=$CACHE/kubeconfig-$CLUSTER
 KIND=$REPO/bin/kind
 KIND_VERSION=v0.30.0
 K8S_VERSION=v1.34.4
@@ -261,7 +266,7 @@ up() {
 		log "kind create cluster took $(($(date +%s) - t)) s"
 		prune_images
 	fi
-	"$KIND" get kubeconfig --name "$CLUSTER" >"$CACHE/kubeconfig"
+	"$KIND" get kubeconfig --name "$CLUSTER" >"$KUBECONFIG_COPY"
 	wait_api
 	kctl wait --for=condition=Ready node --all --timeout="$WAIT" >/dev/null
 	kctl -n kube-system rollout status deployment/coredns --timeout="$WAIT" >/dev/null
@@ -272,7 +277,7 @@ up() {
 		log "warning: local-path-provisioner (default StorageClass) is not ready"
 	fi
 	log "cluster $CLUSTER is ready ($(($(date +%s) - t0)) s); node image $image"
-	log "kubeconfig: context kind-$CLUSTER in kind's default (${KUBECONFIG:-$HOME/.kube/config}); copy in $CACHE/kubeconfig"
+	log "kubeconfig: context kind-$CLUSTER in kind's default (${KUBECONFIG:-$HOME/.kube/config}); copy in $KUBECONFIG_COPY"
 	[ -x "$K8S_BIN/kubectl" ] && log "kubectl $K8S_VERSION: $K8S_BIN/kubectl" || true
 }
 
@@ -283,7 +288,7 @@ down() {
 	else
 		log "no cluster $CLUSTER"
 	fi
-	rm -f "$CACHE/kubeconfig"
+	rm -f "$KUBECONFIG_COPY"
 }
 
 main() {

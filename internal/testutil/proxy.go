@@ -15,10 +15,10 @@ type Proxy struct {
 	ln      net.Listener
 	tmu     sync.Mutex
 	targets []string // one chosen at random per connection, under tmu
-	mu     sync.Mutex
-	conns  map[net.Conn]*linkState // shared by both directions of a connection
-	wg     sync.WaitGroup
-	idle   atomic.Int64 // IdleTimeout, in nanoseconds
+	mu      sync.Mutex
+	conns   map[net.Conn]*linkState // shared by both directions of a connection
+	wg      sync.WaitGroup
+	idle    atomic.Int64 // IdleTimeout, in nanoseconds
 }
 
 type linkState struct {

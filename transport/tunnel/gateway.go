@@ -27,6 +27,7 @@ import (
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
 	"github.com/anyconn/kitex-anyconn/transport/internal/admit"
 	"github.com/anyconn/kitex-anyconn/transport/internal/ratelog"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // Defaults for GatewayConfig and AgentConfig.
@@ -70,8 +71,10 @@ type GatewayConfig struct {
 	// parses is logged and the tokens already loaded stay in force.
 	ReloadInterval time.Duration
 	// Addresses, if set, are the addresses agents reach this gateway at
-	// (as registered in discovery): a handshake for another address, one
+	// (as registered in discovery, and any shared address or ws:// and
+	// wss:// URL in front of it): a handshake for another address, one
 	// that an impostor relays from an address of its own, is refused.
+	// URLs compare with their default ports filled in.
 	Addresses []string
 	// TLSConfig, if set, makes agents connect over TLS; set ClientCAs and
 	// ClientAuth = tls.RequireAndVerifyClientCert for mutual TLS, where an
@@ -520,7 +523,7 @@ func (g *Gateway) handshake(c net.Conn, peer string) (net.Conn, admitted, error)
 	if !ValidIdentity(h.id) {
 		return refuse("invalid identity", fmt.Errorf("invalid identity %q", h.id))
 	}
-	if len(g.cfg.Addresses) > 0 && !slices.Contains(g.cfg.Addresses, h.addr) {
+	if len(g.cfg.Addresses) > 0 && !slices.ContainsFunc(g.cfg.Addresses, func(a string) bool { return sameAddress(a, h.addr) }) {
 		return refuse("this gateway is not at the address you dialed",
 			fmt.Errorf("the agent dialed %q, which is not this gateway's (%s): a handshake relayed by another address", h.addr, strings.Join(g.cfg.Addresses, ", ")))
 	}
@@ -572,6 +575,21 @@ func (g *Gateway) handshake(c net.Conn, peer string) (net.Conn, admitted, error)
 		return c, a, err
 	}
 	return c, a, c.SetDeadline(time.Time{})
+}
+
+// sameAddress reports whether two gateway addresses are the same: equal,
+// or URLs equal once their default ports are filled in (wss://host/path is
+// wss://host:443/path).
+func sameAddress(a, b string) bool {
+	if a == b {
+		return true
+	}
+	if !isURL(a) || !isURL(b) {
+		return false
+	}
+	ua, errA := websocket.Target(a, websocket.DialerConfig{Path: "/"})
+	ub, errB := websocket.Target(b, websocket.DialerConfig{Path: "/"})
+	return errA == nil && errB == nil && ua.String() == ub.String()
 }
 
 // identityBusy reports whether another instance than inst holds id with a

@@ -34,13 +34,16 @@ import (
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
+	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
 // kinds are the transports measured (the WebSocket framing against x/net's
 // own is compared by transport/websocket's BenchmarkFraming); yamux-4 is the tunnel with
 // 4 sessions per gateway (yamux: TUNNEL_SESSIONS's default); yamux-raw is
-// the raw floor's echo over one tunnel stream, no RPC: what yamux alone costs.
-var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "websocket", "yamux", "yamux-4"}
+// the raw floor's echo over one tunnel stream, no RPC: what yamux alone costs;
+// yamux-ws is the tunnel (1 session) carried by a WebSocket connection, as
+// agents behind HTTP-only egress run it.
+var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "websocket", "yamux", "yamux-4", "yamux-ws"}
 
 // profileDir, if set, receives CPU profiles of every run.
 var profileDir string
@@ -147,8 +150,8 @@ func main() {
 	}
 	r.Idle = map[string]idleFigures{}
 	for _, k := range kinds {
-		if k == "yamux-4" || k == "yamux-raw" {
-			continue // a session costs the same; an agent keeps 4
+		if k == "yamux-4" || k == "yamux-raw" || k == "yamux-ws" {
+			continue // a session costs the same (and a WebSocket connection's, measured for websocket); an agent keeps 4
 		}
 		f, err := idleCosts(bin, k)
 		if err != nil {
@@ -323,20 +326,31 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		newCall = func() (caller, func(), error) {
 			return rawCaller(func() (net.Conn, error) { return net.Dial("tcp", srv.addr) })
 		}
-	case "yamux", "yamux-4", "yamux-raw":
+	case "yamux", "yamux-4", "yamux-raw", "yamux-ws":
 		gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
 		if err != nil {
 			return sample{}, err
 		}
 		teardown = func() { _ = gw.Close() }
-		serverKind, sessions := "yamux", "1"
+		serverKind, sessions, gwAddr := "yamux", "1", gw.Addr().String()
+		if kind == "yamux-ws" {
+			wl, err := websocket.Listen("127.0.0.1:0", websocket.ListenerConfig{Path: "/tunnel", Stream: true})
+			if err == nil {
+				err = gw.Serve(wl)
+			}
+			if err != nil {
+				teardown()
+				return sample{}, err
+			}
+			gwAddr = "ws://" + wl.Addr().String() + "/tunnel"
+		}
 		switch kind {
 		case "yamux-4":
 			sessions = "4"
 		case "yamux-raw":
 			serverKind = kind
 		}
-		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", serverKind, "-sessions", sessions, "-gateway", gw.Addr().String(), "-token", token, "-id", id)...); err != nil {
+		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", serverKind, "-sessions", sessions, "-gateway", gwAddr, "-token", token, "-id", id)...); err != nil {
 			teardown()
 			return sample{}, err
 		}

@@ -8,9 +8,13 @@
 // opens no RPC port and runs a rogue pod (deploy/kind/e2e/rogue) that writes a
 // fake tunnel gateway into etcd and plays it to the echo agents that dial it:
 // they must reveal no token and accept no call, and no call of the caller may
-// fail meanwhile. It prints a summary table and, on failure, the pods,
-// events and logs. Finally `tilt ci` deploys the project's Tiltfile in the same
-// cluster. The cluster is deleted at the end unless -keep is given.
+// fail meanwhile. With yamux it then runs the tunnel across two clusters
+// (edge.go): a second kind cluster on its own docker network, whose echo
+// pods get out only through an HTTP CONNECT proxy, to two callers whose
+// gateways share one NodePort. It prints a summary table and, on failure,
+// the pods, events and logs. Finally `tilt ci` deploys the project's
+// Tiltfile in the same cluster. The clusters are deleted at the end unless
+// -keep is given.
 package main
 
 import (
@@ -40,6 +44,7 @@ var (
 	only        = flag.String("transports", allKinds(), "transports to run, comma-separated")
 	skipTilt    = flag.Bool("skip-tilt", false, "skip the `tilt ci` step")
 	skipIngress = flag.Bool("skip-ingress", false, "skip the websocket run's steps through the Traefik ingress controller")
+	skipEdge    = flag.Bool("skip-edge", false, "skip the yamux run across two clusters (the edge site behind an egress proxy)")
 	cluster     = flag.String("cluster", "kitex-anyconn", "kind cluster name")
 	namespace   = flag.String("namespace", "kitex-e2e", "namespace of the releases")
 	consecutiv  = flag.Int("calls", 20, "consecutive successful calls required per transport")
@@ -150,6 +155,11 @@ func (e *env) run() error {
 	for _, tr := range strings.Split(*only, ",") {
 		if err := e.transport(strings.TrimSpace(tr)); err != nil {
 			return fmt.Errorf("%s: %w", tr, err)
+		}
+	}
+	if wants("yamux") && !*skipEdge {
+		if err := e.edge(); err != nil {
+			return err
 		}
 	}
 	if !*skipTilt {
@@ -936,6 +946,7 @@ func percentile(v []float64, p float64) float64 {
 }
 
 func (e *env) printSummary() {
+	defer printEdgeSummary()
 	defer printIngressSummary()
 	if len(e.results) == 0 {
 		return
@@ -970,13 +981,23 @@ func (e *env) dump() {
 }
 
 func (e *env) kube(timeout time.Duration, args ...string) error {
-	return e.cmd(timeout, e.kubectl, append([]string{"--context", e.context()}, args...)...)
+	return e.kubeAt(e.context(), timeout, args...)
+}
+
+// kubeAt runs kubectl in the cluster of context kctx.
+func (e *env) kubeAt(kctx string, timeout time.Duration, args ...string) error {
+	return e.cmd(timeout, e.kubectl, append([]string{"--context", kctx}, args...)...)
 }
 
 func (e *env) kubeOut(args ...string) (string, error) {
+	return e.kubeOutAt(e.context(), args...)
+}
+
+// kubeOutAt runs kubectl in the cluster of context kctx and returns its output.
+func (e *env) kubeOutAt(kctx string, args ...string) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	c := exec.CommandContext(ctx, e.kubectl, append([]string{"--context", e.context()}, args...)...)
+	c := exec.CommandContext(ctx, e.kubectl, append([]string{"--context", kctx}, args...)...)
 	var out, errb bytes.Buffer
 	c.Stdout, c.Stderr = &out, &errb
 	if err := c.Run(); err != nil {
