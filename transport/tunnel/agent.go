@@ -158,15 +158,16 @@ type Agent struct {
 // may be one gateway or several (a shared Service, load balancer or
 // ingress).
 type target struct {
-	addr     string
-	cancel   context.CancelFunc
-	done     chan struct{}
-	retired  chan struct{} // closed when the address leaves the agent's list
-	wake     chan struct{} // a session through it ended, or peers changed: look again
-	peers    []string      // the gateways the last one reached through it named; under Agent.mu
-	told     bool          // whether one named any
-	lostFast atomic.Bool   // a session through it ended before stableSession
-	lost     atomic.Int64  // sessions through it lost and not yet established again
+	addr       string
+	cancel     context.CancelFunc
+	done       chan struct{}
+	retired    chan struct{} // closed when the address leaves the agent's list
+	wake       chan struct{} // a session through it ended, or peers changed: look again
+	peers      []string      // the gateways the last one reached through it named; under Agent.mu
+	told       bool          // whether one named any
+	lostFast   atomic.Bool   // a session through it ended before stableSession
+	lost       atomic.Int64  // sessions through it lost and not yet established again
+	lostStable atomic.Bool   // a session through it that had lasted stableSession ended
 }
 
 // held is a gateway the agent holds sessions to, by the gateway's name.
@@ -318,14 +319,21 @@ func (a *Agent) Gateways() []string {
 // a.mu held.
 func (a *Agent) wants(t *target) bool {
 	if !t.told {
+		any := false
 		for _, h := range a.gateways {
 			if h.addr == t.addr {
-				return h.count() < a.cfg.Sessions
+				any = true
+				if h.count() < a.cfg.Sessions {
+					return true
+				}
 			}
 		}
-		return true
+		return !any
 	}
 	for _, name := range t.peers {
+		if other := a.targets[name]; other != nil && other != t {
+			continue // named by its own address (discovery), which its own loop dials
+		}
 		if h := a.gateways[name]; h == nil || h.count() < a.cfg.Sessions {
 			return true
 		}
@@ -408,6 +416,9 @@ func (a *Agent) keep(ctx context.Context, t *target) {
 	probe := backoff.New(a.cfg.BackoffMin, a.cfg.ProbeInterval)
 	attempt, lastLog := 0, time.Time{}
 	for a.alive(ctx, t) {
+		if t.lostStable.Swap(false) {
+			retry.Reset()
+		}
 		if t.lostFast.Swap(false) && !a.sleep(ctx, t, retry.Next()) {
 			return
 		}
@@ -503,6 +514,8 @@ func (a *Agent) start(ctx context.Context, t *target, s *agentSession, log *slog
 		// slowly.
 		if time.Since(s.since) < stableSession {
 			t.lostFast.Store(true)
+		} else {
+			t.lostStable.Store(true)
 		}
 		t.lost.Add(1)
 		log.Warn("tunnel agent: session to gateway lost; reconnecting", slog.Any("error", err))
