@@ -319,16 +319,16 @@ func (a *Agent) Gateways() []string {
 // a.mu held.
 func (a *Agent) wants(t *target) bool {
 	if !t.told {
-		any := false
+		found := false
 		for _, h := range a.gateways {
 			if h.addr == t.addr {
-				any = true
+				found = true
 				if h.count() < a.cfg.Sessions {
 					return true
 				}
 			}
 		}
-		return !any
+		return !found
 	}
 	for _, name := range t.peers {
 		if other := a.targets[name]; other != nil && other != t {

@@ -83,33 +83,59 @@ egress to etcd).
 {{- end }}
 
 {{/*
-"true" when something in the release uses etcd: echo (it registers there), or callers
-without caller.echoAddresses. Only then must etcd.enabled or externalEtcd.endpoints
-say where etcd is.
+"true" when echo uses etcd: it registers there, or with the tunnel finds the gateways
+there, unless echo.tunnel.gateways names the gateways (then it gets no ETCD_* variable,
+no etcd Secret and no egress to etcd).
 */}}
-{{- define "kitex-anyconn.needsEtcd" -}}
-{{- if or .Values.echo.enabled (and .Values.caller.enabled (include "kitex-anyconn.callerUsesEtcd" .)) }}true{{ end -}}
+{{- define "kitex-anyconn.echoUsesEtcd" -}}
+{{- $t := include "kitex-anyconn.transport" . | fromYaml -}}
+{{- if not (and $t.tunnel .Values.echo.tunnel.gateways) }}true{{ end -}}
 {{- end }}
 
 {{/*
-The transports whose trait http is true, comma-separated (for messages).
+"true" when the release has a `helm test` pod: a caller that calls this release's echo,
+or the echo of caller.echoAddresses; not an echo with echo.tunnel.gateways, which dials
+other gateways than the test pod's.
 */}}
-{{- define "kitex-anyconn.httpTransports" -}}
+{{- define "kitex-anyconn.testPod" -}}
+{{- if or (and .Values.echo.enabled (include "kitex-anyconn.echoUsesEtcd" .)) (not (include "kitex-anyconn.callerUsesEtcd" .)) }}true{{ end -}}
+{{- end }}
+
+{{/*
+"true" when something in the release uses etcd: echo (it registers there) without
+echo.tunnel.gateways, or callers without caller.echoAddresses. Only then must
+etcd.enabled or externalEtcd.endpoints say where etcd is.
+*/}}
+{{- define "kitex-anyconn.needsEtcd" -}}
+{{- if or (and .Values.echo.enabled (include "kitex-anyconn.echoUsesEtcd" .)) (and .Values.caller.enabled (include "kitex-anyconn.callerUsesEtcd" .)) }}true{{ end -}}
+{{- end }}
+
+{{/*
+The transports whose trait is true, comma-separated (for messages):
+(dict "root" $ "trait" "http").
+*/}}
+{{- define "kitex-anyconn.transportsWith" -}}
 {{- $names := list -}}
-{{- range $name, $traits := include "kitex-anyconn.transports" . | fromYaml -}}
-{{- if $traits.http }}{{ $names = append $names $name }}{{ end -}}
+{{- range $name, $traits := include "kitex-anyconn.transports" .root | fromYaml -}}
+{{- if get $traits $.trait }}{{ $names = append $names $name }}{{ end -}}
 {{- end -}}
 {{- $names | sortAlpha | join ", " -}}
 {{- end }}
 
+{{/* The transports whose trait http is true, comma-separated (for messages). */}}
+{{- define "kitex-anyconn.httpTransports" -}}
+{{- include "kitex-anyconn.transportsWith" (dict "root" . "trait" "http") -}}
+{{- end }}
+
 {{/*
-TCP ports the callers dial with caller.echoAddresses, as a JSON list without
-repeats: each address's port (ws:// 80 and wss:// 443 when the URL gives none),
-and the port of each caller.proxy URL (80 when it gives none).
+TCP ports dialed with a list of addresses through a forward proxy, as a JSON list
+without repeats: each address's port (ws:// 80 and wss:// 443 when the URL gives
+none), and the port of each of the proxy's URLs (80 when it gives none):
+(dict "addresses" .Values.caller.echoAddresses "proxy" .Values.caller.proxy).
 */}}
-{{- define "kitex-anyconn.echoAddressPorts" -}}
+{{- define "kitex-anyconn.addressPorts" -}}
 {{- $ports := list -}}
-{{- range .Values.caller.echoAddresses -}}
+{{- range .addresses -}}
 {{- $port := "" -}}
 {{- if contains "://" . -}}
 {{- $hostport := regexReplaceAll "^[A-Za-z]+://([^/?#]*).*$" . "${1}" -}}
@@ -120,7 +146,7 @@ and the port of each caller.proxy URL (80 when it gives none).
 {{- end -}}
 {{- $ports = append $ports (int $port) -}}
 {{- end -}}
-{{- range list .Values.caller.proxy.httpsProxy .Values.caller.proxy.httpProxy -}}
+{{- range list .proxy.httpsProxy .proxy.httpProxy -}}
 {{- if . -}}
 {{- $hostport := regexReplaceAll "^([A-Za-z]+://)?([^@/]*@)?([^/?#]*).*$" . "${3}" -}}
 {{- $port := regexFind "[0-9]+$" (regexFind ":[0-9]+$" $hostport) | default "80" -}}
@@ -128,6 +154,52 @@ and the port of each caller.proxy URL (80 when it gives none).
 {{- end -}}
 {{- end -}}
 {{- $ports | uniq | toJson -}}
+{{- end }}
+
+{{/* TCP ports the callers dial with caller.echoAddresses (and caller.proxy). */}}
+{{- define "kitex-anyconn.echoAddressPorts" -}}
+{{- include "kitex-anyconn.addressPorts" (dict "addresses" .Values.caller.echoAddresses "proxy" .Values.caller.proxy) -}}
+{{- end }}
+
+{{/* TCP ports echo dials with echo.tunnel.gateways (and echo.proxy). */}}
+{{- define "kitex-anyconn.echoGatewayPorts" -}}
+{{- include "kitex-anyconn.addressPorts" (dict "addresses" .Values.echo.tunnel.gateways "proxy" .Values.echo.proxy) -}}
+{{- end }}
+
+{{/*
+HTTPS_PROXY, HTTP_PROXY and NO_PROXY of a forward proxy (caller.proxy, echo.proxy),
+those set only.
+*/}}
+{{- define "kitex-anyconn.proxyEnv" -}}
+{{- range $var, $key := dict "HTTPS_PROXY" "httpsProxy" "HTTP_PROXY" "httpProxy" "NO_PROXY" "noProxy" }}
+{{- with get $ $key }}
+- name: {{ $var }}
+  value: {{ . | quote }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
+"true" when the callers' gateways are exposed to agents outside the release: the
+<prefix>-tunnel Service is rendered (tunnel.service, or tunnel.ingress in front of it).
+*/}}
+{{- define "kitex-anyconn.tunnelExposed" -}}
+{{- $t := include "kitex-anyconn.transport" . | fromYaml -}}
+{{- if and $t.tunnel .Values.caller.enabled (or .Values.tunnel.service.enabled .Values.tunnel.ingress.enabled) }}true{{ end -}}
+{{- end }}
+
+{{/*
+The addresses the gateways accept handshakes for besides their own, as a JSON list:
+tunnel.publicAddresses, and the URL of tunnel.ingress (wss:// with its TLS, ws://
+without) when it has a host.
+*/}}
+{{- define "kitex-anyconn.tunnelPublicAddresses" -}}
+{{- $list := .Values.tunnel.publicAddresses | default list -}}
+{{- $ing := .Values.tunnel.ingress -}}
+{{- if and $ing.enabled $ing.host -}}
+{{- $list = append $list (printf "%s://%s%s" (ternary "wss" "ws" $ing.tls.enabled) $ing.host .Values.tunnel.websocket.path) -}}
+{{- end -}}
+{{- $list | uniq | toJson -}}
 {{- end }}
 
 {{/*
@@ -171,7 +243,7 @@ Checks that fail the install with one clear line instead of a broken release.
 */}}
 {{- define "kitex-anyconn.validate" -}}
 {{- if and (not .Values.etcd.enabled) (empty .Values.externalEtcd.endpoints) (include "kitex-anyconn.needsEtcd" .) -}}
-{{- fail "etcd.enabled is false: set externalEtcd.endpoints to the etcd endpoints the services should use (a release of callers only, echo.enabled=false, needs no etcd with caller.echoAddresses)" -}}
+{{- fail "etcd.enabled is false: set externalEtcd.endpoints to the etcd endpoints the services should use (a release of callers only, echo.enabled=false, needs no etcd with caller.echoAddresses; one of echo only, caller.enabled=false, needs none with echo.tunnel.gateways)" -}}
 {{- end -}}
 {{- $t := include "kitex-anyconn.transport" . | fromYaml -}}
 {{- range $name := list "ingress" "httpRoute" -}}
@@ -200,6 +272,7 @@ Checks that fail the install with one clear line instead of a broken release.
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- include "kitex-anyconn.validateTunnel" . -}}
 {{- if and .Values.websocket.tls.enabled (not .Values.websocket.tls.existingSecret) -}}
 {{- fail "websocket.tls.enabled needs websocket.tls.existingSecret (a Secret with tls.crt, tls.key and ca.crt)" -}}
 {{- end -}}
@@ -226,6 +299,53 @@ Checks that fail the install with one clear line instead of a broken release.
 {{- if not (kindIs "invalid" .Values.echo.terminationGracePeriodSeconds) -}}
 {{- if lt (int .Values.echo.terminationGracePeriodSeconds) (add $drain $stop 1 | int) -}}
 {{- fail (printf "echo.terminationGracePeriodSeconds=%v would kill echo before it drains: it must be at least drainDelaySeconds + shutdownTimeoutSeconds + 1 = %d" .Values.echo.terminationGracePeriodSeconds (add $drain $stop 1)) -}}
+{{- end -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+Checks of the tunnel across networks: tunnel.websocket, tunnel.service, tunnel.ingress,
+tunnel.publicAddresses and echo.tunnel.
+*/}}
+{{- define "kitex-anyconn.validateTunnel" -}}
+{{- $t := include "kitex-anyconn.transport" . | fromYaml -}}
+{{- $v := .Values -}}
+{{- $set := dict "tunnel.websocket.enabled" $v.tunnel.websocket.enabled "tunnel.service.enabled" $v.tunnel.service.enabled "tunnel.ingress.enabled" $v.tunnel.ingress.enabled "tunnel.publicAddresses" (not (empty $v.tunnel.publicAddresses)) "echo.tunnel.gateways" (not (empty $v.echo.tunnel.gateways)) "echo.tunnel.wsCA.existingSecret" (not (empty $v.echo.tunnel.wsCA.existingSecret)) -}}
+{{- if not $t.tunnel -}}
+{{- range $name := keys $set | sortAlpha -}}
+{{- if get $set $name -}}
+{{- fail (printf "%s needs a tunnel transport (%s): transport=%s is not one" $name (include "kitex-anyconn.transportsWith" (dict "root" $ "trait" "tunnel")) $v.transport) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if $t.tunnel -}}
+{{- range $name := list "service" "ingress" -}}
+{{- if and (get $v.tunnel $name).enabled (not $v.caller.enabled) -}}
+{{- fail (printf "tunnel.%s.enabled needs caller.enabled: its backend is this release's callers' tunnel gateways" $name) -}}
+{{- end -}}
+{{- end -}}
+{{- $ing := $v.tunnel.ingress -}}
+{{- if and $ing.enabled (not $v.tunnel.websocket.enabled) -}}
+{{- fail "tunnel.ingress.enabled needs tunnel.websocket.enabled: the Ingress's backend is the gateways' WebSocket endpoint (port tunnel-ws)" -}}
+{{- end -}}
+{{- if and $ing.enabled $ing.tls.enabled (not $ing.host) -}}
+{{- fail "tunnel.ingress.tls.enabled needs tunnel.ingress.host: the name of the TLS entry (and of the rule)" -}}
+{{- end -}}
+{{- if and $ing.enabled (not $ing.host) (not (regexMatch "(^|,)wss?://" (join "," $v.tunnel.publicAddresses))) -}}
+{{- fail "tunnel.ingress.enabled without tunnel.ingress.host: list the ws:// or wss:// URL agents dial the Ingress at in tunnel.publicAddresses (the gateways refuse handshakes made for other addresses), or set tunnel.ingress.host" -}}
+{{- end -}}
+{{- if $v.tunnel.websocket.enabled -}}
+{{- range $name, $port := dict "tunnel.port" $v.tunnel.port "caller.adminPort" $v.caller.adminPort -}}
+{{- if eq (int $port) (int $v.tunnel.websocket.port) -}}
+{{- fail (printf "tunnel.websocket.port=%v is %s already: give the WebSocket endpoint a port of its own" $v.tunnel.websocket.port $name) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and $v.echo.tunnel.wsCA.existingSecret (empty $v.echo.tunnel.gateways) -}}
+{{- fail "echo.tunnel.wsCA.existingSecret is for echo.tunnel.gateways: the CA of what terminates wss:// gateway URLs (gateways found in etcd are dialed at their pod addresses)" -}}
+{{- end -}}
+{{- if and $v.echo.enabled $v.echo.tunnel.gateways (not $v.caller.enabled) (not $v.tunnel.token.existingSecret) -}}
+{{- fail "echo.tunnel.gateways without callers in this release (caller.enabled=false) needs tunnel.token.existingSecret: a Secret holding the token of the callers' release (its <prefix>-tunnel-token, or its own tunnel.token.existingSecret); the token-init Job would make a token the gateways do not know" -}}
 {{- end -}}
 {{- end -}}
 {{- end }}
@@ -362,18 +482,23 @@ no ETCD_* variable.
   value: /etc/kitex-anyconn/ws-headers/headers
 {{- end }}
 {{- end }}
-{{- range $var, $key := dict "HTTPS_PROXY" "httpsProxy" "HTTP_PROXY" "httpProxy" "NO_PROXY" "noProxy" }}
-{{- with get $.Values.caller.proxy $key }}
-- name: {{ $var }}
-  value: {{ . | quote }}
-{{- end }}
-{{- end }}
+{{- include "kitex-anyconn.proxyEnv" .Values.caller.proxy }}
 {{- end }}
 {{- if $t.tunnel }}
 - name: TUNNEL_LISTEN_ADDR
   value: {{ printf ":%d" (int .Values.tunnel.port) | quote }}
 - name: TUNNEL_ADVERTISE_ADDR
   value: {{ printf "$(POD_IP):%d" (int .Values.tunnel.port) | quote }}
+{{- if .Values.tunnel.websocket.enabled }}
+- name: TUNNEL_WS_LISTEN_ADDR
+  value: {{ printf ":%d" (int .Values.tunnel.websocket.port) | quote }}
+- name: TUNNEL_WS_PATH
+  value: {{ .Values.tunnel.websocket.path | quote }}
+{{- end }}
+{{- with include "kitex-anyconn.tunnelPublicAddresses" . | fromJsonArray }}
+- name: TUNNEL_PUBLIC_ADDRESSES
+  value: {{ join "," . | quote }}
+{{- end }}
 {{- if .Values.tunnel.agentTokens.existingSecret }}
 - name: TUNNEL_AGENT_TOKENS_FILE
   value: /etc/kitex-anyconn/agent-tokens/tokens
@@ -422,6 +547,9 @@ secretMounts both render from it.
 {{- end }}
 {{- $list = append $list (dict "name" "tunnel-tls" "projected" true "sources" $sources) }}
 {{- end }}
+{{- if and (not $caller) $v.echo.tunnel.wsCA.existingSecret }}
+{{- $list = append $list (dict "name" "tunnel-ws-ca" "sources" (list (dict "secret" $v.echo.tunnel.wsCA.existingSecret "items" (list (dict "key" $v.echo.tunnel.wsCA.key "path" "ca.crt"))))) }}
+{{- end }}
 {{- end }}
 {{- if and $t.http $v.websocket.tls.enabled }}
 {{- $list = append $list (dict "name" "ws-tls" "sources" (list (dict "secret" $v.websocket.tls.existingSecret "keys" (ternary (list "ca.crt") (list "tls.crt" "tls.key") $caller)))) }}
@@ -429,7 +557,7 @@ secretMounts both render from it.
 {{- if and $caller $t.http $v.caller.websocket.headersSecret.name }}
 {{- $list = append $list (dict "name" "ws-headers" "sources" (list (dict "secret" $v.caller.websocket.headersSecret.name "items" (list (dict "key" $v.caller.websocket.headersSecret.key "path" "headers"))))) }}
 {{- end }}
-{{- $etcd := or (not $caller) (include "kitex-anyconn.callerUsesEtcd" .root) }}
+{{- $etcd := ternary (include "kitex-anyconn.callerUsesEtcd" .root) (include "kitex-anyconn.echoUsesEtcd" .root) $caller }}
 {{- if and $etcd (not $v.etcd.enabled) $v.externalEtcd.tls.enabled }}
 {{- $keys := list "ca.crt" }}
 {{- if $v.externalEtcd.tls.clientCert }}{{ $keys = concat $keys (list "tls.crt" "tls.key") }}{{ end }}
