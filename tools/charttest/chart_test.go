@@ -237,7 +237,7 @@ func TestLintStrict(t *testing.T) {
 	for _, tr := range goKinds(t) {
 		cases = append(cases, []string{"transport=" + tr})
 	}
-	cases = append(cases, externalEtcdSets, tlsSets, ingressSets, httpRouteSets, callerOnlySets)
+	cases = append(cases, externalEtcdSets, tlsSets, ingressSets, httpRouteSets, callerOnlySets, tunnelGatewaySets, tunnelEdgeSets)
 	for _, sets := range cases {
 		args := append([]string{"lint", "--strict", chartDir()}, templateArgs(sets)[5:]...)
 		out, err := run(t, "helm", args...)
@@ -747,7 +747,8 @@ func TestEnvNamesAreRead(t *testing.T) {
 	}
 	set := map[string]bool{}
 	for _, sets := range [][]string{{"transport=websocket", "websocket.tls.enabled=true", "websocket.tls.existingSecret=s"}, tlsSets, externalEtcdSets,
-		callerOnlySets, {"transport=websocket", "echo.websocket.pingInterval=30s", "caller.proxy.httpProxy=http://p:3128"}} {
+		callerOnlySets, {"transport=websocket", "echo.websocket.pingInterval=30s", "caller.proxy.httpProxy=http://p:3128"},
+		tunnelGatewaySets, tunnelEdgeSets} {
 		r := render(t, sets...)
 		for _, d := range r.deployments {
 			for _, e := range d.Spec.Template.Spec.Containers[0].Env {
@@ -788,7 +789,9 @@ func TestChartREADMEFresh(t *testing.T) {
 	}
 	for _, key := range []string{"transport", "tunnel.token.existingSecret", "externalEtcd.auth.username", "echo.drainDelaySeconds",
 		"echo.ingress.annotations", "echo.httpRoute.parentRefs", "caller.echoAddresses", "caller.websocket.headersSecret.name",
-		"networkPolicy.ingressFrom"} {
+		"networkPolicy.ingressFrom", "tunnel.websocket.enabled", "tunnel.service.nodePorts.tunnel", "tunnel.ingress.annotations",
+		"tunnel.publicAddresses", "echo.tunnel.gateways", "echo.tunnel.wsCA.existingSecret", "echo.proxy.httpsProxy",
+		"networkPolicy.tunnelFrom", "networkPolicy.echoGatewaysTo"} {
 		if !strings.Contains(string(have), "| "+key+" |") {
 			t.Errorf("README table lacks %s", key)
 		}

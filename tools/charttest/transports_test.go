@@ -134,27 +134,34 @@ func TestUnknownTransportFails(t *testing.T) {
 	}
 }
 
-// echo.ingress and echo.httpRoute need a transport over HTTP: the schema's
-// rules for them (allOf, if enabled then transport in enum) name the
-// transports whose trait http is true in the chart's dictionary, so that a
-// new transport over HTTP is added to them as well.
-func TestHTTPOnlySchemaRules(t *testing.T) {
+// Values that need a trait of the transport have a schema rule each (allOf,
+// if set then transport in enum): echo.ingress and echo.httpRoute need a
+// transport over HTTP, the tunnel's exposure and echo.tunnel.gateways a tunnel
+// transport. Each rule's description names its trait ("those with trait X in
+// _helpers.tpl"), and its enum must be exactly the transports whose trait X is
+// true in the chart's dictionary, so that a new transport is added to them as
+// well.
+func TestTraitOnlySchemaRules(t *testing.T) {
 	_, traits := chartTransports(t)
-	var overHTTP []string
-	for name, tr := range traits {
-		if tr["http"] == true {
-			overHTTP = append(overHTTP, name)
+	withTrait := func(trait string) []string {
+		var names []string
+		for name, tr := range traits {
+			if tr[trait] == true {
+				names = append(names, name)
+			}
 		}
+		slices.Sort(names)
+		return names
 	}
-	slices.Sort(overHTTP)
 
 	var schema struct {
 		AllOf []struct {
-			If   json.RawMessage `json:"if"`
+			If   map[string]any `json:"if"`
 			Then struct {
 				Properties struct {
 					Transport *struct {
-						Enum []string `json:"enum"`
+						Enum        []string `json:"enum"`
+						Description string   `json:"description"`
 					} `json:"transport"`
 				} `json:"properties"`
 			} `json:"then"`
@@ -163,18 +170,38 @@ func TestHTTPOnlySchemaRules(t *testing.T) {
 	if err := json.Unmarshal([]byte(readRepo(t, "charts", "kitex-anyconn", "values.schema.json")), &schema); err != nil {
 		t.Fatal(err)
 	}
-	var rules []string
-	for _, r := range schema.AllOf {
-		if r.Then.Properties.Transport == nil {
-			continue
-		}
-		for _, key := range []string{"ingress", "httpRoute"} {
-			if strings.Contains(string(r.If), `"`+key+`"`) {
-				rules = append(rules, key)
+	// ifPath is the value a rule's if tests, such as echo.ingress.enabled:
+	// the chain of single properties down to the leaf.
+	ifPath := func(node map[string]any) string {
+		var path []string
+		for {
+			props, ok := node["properties"].(map[string]any)
+			if !ok || len(props) != 1 {
+				return strings.Join(path, ".")
+			}
+			for k, v := range props {
+				path = append(path, k)
+				node, _ = v.(map[string]any)
 			}
 		}
-		got := slices.Sorted(slices.Values(r.Then.Properties.Transport.Enum))
-		want(t, "transports of the schema rule "+string(r.If), got, overHTTP)
 	}
-	want(t, "schema rules that need a transport over HTTP", rules, []string{"ingress", "httpRoute"})
+	rules := map[string][]string{} // trait -> values
+	for _, r := range schema.AllOf {
+		tr := r.Then.Properties.Transport
+		if tr == nil {
+			continue
+		}
+		path := ifPath(r.If)
+		m := regexp.MustCompile(`those with trait (\w+) in _helpers\.tpl`).FindStringSubmatch(tr.Description)
+		if m == nil {
+			t.Errorf("schema rule for %s: description %q names no trait", path, tr.Description)
+			continue
+		}
+		rules[m[1]] = append(rules[m[1]], path)
+		want(t, "transports of the schema rule for "+path, slices.Sorted(slices.Values(tr.Enum)), withTrait(m[1]))
+	}
+	want(t, "schema rules that need a transport over HTTP", rules["http"], []string{"echo.ingress.enabled", "echo.httpRoute.enabled"})
+	want(t, "schema rules that need a tunnel transport", rules["tunnel"], []string{"tunnel.websocket.enabled",
+		"tunnel.service.enabled", "tunnel.ingress.enabled", "tunnel.publicAddresses", "echo.tunnel.gateways"})
+	want(t, "traits with schema rules", len(rules), 2)
 }
