@@ -450,8 +450,9 @@ func (a *Agent) keep(ctx context.Context, t *target) {
 			a.start(ctx, t, s, log, &sessions)
 		case errors.Is(err, errDeclined):
 			// We landed on a gateway we hold already: the one we lack is
-			// elsewhere behind the address, or gone. Try again, less often.
-			if !a.sleep(ctx, t, probe.Next()) {
+			// elsewhere behind the address, or gone. Try again, less often,
+			// or at once when the gateways' names change.
+			if !a.await(ctx, t, probe.Next()) {
 				return
 			}
 		default:
