@@ -194,6 +194,8 @@ func TestTunnelServiceShapes(t *testing.T) {
 		t.Fatalf("tunnel.ingress without tunnel.service: no Service demo-tunnel; rendered %v", r.kinds)
 	}
 	want(t, "Service for the Ingress alone", svc.Spec.Type, corev1.ServiceTypeClusterIP)
+	// A new caller is ready only once an agent reached it through here.
+	want(t, "publishNotReadyAddresses", svc.Spec.PublishNotReadyAddresses, true)
 	want(t, "its ports", servicePorts(svc), []string{"tunnel=tunnel/7000/-", "tunnel-ws=tunnel-ws/7443/-"})
 	ce := env(r.deployment(t, "demo-caller").Spec.Template.Spec.Containers[0])
 	want(t, "TUNNEL_WS_LISTEN_ADDR", ce["TUNNEL_WS_LISTEN_ADDR"], ":7443")

@@ -200,6 +200,18 @@ func (e *env) validateManifests() error {
 			"echo.ingress.tls.enabled=true", "echo.ingress.tls.secretName=echo-tls", "echo.websocket.pingInterval=30s"},
 		{"transport=websocket", "echo.enabled=false", "etcd.enabled=false", "caller.echoAddresses={wss://echo.example.com/kitex}",
 			"caller.websocket.headers={X-Tenant: e2e}", "caller.websocket.headersSecret.name=ws-headers", "caller.proxy.httpsProxy=http://proxy.example:3128"},
+		{"transport=yamux", "networkPolicy.enabled=true", "tunnel.websocket.enabled=true",
+			"tunnel.service.enabled=true", "tunnel.service.type=NodePort",
+			"tunnel.service.nodePorts.tunnel=30917", "tunnel.service.nodePorts.websocket=30918",
+			"tunnel.ingress.enabled=true", "tunnel.ingress.className=traefik", "tunnel.ingress.host=tunnel.example.com",
+			"tunnel.ingress.tls.enabled=true", "tunnel.ingress.tls.secretName=tunnel-tls",
+			"tunnel.publicAddresses={203.0.113.10:30917,ws://203.0.113.10:30918/tunnel}",
+			"networkPolicy.tunnelFrom[0].ipBlock.cidr=172.16.0.0/12"},
+		{"transport=yamux", "networkPolicy.enabled=true", "caller.enabled=false", "etcd.enabled=false",
+			"echo.tunnel.gateways={wss://tunnel.example.com/tunnel,203.0.113.10:30917}",
+			"tunnel.token.existingSecret=tunnel-token", "echo.tunnel.wsCA.existingSecret=tunnel-ca",
+			"echo.proxy.httpsProxy=http://proxy.example:3128", "echo.proxy.noProxy=.cluster.local",
+			"networkPolicy.echoGatewaysTo[0].ipBlock.cidr=203.0.113.0/24"},
 	}
 	for _, v := range variants {
 		args := []string{"template", release, "charts/kitex-anyconn", "-n", ns}
