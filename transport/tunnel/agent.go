@@ -40,6 +40,10 @@ const DefaultProbeInterval = 30 * time.Second
 // MaxSessions bounds AgentConfig.Sessions.
 const MaxSessions = 16
 
+// fastDeclines is how many declined dials in a row an agent makes at most
+// a second apart (see keep).
+const fastDeclines = 32
+
 // stableSession is how long a session must last for the next reconnection
 // to start again from BackoffMin.
 const stableSession = 5 * time.Second
@@ -414,6 +418,13 @@ func (a *Agent) keep(ctx context.Context, t *target) {
 	log := a.log.With(slog.String("gateway", t.addr))
 	retry := backoff.New(a.cfg.BackoffMin, a.cfg.BackoffMax)
 	probe := backoff.New(a.cfg.BackoffMin, a.cfg.ProbeInterval)
+	// A balancer spreads connections at random: with k gateways behind
+	// the address, landing on the one we lack takes k dials on average. So
+	// the first declines in a row wait at most a second (a declined dial
+	// costs a TLS handshake and a few bytes), the later ones back off to
+	// ProbeInterval (a named gateway may not be behind this address at all).
+	fast := backoff.New(a.cfg.BackoffMin, time.Second)
+	declines := 0
 	attempt, lastLog := 0, time.Time{}
 	for a.alive(ctx, t) {
 		if t.lostStable.Swap(false) {
@@ -445,14 +456,20 @@ func (a *Agent) keep(ctx context.Context, t *target) {
 		s, err := a.connect(ctx, t)
 		switch {
 		case err == nil:
-			attempt = 0
+			attempt, declines = 0, 0
 			probe.Reset()
+			fast.Reset()
 			a.start(ctx, t, s, log, &sessions)
 		case errors.Is(err, errDeclined):
 			// We landed on a gateway we hold already: the one we lack is
 			// elsewhere behind the address, or gone. Try again, less often,
 			// or at once when the gateways' names change.
-			if !a.await(ctx, t, probe.Next()) {
+			declines++
+			wait := fast.Next()
+			if declines > fastDeclines {
+				wait = probe.Next()
+			}
+			if !a.await(ctx, t, wait) {
 				return
 			}
 		default:

@@ -319,39 +319,60 @@ func (e *env) edgeInventory(x *edgeRun) error {
 		return err
 	}
 	for _, pod := range callers {
-		calls, err := e.podLog(pod)
-		if err != nil {
-			return err
-		}
-		raw, err := e.kubeOut("get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/tunnel/agents", edgeNS, pod, callerAdmin))
-		if err != nil {
-			return err
-		}
-		var view struct {
-			Gateway string `json:"gateway"`
-			Agents  []struct {
-				ID       string            `json:"id"`
-				Sessions []json.RawMessage `json:"sessions"`
-			} `json:"agents"`
-		}
-		if err := json.Unmarshal([]byte(raw), &view); err != nil {
-			return fmt.Errorf("%s /tunnel/agents: %w: %s", pod, err, raw)
-		}
-		var listed []string
-		for _, a := range view.Agents {
-			listed = append(listed, a.ID)
-			if len(a.Sessions) != 4 {
-				return fmt.Errorf("%s lists %d sessions of agent %s, want tunnel.sessions (4): %s", pod, len(a.Sessions), a.ID, raw)
+		// Agents fill their sessions one dial at a time through the shared
+		// address: give them a minute.
+		deadline := time.Now().Add(time.Minute)
+		for {
+			listed, gateway, problem, err := e.agentsListed(pod)
+			if err != nil {
+				return err
 			}
+			if problem == "" {
+				fmt.Printf("%s (gateway %s): /tunnel/agents lists %v with 4 sessions each, as its log shows\n", pod, gateway, listed)
+				x.rows = append(x.rows, edgeRow{pod: pod, agentsListed: listed})
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("%s: %s", pod, problem)
+			}
+			time.Sleep(2 * time.Second)
 		}
-		reached := reachedSince(calls, time.Time{})
-		if !slices.Equal(listed, reached) {
-			return fmt.Errorf("%s: /tunnel/agents lists %v, its log shows calls to %v", pod, listed, reached)
-		}
-		fmt.Printf("%s (gateway %s): /tunnel/agents lists %v, as its log shows\n", pod, view.Gateway, listed)
-		x.rows = append(x.rows, edgeRow{pod: pod, reached: reached, agentsListed: listed})
 	}
 	return nil
+}
+
+// agentsListed reads a caller pod's /tunnel/agents; problem says how it
+// differs from the agents its log shows calls to, with tunnel.sessions
+// (4) sessions each.
+func (e *env) agentsListed(pod string) (listed []string, gateway, problem string, err error) {
+	calls, err := e.podLog(pod)
+	if err != nil {
+		return nil, "", "", err
+	}
+	raw, err := e.kubeOut("get", "--raw", fmt.Sprintf("/api/v1/namespaces/%s/pods/%s:%d/proxy/tunnel/agents", edgeNS, pod, callerAdmin))
+	if err != nil {
+		return nil, "", "", err
+	}
+	var view struct {
+		Gateway string `json:"gateway"`
+		Agents  []struct {
+			ID       string            `json:"id"`
+			Sessions []json.RawMessage `json:"sessions"`
+		} `json:"agents"`
+	}
+	if err := json.Unmarshal([]byte(raw), &view); err != nil {
+		return nil, "", "", fmt.Errorf("%s /tunnel/agents: %w: %s", pod, err, raw)
+	}
+	for _, a := range view.Agents {
+		listed = append(listed, a.ID)
+		if len(a.Sessions) != 4 {
+			problem = fmt.Sprintf("/tunnel/agents lists %d sessions of agent %s, want tunnel.sessions (4): %s", len(a.Sessions), a.ID, raw)
+		}
+	}
+	if reached := reachedSince(calls, time.Time{}); !slices.Equal(listed, reached) {
+		problem = fmt.Sprintf("/tunnel/agents lists %v, its log shows calls to %v", listed, reached)
+	}
+	return listed, view.Gateway, problem, nil
 }
 
 func (e *env) edgeDeleteEcho(x *edgeRun) error {
@@ -443,9 +464,7 @@ func (e *env) edgeTally(x *edgeRun) error {
 			return fmt.Errorf("%s: no successful call", r.pod)
 		}
 		r.ok, r.failed = okCount(calls[first:]), countFailed(calls[first:])
-		if r.replacedByRoll {
-			r.reached = reachedSince(calls, time.Time{})
-		}
+		r.reached = reachedSince(calls, time.Time{})
 		if r.failed > 0 {
 			return fmt.Errorf("%s: %d calls failed after its first success: %v", r.pod, r.failed, failedOnly(calls[first:]))
 		}
