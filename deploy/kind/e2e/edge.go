@@ -37,12 +37,20 @@ const (
 
 // edgeRun is what the edge steps share.
 type edgeRun struct {
-	nodeIP  string // the first cluster's node, on docker's kind network
-	proxyIP string // the proxy, on the edge network
-	url     string // the gateways' shared WebSocket URL
-	streams *logStreams
-	deleted time.Time // when an edge echo pod was deleted
-	rows    []edgeRow
+	nodeIP    string    // the first cluster's node, on docker's kind network
+	proxyIP   string    // the proxy, on the edge network
+	url       string    // the gateways' shared WebSocket URL
+	installed time.Time // when the edge's install began
+	streams   *logStreams
+	deleted   time.Time // when an edge echo pod was deleted
+	rows      []edgeRow
+}
+
+// edgeTimes are the run's recovery figures.
+var edgeTimes struct {
+	everyEveryAfterInstall time.Duration // every caller reached every echo, after the edge's install began
+	newEchoReachedByAll    time.Duration // both callers reached the replacement echo pod, after the delete
+	newCallersReachedAll   time.Duration // both new callers reached both echoes, after the rollout restart
 }
 
 // edgeRow is a summary row: one caller pod.
@@ -179,6 +187,7 @@ func (e *env) edgeGateways(x *edgeRun) error {
 }
 
 func (e *env) edgeEchoes(x *edgeRun) error {
+	x.installed = time.Now()
 	if err := e.kubeAt(edgeContext(), time.Minute, "-n", edgeNS, "create", "secret", "generic", "edge-token", "--from-literal=token="+edgeToken); err != nil {
 		return err
 	}
@@ -293,6 +302,7 @@ func (e *env) edgeReached(x *edgeRun) error {
 	if err := e.awaitEveryCallerReachesEvery(x, time.Time{}, 3*time.Minute); err != nil {
 		return err
 	}
+	edgeTimes.everyEveryAfterInstall = time.Since(x.installed).Round(time.Second)
 	callers, err := e.callerPods()
 	if err != nil {
 		return err
@@ -388,10 +398,10 @@ func (e *env) edgeDeleteEcho(x *edgeRun) error {
 		return err
 	}
 	// The new pod is a new agent: both callers must reach it.
-	time.Sleep(5 * time.Second)
 	if err := e.awaitEveryCallerReachesEvery(x, time.Now(), 2*time.Minute); err != nil {
 		return err
 	}
+	edgeTimes.newEchoReachedByAll = time.Since(x.deleted).Round(time.Second)
 	for i := range x.rows {
 		calls, err := e.podLog(x.rows[i].pod)
 		if err != nil {
@@ -420,6 +430,7 @@ func (e *env) edgeRollCallers(x *edgeRun) error {
 	if err := e.awaitEveryCallerReachesEvery(x, rolled, 3*time.Minute); err != nil {
 		return err
 	}
+	edgeTimes.newCallersReachedAll = time.Since(rolled).Round(time.Second)
 	after, err := e.callerPods()
 	if err != nil {
 		return err
@@ -505,6 +516,8 @@ func printEdgeSummary() {
 		}
 		fmt.Printf("| %s | %d | %d | %s | %s | %s | %s |\n", r.pod, r.ok, r.failed, strings.Join(r.reached, ", "), listed, del, roll)
 	}
+	fmt.Printf("\nEvery caller reached every edge echo %s after the edge's install began; both callers reached the echo pod that replaced a deleted one %s after the delete (its rollout included); both new callers reached both echoes %s after the rolling restart began (its rollout included).\n",
+		edgeTimes.everyEveryAfterInstall, edgeTimes.newEchoReachedByAll, edgeTimes.newCallersReachedAll)
 }
 
 // dockerIP returns container's address on a docker network.
