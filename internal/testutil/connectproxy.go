@@ -1,24 +1,20 @@
 package testutil
 
 import (
-	"bufio"
-	"encoding/base64"
-	"io"
 	"net"
-	"net/http"
 	"sync"
 	"testing"
-	"time"
+
+	"github.com/anyconn/kitex-anyconn/internal/connectproxy"
 )
 
 // ConnectProxy is an HTTP forward proxy that serves CONNECT only (the way
 // WebSocket clients use HTTPS_PROXY), with Basic authentication.
 type ConnectProxy struct {
-	ln         net.Listener
-	user, pass string
-	mu         sync.Mutex
-	connects   []string
-	wg         sync.WaitGroup
+	ln       net.Listener
+	mu       sync.Mutex
+	connects []string
+	wg       sync.WaitGroup
 }
 
 // StartConnectProxy runs a CONNECT proxy on loopback until the test ends;
@@ -29,8 +25,22 @@ func StartConnectProxy(t testing.TB, user, pass string) *ConnectProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &ConnectProxy{ln: ln, user: user, pass: pass}
+	p := &ConnectProxy{ln: ln}
 	var conns sync.Map
+	cp := connectproxy.Proxy{User: user, Pass: pass,
+		OnConnect: func(target, _ string) {
+			p.mu.Lock()
+			p.connects = append(p.connects, target)
+			p.mu.Unlock()
+		},
+		Track: func(up net.Conn, open bool) {
+			if open {
+				conns.Store(up, true)
+			} else {
+				conns.Delete(up)
+			}
+		},
+	}
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
@@ -44,7 +54,7 @@ func StartConnectProxy(t testing.TB, user, pass string) *ConnectProxy {
 			go func() {
 				defer p.wg.Done()
 				defer conns.Delete(c)
-				p.serve(c, &conns)
+				cp.ServeConn(c)
 			}()
 		}
 	}()
@@ -64,45 +74,4 @@ func (p *ConnectProxy) Connects() []string {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return append([]string(nil), p.connects...)
-}
-
-func (p *ConnectProxy) serve(c net.Conn, conns *sync.Map) {
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-	br := bufio.NewReader(c)
-	req, err := http.ReadRequest(br)
-	if err != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Time{})
-	if req.Method != http.MethodConnect {
-		_, _ = io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\nContent-Length: 0\r\n\r\n")
-		return
-	}
-	want := "Basic " + base64.StdEncoding.EncodeToString([]byte(p.user+":"+p.pass))
-	if p.user != "" && req.Header.Get("Proxy-Authorization") != want {
-		_, _ = io.WriteString(c, "HTTP/1.1 407 Proxy Authentication Required\r\nProxy-Authenticate: Basic\r\nContent-Length: 0\r\n\r\n")
-		return
-	}
-	up, err := net.DialTimeout("tcp", req.Host, 5*time.Second)
-	if err != nil {
-		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-		return
-	}
-	conns.Store(up, true)
-	defer conns.Delete(up)
-	defer up.Close()
-	p.mu.Lock()
-	p.connects = append(p.connects, req.Host)
-	p.mu.Unlock()
-	_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-	done := make(chan struct{})
-	go func() {
-		_, _ = io.Copy(up, br) // br holds nothing past the request: the client waits for the 200
-		_ = up.Close()
-		close(done)
-	}()
-	_, _ = io.Copy(c, up)
-	_ = c.Close()
-	<-done
 }

@@ -671,10 +671,7 @@ func TestOptionsAndOverrides(t *testing.T) {
 // TestRejected checks that mistakes stop `helm install` with a message that
 // names the value.
 func TestRejected(t *testing.T) {
-	cases := []struct {
-		sets []string
-		msg  string
-	}{
+	cases := []renderFails{
 		{[]string{"transport=quic"}, "netpoll"},
 		{[]string{"transport=NetPoll"}, "transport"},
 		{[]string{"echo.replicass=3"}, "replicass"},
@@ -726,16 +723,7 @@ func TestRejected(t *testing.T) {
 		{[]string{"transport=websocket", "caller.proxy.noProxy={a,b}"}, "/caller/proxy/noProxy"},
 		{[]string{"networkPolicy.ingressFrom=anyone"}, "/networkPolicy/ingressFrom"},
 	}
-	for _, c := range cases {
-		out, err := run(t, "helm", templateArgs(c.sets)...)
-		if err == nil {
-			t.Errorf("helm template with %v succeeded, want an error; rendered %d bytes", c.sets, len(out))
-			continue
-		}
-		if !strings.Contains(err.Error(), c.msg) {
-			t.Errorf("helm template with %v: error does not mention %q: %v", c.sets, c.msg, err)
-		}
-	}
+	wantRenderErrors(t, cases)
 }
 
 // TestEnvNamesAreRead checks that every variable the chart sets is one the
@@ -794,6 +782,28 @@ func TestChartREADMEFresh(t *testing.T) {
 		"networkPolicy.tunnelFrom", "networkPolicy.echoGatewaysTo"} {
 		if !strings.Contains(string(have), "| "+key+" |") {
 			t.Errorf("README table lacks %s", key)
+		}
+	}
+}
+
+// renderFails is a variant that must not render, and what its error names.
+type renderFails struct {
+	sets []string
+	msg  string
+}
+
+// wantRenderErrors fails t unless each case's render fails with an error
+// that mentions its msg.
+func wantRenderErrors(t *testing.T, cases []renderFails) {
+	t.Helper()
+	for _, c := range cases {
+		out, err := run(t, "helm", templateArgs(c.sets)...)
+		if err == nil {
+			t.Errorf("helm template with %v succeeded, want an error; rendered %d bytes", c.sets, len(out))
+			continue
+		}
+		if !strings.Contains(err.Error(), c.msg) {
+			t.Errorf("helm template with %v: error does not mention %q: %v", c.sets, c.msg, err)
 		}
 	}
 }

@@ -251,10 +251,7 @@ func TestCallerWithEchoAddresses(t *testing.T) {
 		t.Fatalf("no caller NetworkPolicy; rendered %v", r.kinds)
 	}
 	want(t, "caller egress rules (DNS, echoAddresses)", len(np.Spec.Egress), 2)
-	var ports []int
-	for _, p := range np.Spec.Egress[1].Ports {
-		ports = append(ports, p.Port.IntValue())
-	}
+	ports := egressPorts(np.Spec.Egress[1])
 	want(t, "echoAddresses egress ports", ports, []int{443, 8080, 3128})
 	want(t, "echoAddresses egress to anywhere", len(np.Spec.Egress[1].To), 0)
 	r = render(t, append(slices.Clone(callerOnlySets), "networkPolicy.echoAddressesTo[0].ipBlock.cidr=203.0.113.10/32")...)
@@ -323,4 +320,13 @@ func TestEchoPings(t *testing.T) {
 			t.Errorf("echo WS_PING_INTERVAL set with %v", sets)
 		}
 	}
+}
+
+// egressPorts returns the port numbers of an egress rule.
+func egressPorts(rule networkingv1.NetworkPolicyEgressRule) []int {
+	var ports []int
+	for _, p := range rule.Ports {
+		ports = append(ports, p.Port.IntValue())
+	}
+	return ports
 }

@@ -342,10 +342,7 @@ func TestTunnelEdgeEcho(t *testing.T) {
 		t.Fatalf("no echo NetworkPolicy; rendered %v", r.kinds)
 	}
 	want(t, "echo egress rules (DNS, gateways)", len(np.Spec.Egress), 2)
-	var ports []int
-	for _, p := range np.Spec.Egress[1].Ports {
-		ports = append(ports, p.Port.IntValue())
-	}
+	ports := egressPorts(np.Spec.Egress[1])
 	want(t, "gateways egress ports (wss:// 443, the NodePort, the proxy)", ports, []int{443, 30700, 3128})
 	want(t, "gateways egress to anywhere", len(np.Spec.Egress[1].To), 0)
 	for _, e := range np.Spec.Egress {
@@ -411,10 +408,7 @@ func TestTunnelRejected(t *testing.T) {
 		}
 		return append(sets, extra...)
 	}
-	cases := []struct {
-		sets []string
-		msg  string
-	}{
+	cases := []renderFails{
 		// The templates' checks.
 		{[]string{"transport=yamux", "tunnel.ingress.enabled=true", "tunnel.ingress.host=t.example.com"},
 			"tunnel.ingress.enabled needs tunnel.websocket.enabled"},
@@ -454,16 +448,7 @@ func TestTunnelRejected(t *testing.T) {
 		{[]string{"networkPolicy.tunnelFrom=anyone"}, "/networkPolicy/tunnelFrom"},
 		{[]string{"networkPolicy.echoGatewaysTo=anyone"}, "/networkPolicy/echoGatewaysTo"},
 	}
-	for _, c := range cases {
-		out, err := run(t, "helm", templateArgs(c.sets)...)
-		if err == nil {
-			t.Errorf("helm template with %v succeeded, want an error; rendered %d bytes", c.sets, len(out))
-			continue
-		}
-		if !strings.Contains(err.Error(), c.msg) {
-			t.Errorf("helm template with %v: error does not mention %q: %v", c.sets, c.msg, err)
-		}
-	}
+	wantRenderErrors(t, cases)
 }
 
 // The tunnel's exposure and echo.tunnel.gateways need a tunnel transport:

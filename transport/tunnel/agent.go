@@ -561,23 +561,15 @@ func isClosed(ch <-chan struct{}) bool {
 // sleep waits d; it returns false if ctx ends, the agent leaves or the
 // address is retired first.
 func (a *Agent) sleep(ctx context.Context, t *target, d time.Duration) bool {
-	tm := time.NewTimer(d)
-	defer tm.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-a.leaving:
-		return false
-	case <-t.retired:
-		return false
-	case <-tm.C:
-		return true
-	}
+	return a.wait(ctx, t, d, nil)
 }
 
-// await waits d or until t is woken; it returns false if ctx ends, the
-// agent leaves or the address is retired first.
+// await is sleep that also ends, returning true, when t is woken.
 func (a *Agent) await(ctx context.Context, t *target, d time.Duration) bool {
+	return a.wait(ctx, t, d, t.wake)
+}
+
+func (a *Agent) wait(ctx context.Context, t *target, d time.Duration, wake <-chan struct{}) bool {
 	tm := time.NewTimer(d)
 	defer tm.Stop()
 	select {
@@ -587,7 +579,7 @@ func (a *Agent) await(ctx context.Context, t *target, d time.Duration) bool {
 		return false
 	case <-t.retired:
 		return false
-	case <-t.wake:
+	case <-wake: // nil: never
 		return true
 	case <-tm.C:
 		return true

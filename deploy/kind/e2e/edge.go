@@ -209,20 +209,15 @@ func (e *env) edgeEchoes(x *edgeRun) error {
 }
 
 // edgeEchoPods returns the edge echo pods running now: the agents' identities.
-func (e *env) edgeEchoPods() ([]string, error) {
-	out, err := e.kubeOutAt(edgeContext(), "-n", edgeNS, "get", "pods", "-l", "app.kubernetes.io/component=echo",
-		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
-	if err != nil {
-		return nil, err
-	}
-	pods := strings.Fields(out)
-	sort.Strings(pods)
-	return pods, nil
-}
+func (e *env) edgeEchoPods() ([]string, error) { return e.runningPods(edgeContext(), "echo") }
 
 // callerPods returns the first cluster's caller pods running now.
-func (e *env) callerPods() ([]string, error) {
-	out, err := e.kubeOut("-n", edgeNS, "get", "pods", "-l", "app.kubernetes.io/component=caller",
+func (e *env) callerPods() ([]string, error) { return e.runningPods(e.context(), "caller") }
+
+// runningPods returns the running pods of component in the edge namespace
+// of the cluster of context kctx, sorted.
+func (e *env) runningPods(kctx, component string) ([]string, error) {
+	out, err := e.kubeOutAt(kctx, "-n", edgeNS, "get", "pods", "-l", "app.kubernetes.io/component="+component,
 		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
 	if err != nil {
 		return nil, err

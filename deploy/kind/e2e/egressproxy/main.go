@@ -7,16 +7,14 @@
 package main
 
 import (
-	"bufio"
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
 	"os"
-	"sync/atomic"
 	"time"
+
+	"github.com/anyconn/kitex-anyconn/internal/connectproxy"
 )
 
 func main() {
@@ -39,13 +37,24 @@ func main() {
 		os.Exit(1)
 	}
 	logLine(map[string]any{"msg": "egress proxy listening", "listen": ln.Addr().String()})
+	proxy := connectproxy.Proxy{
+		OnConnect: func(target, peer string) {
+			logLine(map[string]any{"msg": "connect", "target": target, "peer": peer})
+		},
+		OnClose: func(target, peer string, out, in int64, took time.Duration) {
+			logLine(map[string]any{"msg": "closed", "target": target, "peer": peer, "bytes_out": out, "bytes_in": in, "seconds": took.Seconds()})
+		},
+		OnRefuse: func(peer, reason string) {
+			logLine(map[string]any{"msg": "refused", "peer": peer, "reason": reason})
+		},
+	}
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
 			os.Exit(1)
 		}
-		go serve(c)
+		go proxy.ServeConn(c)
 	}
 }
 
@@ -53,46 +62,4 @@ func logLine(fields map[string]any) {
 	fields["ts"] = time.Now().UTC().Format(time.RFC3339Nano)
 	b, _ := json.Marshal(fields)
 	fmt.Println(string(b))
-}
-
-func serve(c net.Conn) {
-	defer c.Close()
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
-	req, err := http.ReadRequest(br)
-	if err != nil {
-		return
-	}
-	_ = c.SetReadDeadline(time.Time{})
-	if req.Method != http.MethodConnect {
-		_, _ = io.WriteString(c, "HTTP/1.1 405 Method Not Allowed\r\nAllow: CONNECT\r\nContent-Length: 0\r\n\r\n")
-		logLine(map[string]any{"msg": "refused", "method": req.Method, "peer": c.RemoteAddr().String()})
-		return
-	}
-	began := time.Now()
-	up, err := net.DialTimeout("tcp", req.Host, 10*time.Second)
-	if err != nil {
-		_, _ = io.WriteString(c, "HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n\r\n")
-		logLine(map[string]any{"msg": "connect failed", "target": req.Host, "peer": c.RemoteAddr().String(), "error": err.Error()})
-		return
-	}
-	defer up.Close()
-	_, _ = io.WriteString(c, "HTTP/1.1 200 Connection established\r\n\r\n")
-	logLine(map[string]any{"msg": "connect", "target": req.Host, "peer": c.RemoteAddr().String()})
-	var out, in atomic.Int64
-	done := make(chan struct{})
-	go func() {
-		n, _ := io.Copy(up, br)
-		out.Store(n)
-		if tc, ok := up.(*net.TCPConn); ok {
-			_ = tc.CloseWrite()
-		}
-		close(done)
-	}()
-	n, _ := io.Copy(c, up)
-	in.Store(n)
-	_ = c.Close()
-	<-done
-	logLine(map[string]any{"msg": "closed", "target": req.Host, "peer": c.RemoteAddr().String(),
-		"bytes_out": out.Load(), "bytes_in": in.Load(), "seconds": time.Since(began).Seconds()})
 }
