@@ -3,6 +3,7 @@ package etcdreg_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net"
 	"testing"
@@ -107,7 +108,7 @@ func TestResolverKeepsOnlyMatchingTags(t *testing.T) {
 // KeepLast bridges an emptied etcd for a while, then lets the emptiness show.
 func TestResolverKeepLast(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
-	register(t, cli, "10.0.0.1:1", map[string]string{etcdreg.TagTransport: "gonet"})
+	reg := register(t, cli, "10.0.0.1:1", map[string]string{etcdreg.TagTransport: "gonet"})
 	r := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "gonet"}).KeepLast(500 * time.Millisecond)
 	count := func() int {
 		res, err := r.Resolve(context.Background(), "echo")
@@ -121,7 +122,7 @@ func TestResolverKeepLast(t *testing.T) {
 	}
 	// Time without an answer (etcd unreachable) does not use the window up.
 	time.Sleep(600 * time.Millisecond)
-	if _, err := cli.Delete(context.Background(), etcdreg.DefaultPrefix+"/", clientv3.WithPrefix()); err != nil {
+	if err := reg.Deregister(nil); err != nil { // a live registration would write itself again
 		t.Fatal(err)
 	}
 	if n := count(); n != 1 {
@@ -153,6 +154,25 @@ func TestRegistrationComesBackAfterLeaseLoss(t *testing.T) {
 		resp, err := cli.Get(context.Background(), reg.Key())
 		return err == nil && len(resp.Kvs) == 1 && reg.Registered()
 	})
+}
+
+// A registration deleted while its lease lives (by an operator, or by
+// anyone who may write the prefix) is written again at once: the instance
+// does not stay out of discovery while its /readyz says ready.
+func TestDeletedRegistrationIsWrittenAgain(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	reg := register(t, cli, "10.9.9.8:1", map[string]string{etcdreg.TagTransport: "gonet"})
+	for i := range 3 {
+		if _, err := cli.Delete(context.Background(), reg.Key()); err != nil {
+			t.Fatal(err)
+		}
+		deleted := time.Now()
+		testutil.Eventually(t, fmt.Sprintf("written again after deletion %d", i+1), 5*time.Second, func() bool {
+			resp, err := cli.Get(context.Background(), reg.Key())
+			return err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 && reg.Registered()
+		})
+		t.Logf("report: registration deleted while serving: written again after %v", time.Since(deleted).Round(time.Millisecond))
+	}
 }
 
 // Register returns at once even while etcd is unreachable, and the

@@ -174,7 +174,7 @@ func (r *Registry) keep(ctx context.Context, key, val string, done chan struct{}
 			retry.Reset()
 			r.registered.Store(true)
 			r.log.Info("registered in etcd", zap.String("key", key), zap.Duration("ttl", r.opts.TTL))
-			err = r.keepAlive(ctx)
+			err = r.keepAlive(ctx, key, val)
 			r.registered.Store(false)
 			if ctx.Err() != nil {
 				return
@@ -214,15 +214,47 @@ func (r *Registry) registerOnce(ctx context.Context, key, val string) error {
 	return nil
 }
 
-// keepAlive renews the current lease until it is lost or ctx ends.
-func (r *Registry) keepAlive(ctx context.Context) error {
-	ch, err := r.cli.KeepAlive(ctx, clientv3.LeaseID(r.lease.Load()))
+// keepAlive renews the current lease until it is lost or ctx ends, and
+// writes the key again (on the same lease) whenever it is deleted while
+// the lease lives: by an operator, or by anyone with write access to the
+// prefix. Without that the instance would stay out of discovery, its
+// lease alive and its /readyz ready, until it restarts.
+func (r *Registry) keepAlive(ctx context.Context, key, val string) error {
+	lease := clientv3.LeaseID(r.lease.Load())
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := r.cli.KeepAlive(ctx, lease)
 	if err != nil {
 		return err
 	}
-	for range ch {
+	watch := r.cli.Watch(clientv3.WithRequireLeader(ctx), key)
+	for {
+		select {
+		case _, ok := <-ch:
+			if !ok {
+				return errors.New("lease keep-alive ended")
+			}
+		case w, ok := <-watch:
+			if !ok {
+				watch = nil // the watch ended with ctx; the keep-alive tells the rest
+				continue
+			}
+			for _, ev := range w.Events {
+				if ev.Type != clientv3.EventTypeDelete {
+					continue
+				}
+				r.registered.Store(false)
+				pctx, stop := context.WithTimeout(ctx, 3*time.Second)
+				_, err := r.cli.Put(pctx, key, val, clientv3.WithLease(lease))
+				stop()
+				if err != nil {
+					return fmt.Errorf("registration deleted, and writing it again failed: %w", err)
+				}
+				r.registered.Store(true)
+				r.log.Warn("etcd registration deleted while serving; written again", zap.String("key", key))
+			}
+		}
 	}
-	return errors.New("lease keep-alive ended")
 }
 
 // Deregister deletes the registration and revokes its lease, once; later
