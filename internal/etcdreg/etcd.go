@@ -34,11 +34,17 @@ func NewEtcdClient(cfg EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 	}
 	endpoints := cfg.Endpoints
 	cli, err := clientv3.New(clientv3.Config{
-		Endpoints:            endpoints,
-		TLS:                  cfg.TLS,
-		Username:             cfg.Username,
-		Password:             cfg.Password,
-		DialTimeout:          5 * time.Second,
+		Endpoints:   endpoints,
+		TLS:         cfg.TLS,
+		Username:    cfg.Username,
+		Password:    cfg.Password,
+		DialTimeout: 5 * time.Second,
+		// gRPC's default receive cap is 2 GiB: whoever may write the
+		// prefix could make one answer that large. Real answers are far
+		// below this (MaxInstances entries of a few hundred bytes); a
+		// larger one fails that Resolve, and callers keep the instances
+		// they had, instead of holding the memory.
+		MaxCallRecvMsgSize:   MaxRecvBytes,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,
 		Logger:               log.Named("etcd").WithOptions(zap.IncreaseLevel(zap.WarnLevel)),
@@ -55,6 +61,9 @@ func NewEtcdClient(cfg EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 	}
 	return cli, nil
 }
+
+// MaxRecvBytes bounds one answer from etcd.
+const MaxRecvBytes = 16 << 20
 
 // Connect returns an etcd client with these settings. Without a user name
 // it returns at once: the client connects whenever etcd is reachable. With

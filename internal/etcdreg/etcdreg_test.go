@@ -6,11 +6,14 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/registry"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/internal/etcdreg"
@@ -241,6 +244,71 @@ func TestTags(t *testing.T) {
 	} {
 		if got := etcdreg.Tags(c.kind, "/kitex", c.tls); !maps.Equal(got, c.want) {
 			t.Errorf("Tags(%s, tls %v) = %v, want %v", c.kind, c.tls, got, c.want)
+		}
+	}
+}
+
+// Poisoned discovery: entries that anyone who may write the prefix can
+// put there. The resolver returns only TCP instances at a host:port, at
+// most MaxInstances of them, ignores oversized values, and logs each
+// ignored key once.
+func TestResolverIgnoresPoisonedEntries(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	register(t, cli, "10.0.0.1:1", map[string]string{etcdreg.TagTransport: "gonet"})
+	ctx := context.Background()
+	put := func(key, val string) {
+		t.Helper()
+		if _, err := cli.Put(ctx, etcdreg.DefaultPrefix+"/echo/"+key, val); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tags := `"tags":{"transport":"gonet"}`
+	put("unix", `{"network":"unix","address":"/run/docker.sock",`+tags+`}`)
+	put("noport", `{"network":"tcp","address":"10.6.6.6",`+tags+`}`)
+	put("bigport", `{"network":"tcp","address":"10.6.6.6:99999",`+tags+`}`)
+	put("path", `{"network":"tcp","address":"10.6.6.6:1/x",`+tags+`}`)
+	put("huge", `{"network":"tcp","address":"10.6.6.7:1",`+tags+`,"pad":"`+strings.Repeat("x", 64<<10)+`"}`)
+	put("badscheme", `{"network":"tcp","address":"10.6.6.8:1","tags":{"transport":"gonet","ws_scheme":"http"}}`)
+	// More valid-looking entries than a resolve returns, written in batches.
+	for i := 0; i < etcdreg.MaxInstances+100; i += 100 {
+		ops := make([]clientv3.Op, 0, 100)
+		for j := i; j < i+100; j++ {
+			ops = append(ops, clientv3.OpPut(fmt.Sprintf("%s/echo/10.7.%d.%d:1", etcdreg.DefaultPrefix, j/250, j%250),
+				fmt.Sprintf(`{"network":"tcp","address":"10.7.%d.%d:1",%s}`, j/250, j%250, tags)))
+		}
+		if _, err := cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	r := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "gonet"}).WithLogger(zap.New(core))
+	for range 2 {
+		res, err := r.Resolve(ctx, "echo")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(res.Instances) != etcdreg.MaxInstances {
+			t.Fatalf("%d instances, want the cap, %d", len(res.Instances), etcdreg.MaxInstances)
+		}
+		found := false
+		for _, in := range res.Instances {
+			addr := in.Address()
+			if addr.Network() != "tcp" || strings.HasPrefix(addr.String(), "10.6.") {
+				t.Fatalf("a poisoned entry was resolved: %s %s", addr.Network(), addr)
+			}
+			found = found || addr.String() == "10.0.0.1:1"
+		}
+		if !found {
+			t.Fatal("the real instance is missing")
+		}
+	}
+	ignored := map[string]int{}
+	for _, e := range logs.FilterMessage("discovery: etcd entry ignored").All() {
+		ignored[e.ContextMap()["key"].(string)]++
+	}
+	for _, k := range []string{"unix", "noport", "bigport", "path", "huge", "badscheme"} {
+		if n := ignored[etcdreg.DefaultPrefix+"/echo/"+k]; n != 1 {
+			t.Errorf("entry %s logged %d times as ignored, want once over two resolves", k, n)
 		}
 	}
 }

@@ -4,8 +4,10 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -27,7 +29,28 @@ type Resolver struct {
 	keepLast time.Duration
 	mu       sync.Mutex
 	last     map[string]lastResult // by service, while keepLast > 0
+
+	log     *zap.Logger
+	ignored map[string]bool // keys logged as ignored, at most maxIgnoredLogged; under mu
+	// ignoredOverflow: the line saying more are ignored was logged; under mu
+	ignoredOverflow bool
 }
+
+// Bounds on what a Resolver takes from etcd: anyone who may write the
+// prefix must not make callers dial other networks, hold unbounded memory
+// or wait on a huge answer.
+const (
+	// MaxInstances is the most instances one Resolve returns; the first by
+	// key are kept.
+	MaxInstances = 1024
+	// MaxEntryBytes is the largest registration value read; a larger one
+	// is ignored.
+	MaxEntryBytes = 4096
+	// maxScanned bounds the keys one Resolve reads, valid or not.
+	maxScanned = 4 * MaxInstances
+	// maxIgnoredLogged bounds the keys remembered as logged.
+	maxIgnoredLogged = 1024
+)
 
 type lastResult struct {
 	res        discovery.Result
@@ -42,8 +65,15 @@ func NewResolver(cli *clientv3.Client, prefix string, tags map[string]string) *R
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	r := &Resolver{cli: cli, prefix: prefix, tags: tags}
+	r := &Resolver{cli: cli, prefix: prefix, tags: tags, log: zap.NewNop(), ignored: map[string]bool{}}
 	r.name = r.buildName()
+	return r
+}
+
+// WithLogger makes r log each etcd entry it ignores (once per key). It
+// returns r.
+func (r *Resolver) WithLogger(log *zap.Logger) *Resolver {
+	r.log = log
 	return r
 }
 
@@ -76,24 +106,25 @@ func (r *Resolver) Target(_ context.Context, target rpcinfo.EndpointInfo) string
 // returned as an error (Kitex then keeps the instances it knew); a service
 // with no matching instance gives an empty, error-free result.
 func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Result, error) {
-	resp, err := r.cli.Get(ctx, r.prefix+"/"+service+"/", clientv3.WithPrefix())
+	resp, err := r.cli.Get(ctx, r.prefix+"/"+service+"/", clientv3.WithPrefix(), clientv3.WithLimit(maxScanned))
 	if err != nil {
 		return discovery.Result{}, fmt.Errorf("discovery: list %s in etcd: %w", service, err)
 	}
 	res := discovery.Result{Cacheable: true, CacheKey: r.Name() + "/" + service}
 	for _, kv := range resp.Kvs {
-		var in instance
-		if err := json.Unmarshal(kv.Value, &in); err != nil || in.Address == "" {
-			continue // not a registration we can use
+		in, why := parseInstance(kv.Value)
+		if why != "" {
+			r.ignore(string(kv.Key), why)
+			continue
 		}
 		if !r.matches(in.Tags) {
 			continue
 		}
-		network := in.Network
-		if network == "" {
-			network = "tcp"
+		if len(res.Instances) == MaxInstances {
+			r.ignore(string(kv.Key), fmt.Sprintf("more than %d instances", MaxInstances))
+			continue
 		}
-		res.Instances = append(res.Instances, discovery.NewInstance(network, in.Address, in.Weight, in.Tags))
+		res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Address, in.Weight, in.Tags))
 	}
 	if r.keepLast > 0 {
 		r.mu.Lock()
@@ -113,6 +144,66 @@ func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Resul
 		}
 	}
 	return res, nil
+}
+
+// parseInstance decodes a registration value, or says why it is not one
+// this project can dial: anything but TCP to a host and port.
+func parseInstance(v []byte) (instance, string) {
+	var in instance
+	switch {
+	case len(v) > MaxEntryBytes:
+		return in, fmt.Sprintf("value of %d bytes (at most %d)", len(v), MaxEntryBytes)
+	case json.Unmarshal(v, &in) != nil:
+		return in, "not a registration (JSON)"
+	case in.Network != "" && in.Network != "tcp":
+		return in, fmt.Sprintf("network %q (only tcp)", clip(in.Network))
+	}
+	host, port, err := net.SplitHostPort(in.Address)
+	if p, perr := strconv.Atoi(port); err != nil || host == "" || perr != nil || p < 1 || p > 65535 ||
+		len(host) > 253 || strings.ContainsAny(host, " /\t\r\n") {
+		return in, fmt.Sprintf("address %q (want host:port)", clip(in.Address))
+	}
+	if in.Weight < 0 {
+		return in, fmt.Sprintf("weight %d", in.Weight)
+	}
+	if p, ok := in.Tags[TagWSPath]; ok && !strings.HasPrefix(p, "/") {
+		return in, fmt.Sprintf("%s %q (want a path)", TagWSPath, clip(p))
+	}
+	if sc, ok := in.Tags[TagWSScheme]; ok && sc != "ws" && sc != "wss" {
+		return in, fmt.Sprintf("%s %q (want ws or wss)", TagWSScheme, clip(sc))
+	}
+	return in, ""
+}
+
+// clip shortens peer-written text for a log line.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "…"
+	}
+	return s
+}
+
+// ignore logs an ignored entry, once per key. At most maxIgnoredLogged
+// keys are remembered; after them one line says that more are ignored
+// without a line each, so a flood of entries bounds both memory and log.
+func (r *Resolver) ignore(key, why string) {
+	r.mu.Lock()
+	seen, full := r.ignored[key], len(r.ignored) >= maxIgnoredLogged
+	switch {
+	case !seen && !full:
+		r.ignored[key] = true
+	case !seen && full && !r.ignoredOverflow:
+		r.ignoredOverflow = true
+		r.mu.Unlock()
+		r.log.Warn("discovery: more etcd entries ignored; they are no longer logged one by one", zap.Int("logged", maxIgnoredLogged))
+		return
+	default:
+		seen = true
+	}
+	r.mu.Unlock()
+	if !seen {
+		r.log.Warn("discovery: etcd entry ignored", zap.String("key", clip(key)), zap.String("reason", why))
+	}
 }
 
 func (r *Resolver) matches(tags map[string]string) bool {

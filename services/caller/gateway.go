@@ -78,7 +78,7 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	rt.Handle("GET /tunnel/agents", obs.JSON(func() any { return agentsView{Gateway: gw.Name(), Agents: gw.AgentInfos()} }))
 	rt.Log.Info("tunnel gateway listening", zap.String("listen", gw.Addr().String()), zap.String("service", tc.Service),
 		zap.String("name", gw.Name()), zap.Strings("public_addresses", tc.PublicAddresses))
-	peers := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false))
+	peers := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log)
 	followCtx, stopFollow := context.WithCancel(context.Background()) // until close
 	followed := make(chan struct{})
 	go func() {

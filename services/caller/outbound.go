@@ -84,7 +84,7 @@ func etcdOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	// calls: the instances known last stay in use while echo registers again
 	// (echo notices its lost lease and registers again within about its
 	// REGISTRY_TTL, which the caller reads too).
-	resolver := etcdreg.NewResolver(rt.Etcd, "", wantedTags(cfg)).KeepLast(etcdreg.KeepLastFor(cfg.RegistryTTL))
+	resolver := etcdreg.NewResolver(rt.Etcd, "", wantedTags(cfg)).WithLogger(rt.Log).KeepLast(etcdreg.KeepLastFor(cfg.RegistryTTL))
 	noInstance := fmt.Sprintf("no %s instance with transport %s found in etcd", cfg.EchoService, cfg.Transport)
 	return &outbound{
 		transport: ccfg,

@@ -57,7 +57,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, rt *app.Runtime) (*inbo
 		agent.SetGateways(static)
 		notReady = "no tunnel session to a gateway of TUNNEL_GATEWAYS " + strings.Join(static, ",")
 	} else {
-		gateways := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false))
+		gateways := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log)
 		followCtx, stopFollow := context.WithCancel(ctx)
 		followed := make(chan struct{})
 		go func() {
