@@ -31,6 +31,19 @@ type Admin struct {
 	mux  *http.ServeMux
 }
 
+// The admin server's bounds: a probe, a scrape or an inventory read is a
+// small request with a small, quick answer, so a client that is slow to
+// send, slow to read or idle on a kept-alive connection is cut.
+var adminTimeouts = struct{ header, read, write, idle time.Duration }{
+	header: 5 * time.Second,
+	read:   10 * time.Second,
+	write:  30 * time.Second, // a scrape of a busy registry included
+	idle:   60 * time.Second,
+}
+
+// AdminMaxHeaderBytes bounds a request's headers on the admin port.
+const AdminMaxHeaderBytes = 16 << 10
+
 // StartAdmin listens on addr and serves the admin endpoints. ready is
 // called on every /readyz request; a non-nil error gives 503 with its text.
 func StartAdmin(addr string, reg *prometheus.Registry, ready func() error) (*Admin, error) {
@@ -51,8 +64,15 @@ func StartAdmin(addr string, reg *prometheus.Registry, ready func() error) (*Adm
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	a := &Admin{
-		mux:  mux,
-		srv:  &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second},
+		mux: mux,
+		srv: &http.Server{
+			Handler:           mux,
+			ReadHeaderTimeout: adminTimeouts.header,
+			ReadTimeout:       adminTimeouts.read,
+			WriteTimeout:      adminTimeouts.write,
+			IdleTimeout:       adminTimeouts.idle,
+			MaxHeaderBytes:    AdminMaxHeaderBytes,
+		},
 		ln:   ln,
 		done: make(chan struct{}),
 	}

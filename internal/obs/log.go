@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/cloudwego/kitex/pkg/klog"
 	"go.uber.org/zap"
@@ -116,3 +117,17 @@ func (k *kitexLogger) SetLevel(klog.Level) {}
 
 // SetOutput is ignored: the zap logger's output applies.
 func (k *kitexLogger) SetOutput(io.Writer) {}
+
+// MaxPeerText bounds the peer-controlled text that one log field carries.
+const MaxPeerText = 512
+
+// PeerError is zap.Error for an error whose text a peer controls, such as
+// a remote exception's message: at most MaxPeerText bytes of it, cut on a
+// character boundary, with its full length when cut.
+func PeerError(err error) zap.Field {
+	s := err.Error()
+	if len(s) <= MaxPeerText {
+		return zap.String("error", s)
+	}
+	return zap.String("error", fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:MaxPeerText], ""), len(s)))
+}

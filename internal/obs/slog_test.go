@@ -2,9 +2,12 @@ package obs
 
 import (
 	"errors"
+	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
@@ -27,5 +30,19 @@ func TestSlogWritesThroughZap(t *testing.T) {
 	if e.Level != zapcore.WarnLevel || e.Message != "refused" || m["agent"] != "a1" || m["status"] != int64(403) ||
 		m["in"] != time.Second || m["error"] != "boom" || m["peer.addr"] != "10.0.0.1:7000" {
 		t.Fatalf("line %v %q %v", e.Level, e.Message, m)
+	}
+}
+
+// A peer's text in a log line is cut to MaxPeerText bytes, on a character
+// boundary, with its length.
+func TestPeerErrorIsBounded(t *testing.T) {
+	short := errors.New("biz error: no")
+	if f := PeerError(short); f.String != short.Error() {
+		t.Fatalf("short error: %q", f.String)
+	}
+	long := errors.New("biz error: " + strings.Repeat("é", 1<<20))
+	f := PeerError(long)
+	if len(f.String) > MaxPeerText+32 || !utf8.ValidString(f.String) || !strings.HasSuffix(f.String, fmt.Sprintf("(%d bytes)", len(long.Error()))) {
+		t.Fatalf("a 2 MiB error logged as %d bytes: %.80q…", len(f.String), f.String)
 	}
 }

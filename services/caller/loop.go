@@ -14,6 +14,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -141,7 +142,7 @@ func (l *loop) call(ctx context.Context, seq int) error {
 	kind := string(l.cfg.Transport)
 	if err != nil {
 		l.metrics.calls.WithLabelValues("failed", kind).Inc()
-		l.log.Error("call failed", append(fields, zap.Error(err))...)
+		l.log.Error("call failed", append(fields, obs.PeerError(err))...)
 		return err
 	}
 	l.metrics.calls.WithLabelValues("ok", kind).Inc()
