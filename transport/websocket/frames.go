@@ -13,6 +13,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	xws "golang.org/x/net/websocket"
 )
@@ -78,6 +79,7 @@ type leanFrames struct {
 	key    [4]byte // its masking key, rotated to the next byte
 	masked bool
 	fin    bool // the current data frame ends its message
+	inMsg  bool // a data message has begun and its final frame not come
 	hdr    [14]byte
 	ctl    [125]byte
 
@@ -155,6 +157,9 @@ func (f *leanFrames) nextFrame() error {
 			return err
 		}
 		n = int64(binary.BigEndian.Uint16(h[2:4]))
+		if n < 126 {
+			return f.fail(fmt.Errorf("%w: 16-bit length %d (not minimal)", ErrProtocol, n))
+		}
 	case 127:
 		if _, err := io.ReadFull(f.br, h[2:10]); err != nil {
 			return err
@@ -164,6 +169,9 @@ func (f *leanFrames) nextFrame() error {
 			return f.fail(fmt.Errorf("%w: 64-bit length with its top bit set", ErrProtocol))
 		}
 		n = int64(u)
+		if n < 1<<16 {
+			return f.fail(fmt.Errorf("%w: 64-bit length %d (not minimal)", ErrProtocol, n))
+		}
 	}
 	f.masked = masked
 	if masked {
@@ -174,7 +182,15 @@ func (f *leanFrames) nextFrame() error {
 	f.lastRead.Store(time.Now().UnixNano())
 	switch op {
 	case opContinuation, opText, opBinary:
-		f.remain, f.fin = n, fin
+		// RFC 6455 5.4: a continuation continues a message, and no other
+		// message begins before the final frame of one.
+		if (op == opContinuation) != f.inMsg {
+			if op == opContinuation {
+				return f.fail(fmt.Errorf("%w: continuation frame outside a message", ErrProtocol))
+			}
+			return f.fail(fmt.Errorf("%w: a new message inside a fragmented one", ErrProtocol))
+		}
+		f.remain, f.fin, f.inMsg = n, fin, !fin
 		return nil
 	case opClose, opPing, opPong:
 	default:
@@ -198,12 +214,36 @@ func (f *leanFrames) nextFrame() error {
 			return err
 		}
 	case opClose:
+		if err := checkClose(body); err != nil {
+			return f.fail(err)
+		}
 		// Echo the status code, as RFC 6455 asks, then end the stream.
 		if len(body) >= 2 {
 			body = body[:2]
 		}
 		f.sendClose(body)
 		return io.EOF
+	}
+	return nil
+}
+
+// checkClose checks a close frame's body (RFC 6455 5.5.1 and 7.4): empty,
+// or a status code that may be sent, then a UTF-8 reason.
+func checkClose(body []byte) error {
+	if len(body) == 0 {
+		return nil
+	}
+	if len(body) == 1 {
+		return fmt.Errorf("%w: close frame of 1 byte", ErrProtocol)
+	}
+	code := binary.BigEndian.Uint16(body)
+	switch {
+	case code >= 1000 && code <= 1003, code >= 1007 && code <= 1014, code >= 3000 && code <= 4999:
+	default:
+		return fmt.Errorf("%w: close status %d may not be sent", ErrProtocol, code)
+	}
+	if !utf8.Valid(body[2:]) {
+		return fmt.Errorf("%w: close reason is not UTF-8", ErrProtocol)
 	}
 	return nil
 }

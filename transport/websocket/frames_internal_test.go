@@ -116,6 +116,20 @@ func TestLeanFramesRefuseProtocolErrors(t *testing.T) {
 		"fragmented ping":    frame(false, opPing, nil, key),
 		"long control":       frame(true, opPing, make([]byte, 126), key),
 		"length top bit set": {0x82, 0xff, 0x80, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3, 4},
+		// RFC 6455 5.2: lengths in the fewest bytes.
+		"16-bit length under 126":   append([]byte{0x82, 0x80 | 126, 0, 5, 1, 2, 3, 4}, "hello"...),
+		"64-bit length under 65536": append([]byte{0x82, 0x80 | 127, 0, 0, 0, 0, 0, 0, 0, 5, 1, 2, 3, 4}, "hello"...),
+		// 5.4: fragments.
+		"orphan continuation": frame(true, opContinuation, []byte("x"), key),
+		"message inside a fragmented one": append(frame(false, opBinary, []byte("a"), key),
+			frame(true, opBinary, []byte("b"), key)...),
+		// 5.5.1 and 7.4: close bodies.
+		"close body of 1 byte":   frame(true, opClose, []byte{0x03}, key),
+		"close status 0":         frame(true, opClose, []byte{0, 0}, key),
+		"close status 1005":      frame(true, opClose, []byte{0x03, 0xed}, key),
+		"close status 2000":      frame(true, opClose, []byte{0x07, 0xd0}, key),
+		"close status 5000":      frame(true, opClose, []byte{0x13, 0x88}, key),
+		"close reason not UTF-8": frame(true, opClose, []byte{0x03, 0xe8, 0xff, 0xfe}, key),
 	}
 	for name, in := range cases {
 		t.Run(name, func(t *testing.T) {
@@ -123,7 +137,11 @@ func TestLeanFramesRefuseProtocolErrors(t *testing.T) {
 			if _, err := c.Write(in); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := f.Read(make([]byte, 8)); !errors.Is(err, ErrProtocol) {
+			var err error
+			for i := 0; i < 4 && err == nil; i++ { // a first fragment reads before its error
+				_, err = f.Read(make([]byte, 8))
+			}
+			if !errors.Is(err, ErrProtocol) {
 				t.Fatalf("Read: %v, want ErrProtocol", err)
 			}
 			out := make([]byte, 4)
