@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	xws "golang.org/x/net/websocket"
@@ -171,7 +172,8 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelDebug),
 		ConnState:         releaseUpgraded,
 	}
-	var serveLn net.Listener = &limitListener{Listener: ln, limit: admit.New(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource), onRefuse: l.refused}
+	var serveLn net.Listener = &limitListener{Listener: ln, limit: admit.New(cfg.MaxHandshakes, cfg.MaxHandshakesPerSource),
+		timeout: cfg.HandshakeTimeout, onRefuse: l.refused}
 	if cfg.TLSConfig != nil {
 		serveLn = tls.NewListener(serveLn, cfg.TLSConfig)
 	}
@@ -405,10 +407,14 @@ func tcpAddr(hostport string) net.Addr {
 }
 
 // limitListener admits at most cap(slots) connections in their handshake:
-// a connection holds a slot until it is upgraded (hijacked) or closed.
+// a connection holds a slot until it is upgraded (hijacked) or closed, and
+// is closed if it is not upgraded within timeout of its accept, whatever
+// it does meanwhile (ordinary HTTP requests on a kept-alive connection
+// each restart net/http's own timeouts).
 type limitListener struct {
 	net.Listener
 	limit    *admit.Limiter
+	timeout  time.Duration
 	onRefuse func(net.Addr, error)
 }
 
@@ -420,7 +426,10 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		release, err := l.limit.Acquire(c.RemoteAddr())
 		if err == nil {
-			return &slotConn{Conn: c, release: release}, nil
+			sc := &slotConn{Conn: c, release: release}
+			sc.timer = time.AfterFunc(time.Hour, sc.expire)
+			sc.timer.Reset(l.timeout) // after the assignment, which expire reads
+			return sc, nil
 		}
 		_ = c.Close()
 		if errors.Is(err, admit.ErrTooManyFromSource) {
@@ -433,13 +442,39 @@ func (l *limitListener) Accept() (net.Conn, error) {
 }
 
 // slotConn holds a handshake slot until it is upgraded or closed
-// (release may be called more than once).
+// (release may be called more than once), and is closed when its
+// handshake time runs out first.
 type slotConn struct {
 	net.Conn
 	release func()
+	timer   *time.Timer
+	state   atomic.Int32 // slotHandshake, slotUpgraded or slotExpired
+}
+
+const (
+	slotHandshake = iota
+	slotUpgraded
+	slotExpired
+)
+
+// expire closes a connection still in its handshake.
+func (c *slotConn) expire() {
+	if c.state.CompareAndSwap(slotHandshake, slotExpired) {
+		_ = c.Close()
+	}
+}
+
+// leave takes the connection out of its handshake (upgraded, or closed by
+// the HTTP server): its time no longer runs.
+func (c *slotConn) leave() {
+	if c.state.CompareAndSwap(slotHandshake, slotUpgraded) {
+		c.timer.Stop()
+	}
+	c.release()
 }
 
 func (c *slotConn) Close() error {
+	c.timer.Stop()
 	c.release()
 	return c.Conn.Close()
 }
@@ -454,6 +489,6 @@ func releaseUpgraded(c net.Conn, state http.ConnState) {
 		c = tc.NetConn()
 	}
 	if sc, ok := c.(*slotConn); ok {
-		sc.release()
+		sc.leave()
 	}
 }

@@ -442,3 +442,42 @@ func TestFrameRightBehindTheUpgrade(t *testing.T) {
 		t.Fatalf("echoed %q, %v; want %q", got, err, payload)
 	}
 }
+
+// A connection that keeps sending ordinary HTTP requests (each of which
+// restarts net/http's own timeouts) still leaves HandshakeTimeout after it
+// was accepted, and frees its handshake slot.
+func TestHandshakeSlotIsBoundedFromAccept(t *testing.T) {
+	l := listen(t, websocket.ListenerConfig{HandshakeTimeout: 300 * time.Millisecond, MaxHandshakes: 1})
+	acceptEcho(t, l)
+	c, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	began := time.Now()
+	br := bufio.NewReader(c)
+	for time.Since(began) < 3*time.Second {
+		if _, err := io.WriteString(c, "GET /not-here HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			break
+		}
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			break
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		time.Sleep(50 * time.Millisecond)
+	}
+	held := time.Since(began)
+	if held >= 3*time.Second || held < 200*time.Millisecond {
+		t.Fatalf("a connection sending requests every 50 ms was held %v; HandshakeTimeout is 300ms", held)
+	}
+	t.Logf("a connection sending requests every 50 ms was closed after %v", held.Round(time.Millisecond))
+	// Its slot (the only one) is free again.
+	ws, err := websocket.Dial(context.Background(), l.Addr().String(), websocket.DialerConfig{})
+	if err != nil {
+		t.Fatalf("upgrade after the hog was closed: %v", err)
+	}
+	_ = ws.Close()
+}
