@@ -21,10 +21,17 @@ import (
 //
 // Its connections also cap every read deadline at idle from now: Kitex's
 // gonet server waits for the next request until max(2 min, its idle time).
+//
+// With maxConns set, a connection accepted while maxConns are open is
+// closed at once and reported to refused. (Kitex's own connection limiter
+// counts such a connection for ever on its gonet server, which never tells
+// it that the connection it refused is gone.)
 type drainListener struct {
 	net.Listener
-	grace time.Duration
-	idle  time.Duration
+	grace    time.Duration
+	idle     time.Duration
+	maxConns int
+	refused  func()
 
 	mu     sync.Mutex
 	conns  map[*drainConn]struct{}
@@ -36,20 +43,28 @@ func newDrainListener(ln net.Listener, grace, idle time.Duration) *drainListener
 }
 
 func (l *drainListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	dc := &drainConn{Conn: c, l: l}
-	l.mu.Lock()
-	if l.closed {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		dc := &drainConn{Conn: c, l: l}
+		l.mu.Lock()
+		if l.closed {
+			l.mu.Unlock()
+			_ = c.Close()
+			return nil, net.ErrClosed
+		}
+		if l.maxConns > 0 && len(l.conns) >= l.maxConns {
+			l.mu.Unlock()
+			_ = c.Close()
+			l.refused()
+			continue
+		}
+		l.conns[dc] = struct{}{}
 		l.mu.Unlock()
-		_ = c.Close()
-		return nil, net.ErrClosed
+		return dc, nil
 	}
-	l.conns[dc] = struct{}{}
-	l.mu.Unlock()
-	return dc, nil
 }
 
 func (l *drainListener) Close() error {

@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"runtime"
 	"strings"
@@ -27,6 +28,7 @@ func TestLimits(t *testing.T) {
 			t.Run("OversizedMessage", func(t *testing.T) { testOversizedMessage(t, tc) })
 			t.Run("SlowClients", func(t *testing.T) { testSlowClients(t, tc) })
 			t.Run("SilentClients", func(t *testing.T) { testSilentClients(t, tc) })
+			t.Run("ConnectionCap", func(t *testing.T) { testConnectionCap(t, tc) })
 		})
 	}
 }
@@ -188,4 +190,67 @@ func callEvery(c net.Conn, interval time.Duration, n int) error {
 func waitGoroutines(t *testing.T, n int) {
 	t.Helper()
 	testutil.Eventually(t, fmt.Sprintf("at most %d goroutines running", n), 5*time.Second, func() bool { return runtime.NumGoroutine() <= n })
+}
+
+// testConnectionCap opens connections past MaxConnections: the ones over
+// it are closed at once, the client already connected keeps calling, and
+// a slot freed is usable again.
+func testConnectionCap(t *testing.T, tc transportCase) {
+	const maxConns = 4
+	log, logs := testutil.NewLogs(slog.LevelWarn)
+	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.MaxConnections = maxConns; c.Logger = log })
+	// The fixture's client holds one pooled connection; fill the rest.
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			_ = c.Close()
+		}
+	}()
+	for len(held) < maxConns-1 {
+		c, err := f.dialServer(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+		if err := callEvery(c, 0, 1); err != nil {
+			t.Fatalf("connection %d of %d: %v", len(held)+1, maxConns, err)
+		}
+	}
+	refused := 0
+	for range 5 {
+		c, err := f.dialServer(context.Background())
+		if err != nil {
+			refused++ // a tunnel stream can be refused while it opens
+			continue
+		}
+		if err := callEvery(c, 0, 1); err != nil {
+			refused++
+		}
+		_ = c.Close()
+	}
+	if refused != 5 {
+		t.Fatalf("%d of 5 connections over MaxConnections (%d) were refused, want all", refused, maxConns)
+	}
+	for i := range 10 {
+		if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "legit"}); err != nil {
+			t.Fatalf("the client connected before the flood, call %d: %v", i, err)
+		}
+	}
+	if n := len(logs.Containing("transport: connection refused: MaxConnections are open")); n < 1 || n > 2 {
+		t.Errorf("%d log lines for 5 refusals, want the first one (and at most a summary)", n)
+	}
+	_ = held[0].Close()
+	held = held[1:]
+	testutil.Eventually(t, "a freed slot taken again", 5*time.Second, func() bool {
+		c, err := f.dialServer(context.Background())
+		if err != nil {
+			return false
+		}
+		if callEvery(c, 0, 1) != nil {
+			_ = c.Close()
+			return false
+		}
+		held = append(held, c)
+		return true
+	})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/connpool"
+	"github.com/cloudwego/kitex/pkg/limiter"
 	"github.com/cloudwego/kitex/pkg/remote"
 	"github.com/cloudwego/kitex/pkg/remote/codec"
 	kpool "github.com/cloudwego/kitex/pkg/remote/connpool"
@@ -18,6 +19,7 @@ import (
 	ktransport "github.com/cloudwego/kitex/transport"
 
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
+	"github.com/anyconn/kitex-anyconn/transport/internal/ratelog"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
@@ -102,9 +104,16 @@ type ServerConfig struct {
 	// (half-open). Keep it longer than the clients' pool idle time (30 s
 	// with NewClientTransport). DefaultIdleTimeout if zero.
 	IdleTimeout time.Duration
+	// MaxConnections bounds the connections the server holds at once (with
+	// yamux, the tunnel streams, one per caller's pooled connection): one
+	// beyond it is closed as soon as it is accepted, and logged (the first
+	// at once, then one line per 10 s with a count). No limit if zero or
+	// negative.
+	MaxConnections int
 	// Logger receives the transport's own log lines: connections closed
-	// for idling (debug level), and the WebSocket listener's unless
-	// WebSocket.Logger is set. Nothing is logged if nil.
+	// for idling (debug level), connections refused over MaxConnections,
+	// and the WebSocket listener's unless WebSocket.Logger is set. Nothing
+	// is logged if nil.
 	Logger *slog.Logger
 }
 
@@ -177,6 +186,7 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 	case cfg.ReadTimeout > 0:
 		opts = append(opts, server.WithReadWriteTimeout(cfg.ReadTimeout))
 	}
+	refusals := connRefusals{log: ratelog.New(cfg.Logger, 0), max: cfg.MaxConnections}
 	if cfg.Kind == Netpoll {
 		log := cfg.Logger
 		if log == nil {
@@ -192,10 +202,21 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 	} else {
 		// Kitex's gonet server waits at least 2 minutes for a request on an
 		// idle connection; the listener's connections cut that to idle.
-		ln = newDrainListener(ln, exitWait, idle)
+		dl := newDrainListener(ln, exitWait, idle)
+		dl.maxConns, dl.refused = cfg.MaxConnections, refusals.ConnOverloadReport
+		ln = dl
 		opts = append(opts,
 			server.WithTransServerFactory(gonet.NewTransServerFactory()),
 			server.WithTransHandlerFactory(gonet.NewSvrTransHandlerFactory()),
+		)
+	}
+	if cfg.MaxConnections > 0 && cfg.Kind == Netpoll {
+		// Kitex's own connection limiter: a connection over it fails its
+		// OnActive, and netpoll closes it and releases its count. (The gonet
+		// server does not release it: drainListener counts there.)
+		opts = append(opts,
+			server.WithConnectionLimiter(limiter.NewConnectionLimiter(cfg.MaxConnections)),
+			server.WithLimitReporter(refusals),
 		)
 	}
 	opts = append(opts,
@@ -205,6 +226,18 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 	)
 	return opts, ln, nil
 }
+
+// connRefusals logs the connections refused over MaxConnections, sampled.
+type connRefusals struct {
+	log *ratelog.Logger
+	max int
+}
+
+func (r connRefusals) ConnOverloadReport() {
+	r.log.Warn("max-connections", "transport: connection refused: MaxConnections are open", slog.Int("max_connections", r.max))
+}
+
+func (r connRefusals) QPSOverloadReport() {}
 
 // DefaultMaxIdlePerAddress is the connection pool size per server address
 // when ClientConfig.MaxIdlePerAddress is zero. Kitex's own default (10)

@@ -232,6 +232,9 @@ type Echo struct {
 	// IdleTimeout is IDLE_TIMEOUT: connections without a request for this
 	// long are closed (clients gone without a word).
 	IdleTimeout time.Duration
+	// MaxConnections is MAX_CONNECTIONS: connections (tunnel streams with
+	// yamux) open at once; one beyond it is closed at once. 0: no limit.
+	MaxConnections int
 	// ShutdownTimeout is SHUTDOWN_TIMEOUT: how long calls in flight may take
 	// to finish once the server stops.
 	ShutdownTimeout time.Duration
@@ -312,6 +315,7 @@ const (
 	DefaultWSMaxConnectionAge     = 10 * time.Minute
 	DefaultReadTimeout            = transport.DefaultReadTimeout
 	DefaultIdleTimeout            = transport.DefaultIdleTimeout
+	DefaultMaxConnections         = 10000
 	// callerPoolIdle is how long callers keep an idle connection: echo
 	// must keep it longer.
 	callerPoolIdle = transport.DefaultMaxIdleTimeout
@@ -337,6 +341,7 @@ func LoadEcho(lookup LookupFunc) (Echo, error) {
 		DrainDelay:       r.duration("DRAIN_DELAY", DefaultDrainDelay),
 		ReadTimeout:      r.duration("READ_TIMEOUT", DefaultReadTimeout),
 		IdleTimeout:      r.duration("IDLE_TIMEOUT", DefaultIdleTimeout),
+		MaxConnections:   r.integer("MAX_CONNECTIONS", DefaultMaxConnections),
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 	}
 	if r.err != nil {
@@ -545,6 +550,9 @@ func (c Echo) Validate() error {
 	}
 	if err := positive("READ_TIMEOUT", c.ReadTimeout); err != nil {
 		return err
+	}
+	if c.MaxConnections < 0 {
+		return &Error{"MAX_CONNECTIONS", strconv.Itoa(c.MaxConnections), "must be 0 (no limit) or a positive number of connections, such as 10000"}
 	}
 	if c.IdleTimeout <= callerPoolIdle {
 		return &Error{"IDLE_TIMEOUT", c.IdleTimeout.String(), fmt.Sprintf("must be longer than the callers' pool idle time (%v), such as 10m", callerPoolIdle)}

@@ -49,6 +49,7 @@ func serverConfig(cfg config.Echo, log *zap.Logger) (transport.ServerConfig, err
 		MaxMessageBytes: cfg.MaxMessageBytes,
 		ReadTimeout:     cfg.ReadTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
+		MaxConnections:  cfg.MaxConnections,
 		WebSocket: websocket.ListenerConfig{
 			Path:                   cfg.WSPath,
 			AllowedOrigins:         cfg.WSAllowedOrigins,
