@@ -29,6 +29,7 @@ func TestLimits(t *testing.T) {
 			t.Run("SlowClients", func(t *testing.T) { testSlowClients(t, tc) })
 			t.Run("SilentClients", func(t *testing.T) { testSilentClients(t, tc) })
 			t.Run("ConnectionCap", func(t *testing.T) { testConnectionCap(t, tc) })
+			t.Run("DeclaredLengthBomb", func(t *testing.T) { testDeclaredLengthBomb(t, tc) })
 		})
 	}
 }

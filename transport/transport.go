@@ -20,6 +20,7 @@ import (
 
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
 	"github.com/anyconn/kitex-anyconn/transport/internal/ratelog"
+	"github.com/anyconn/kitex-anyconn/transport/internal/thriftcheck"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
 )
 
@@ -129,6 +130,18 @@ const (
 	DefaultIdleTimeout = 10 * time.Minute
 )
 
+// boundedCodec is Kitex's codec with the size limit of MaxMessageBytes n
+// and, with a limit, the check of every length a message declares before
+// it is decoded (internal/thriftcheck): a message can make the decoder
+// reserve no more than the limit, whatever it declares.
+func boundedCodec(n int) remote.Codec {
+	c := codec.NewDefaultCodecWithSizeLimit(messageLimit(n))
+	if limit := messageLimit(n); limit > 0 {
+		return thriftcheck.Codec{Codec: c, Limit: limit}
+	}
+	return c
+}
+
 // messageLimit returns the codec size limit for MaxMessageBytes n: Kitex's
 // 0 means no limit.
 func messageLimit(n int) int {
@@ -177,7 +190,7 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 		idle = DefaultIdleTimeout
 	}
 	opts := []server.Option{
-		server.WithCodec(codec.NewDefaultCodecWithSizeLimit(messageLimit(cfg.MaxMessageBytes))),
+		server.WithCodec(boundedCodec(cfg.MaxMessageBytes)),
 		server.WithMaxConnIdleTime(idle),
 	}
 	switch {
@@ -323,7 +336,7 @@ func NewClientTransport(cfg ClientConfig) (*ClientTransport, error) {
 	opts := []client.Option{
 		client.WithTransportProtocol(ktransport.Framed),
 		client.WithConnPool(pool),
-		client.WithCodec(codec.NewDefaultCodecWithSizeLimit(messageLimit(cfg.MaxMessageBytes))),
+		client.WithCodec(boundedCodec(cfg.MaxMessageBytes)),
 	}
 	if cfg.Kind != Netpoll {
 		opts = append(opts,
