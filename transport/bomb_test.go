@@ -3,10 +3,14 @@ package transport_test
 import (
 	"context"
 	"encoding/binary"
+	"io"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/apache/thrift/lib/go/thrift"
 
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
@@ -33,6 +37,7 @@ func bombCall(declared uint32, framed bool) []byte {
 
 func heapMiB() float64 {
 	runtime.GC()
+	runtime.GC() // pooled buffers (sync.Pool) go in the second
 	var m runtime.MemStats
 	runtime.ReadMemStats(&m)
 	return float64(m.HeapAlloc) / (1 << 20)
@@ -74,5 +79,64 @@ func testDeclaredLengthBomb(t *testing.T, tc transportCase) {
 	t.Logf("report: %s: heap %.1f MiB before 8 requests declaring 256 MiB each, %.1f MiB at most while they were open", tc.kind, before, peak)
 	if peak-before > 32 {
 		t.Fatalf("the heap grew by %.0f MiB for requests that declared 256 MiB strings and sent 27 bytes", peak-before)
+	}
+}
+
+// testSlowReaders pipelines requests whose replies make megabytes, on
+// connections that never read them: each connection is closed once a
+// reply has waited WriteTimeout to be written, what it held is freed, and
+// a legitimate client alongside loses no call.
+func testSlowReaders(t *testing.T, tc transportCase) {
+	const writeTimeout = 500 * time.Millisecond
+	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.WriteTimeout = writeTimeout })
+	before := heapMiB()
+	const clients, calls, size = 3, 6, 2 << 20
+	out := thrift.NewTMemoryBuffer()
+	for i := 1; i <= calls; i++ {
+		if err := writeEchoCall(thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), int32(i), strings.Repeat("r", size)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pipelined := out.Bytes()
+	var conns []net.Conn
+	began := time.Now()
+	for range clients {
+		c, err := f.dialServer(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		go func() { _, _ = c.Write(pipelined) }() // the server may stop reading us first
+		conns = append(conns, c)
+	}
+	time.Sleep(writeTimeout / 2)
+	during := heapMiB()
+	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "alongside"}); err != nil {
+		t.Fatalf("a legitimate call alongside the slow readers: %v", err)
+	}
+	// Let the replies wait well past WriteTimeout, then read: the server
+	// has closed the connection, and not every reply came.
+	time.Sleep(4 * writeTimeout)
+	closed := time.Since(began)
+	for i, c := range conns {
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		n, err := io.Copy(io.Discard, c)
+		if testutil.IsTimeout(err) {
+			t.Fatalf("slow reader %d: its connection was still open %v after its replies began to wait (WriteTimeout %v); %d bytes came", i, 4*writeTimeout, writeTimeout, n)
+		}
+		if n >= calls*size {
+			t.Fatalf("slow reader %d got every reply (%d bytes): nothing was cut", i, n)
+		}
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	pipelined = nil // the clients' own 12 MiB
+	time.Sleep(time.Second)
+	after := heapMiB()
+	t.Logf("report: %s: %d clients pipelining %d × %d MiB without reading: heap %.0f MiB before, %.0f while they held it, %.0f after; closed within %v of starting (WriteTimeout %v)",
+		tc.kind, clients, calls, size>>20, before, during, after, closed.Round(10*time.Millisecond), writeTimeout)
+	if after-before > 16 {
+		t.Fatalf("the heap kept %.0f MiB after the slow readers were closed", after-before)
 	}
 }

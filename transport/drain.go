@@ -32,6 +32,7 @@ type drainListener struct {
 	idle     time.Duration
 	maxConns int
 	refused  func()
+	write    time.Duration // each Write's deadline from its start; none if zero
 
 	mu     sync.Mutex
 	conns  map[*drainConn]struct{}
@@ -105,6 +106,16 @@ func (c *drainConn) SetReadDeadline(t time.Time) error {
 	return c.Conn.SetReadDeadline(t)
 }
 
+// Write writes p within the listener's write timeout: a peer that does
+// not read its replies fails the write, and Kitex closes the connection
+// and frees what it held.
+func (c *drainConn) Write(p []byte) (int, error) {
+	if c.l.write > 0 {
+		_ = c.Conn.SetWriteDeadline(time.Now().Add(c.l.write))
+	}
+	return c.Conn.Write(p)
+}
+
 func (c *drainConn) Close() error {
 	err := net.ErrClosed
 	c.once.Do(func() {
@@ -127,6 +138,7 @@ func (c *drainConn) Close() error {
 type netpollDrain struct {
 	grace time.Duration
 	idle  time.Duration
+	write time.Duration // netpoll's write timeout of each connection; none if zero
 	log   *slog.Logger
 	mu    sync.Mutex
 	conns map[net.Conn]*atomic.Int64 // last read, in Unix nanoseconds
@@ -135,6 +147,9 @@ type netpollDrain struct {
 }
 
 func (d *netpollDrain) OnActive(ctx context.Context, conn net.Conn) (context.Context, error) {
+	if nc, ok := conn.(interface{ SetWriteTimeout(time.Duration) error }); ok && d.write > 0 {
+		_ = nc.SetWriteTimeout(d.write)
+	}
 	last := new(atomic.Int64)
 	last.Store(time.Now().UnixNano())
 	d.mu.Lock()
@@ -233,12 +248,12 @@ func (l netpollListener) Close() error {
 
 // netpollDrained returns the listener and inbound handler that close a
 // netpoll server's remaining connections grace after it stops.
-func netpollDrained(ln net.Listener, grace, idle time.Duration, log *slog.Logger) (net.Listener, remote.InboundHandler, error) {
+func netpollDrained(ln net.Listener, grace, idle, write time.Duration, log *slog.Logger) (net.Listener, remote.InboundHandler, error) {
 	nl, err := netpoll.ConvertListener(ln)
 	if err != nil {
 		return nil, nil, err
 	}
-	d := &netpollDrain{grace: grace, idle: idle, log: log, conns: make(map[net.Conn]*atomic.Int64)}
+	d := &netpollDrain{grace: grace, idle: idle, write: write, log: log, conns: make(map[net.Conn]*atomic.Int64)}
 	return netpollListener{Listener: nl, orig: ln, d: d, close: new(sync.Once)}, d, nil
 }
 

@@ -30,6 +30,7 @@ func TestLimits(t *testing.T) {
 			t.Run("SilentClients", func(t *testing.T) { testSilentClients(t, tc) })
 			t.Run("ConnectionCap", func(t *testing.T) { testConnectionCap(t, tc) })
 			t.Run("DeclaredLengthBomb", func(t *testing.T) { testDeclaredLengthBomb(t, tc) })
+			t.Run("SlowReaders", func(t *testing.T) { testSlowReaders(t, tc) })
 		})
 	}
 }

@@ -100,6 +100,11 @@ type ServerConfig struct {
 	// its last: a client that sends too slowly has its connection closed.
 	// DefaultReadTimeout if zero; no limit if negative.
 	ReadTimeout time.Duration
+	// WriteTimeout bounds the writing of each reply: a client that does not
+	// read its replies (and makes the server hold them) has its connection
+	// closed, and what it held freed. DefaultWriteTimeout if zero; no limit
+	// if negative.
+	WriteTimeout time.Duration
 	// IdleTimeout closes connections that carry no request for this long,
 	// which also frees those of clients that went away without a word
 	// (half-open). Keep it longer than the clients' pool idle time (30 s
@@ -126,9 +131,22 @@ const (
 	DefaultMaxMessageBytes = 4 << 20
 	// DefaultReadTimeout bounds the reading of one request.
 	DefaultReadTimeout = 30 * time.Second
+	// DefaultWriteTimeout bounds the writing of one reply.
+	DefaultWriteTimeout = 30 * time.Second
 	// DefaultIdleTimeout is Kitex's own default.
 	DefaultIdleTimeout = 10 * time.Minute
 )
+
+// writeTimeout is the write timeout of WriteTimeout d: 0 for none.
+func writeTimeout(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return DefaultWriteTimeout
+	case d < 0:
+		return 0
+	}
+	return d
+}
 
 // boundedCodec is Kitex's codec with the size limit of MaxMessageBytes n
 // and, with a limit, the check of every length a message declares before
@@ -179,6 +197,9 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 		if ws.Logger == nil {
 			ws.Logger = cfg.Logger
 		}
+		if ws.PongWriteTimeout == 0 {
+			ws.PongWriteTimeout = writeTimeout(cfg.WriteTimeout) // each reply's write sets its own deadline
+		}
 		ln = websocket.NewListener(ln, ws)
 	}
 	exitWait := cfg.ExitWaitTime
@@ -205,7 +226,7 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
-		nl, drain, err := netpollDrained(ln, exitWait, idle, log)
+		nl, drain, err := netpollDrained(ln, exitWait, idle, writeTimeout(cfg.WriteTimeout), log)
 		if err != nil {
 			_ = ln.Close()
 			return nil, nil, fmt.Errorf("transport %s: %w", cfg.Kind, err)
@@ -216,7 +237,7 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 		// Kitex's gonet server waits at least 2 minutes for a request on an
 		// idle connection; the listener's connections cut that to idle.
 		dl := newDrainListener(ln, exitWait, idle)
-		dl.maxConns, dl.refused = cfg.MaxConnections, refusals.ConnOverloadReport
+		dl.maxConns, dl.refused, dl.write = cfg.MaxConnections, refusals.ConnOverloadReport, writeTimeout(cfg.WriteTimeout)
 		ln = dl
 		opts = append(opts,
 			server.WithTransServerFactory(gonet.NewTransServerFactory()),

@@ -232,6 +232,9 @@ type Echo struct {
 	// IdleTimeout is IDLE_TIMEOUT: connections without a request for this
 	// long are closed (clients gone without a word).
 	IdleTimeout time.Duration
+	// WriteTimeout is WRITE_TIMEOUT: a reply must be written within this,
+	// or its connection is closed (clients that do not read).
+	WriteTimeout time.Duration
 	// MaxConnections is MAX_CONNECTIONS: connections (tunnel streams with
 	// yamux) open at once; one beyond it is closed at once. 0: no limit.
 	MaxConnections int
@@ -316,6 +319,7 @@ const (
 	DefaultReadTimeout            = transport.DefaultReadTimeout
 	DefaultIdleTimeout            = transport.DefaultIdleTimeout
 	DefaultMaxConnections         = 10000
+	DefaultWriteTimeout           = transport.DefaultWriteTimeout
 	// callerPoolIdle is how long callers keep an idle connection: echo
 	// must keep it longer.
 	callerPoolIdle = transport.DefaultMaxIdleTimeout
@@ -342,6 +346,7 @@ func LoadEcho(lookup LookupFunc) (Echo, error) {
 		ReadTimeout:      r.duration("READ_TIMEOUT", DefaultReadTimeout),
 		IdleTimeout:      r.duration("IDLE_TIMEOUT", DefaultIdleTimeout),
 		MaxConnections:   r.integer("MAX_CONNECTIONS", DefaultMaxConnections),
+		WriteTimeout:     r.duration("WRITE_TIMEOUT", DefaultWriteTimeout),
 		ShutdownTimeout:  r.duration("SHUTDOWN_TIMEOUT", DefaultShutdownTimeout),
 	}
 	if r.err != nil {
@@ -549,6 +554,9 @@ func (c Echo) Validate() error {
 		return &Error{"WS_PING_INTERVAL", c.WSPingInterval.String(), "must be 0 (no pings) or a positive duration such as 20s"}
 	}
 	if err := positive("READ_TIMEOUT", c.ReadTimeout); err != nil {
+		return err
+	}
+	if err := positive("WRITE_TIMEOUT", c.WriteTimeout); err != nil {
 		return err
 	}
 	if c.MaxConnections < 0 {

@@ -50,6 +50,7 @@ func serverConfig(cfg config.Echo, log *zap.Logger) (transport.ServerConfig, err
 		ReadTimeout:     cfg.ReadTimeout,
 		IdleTimeout:     cfg.IdleTimeout,
 		MaxConnections:  cfg.MaxConnections,
+		WriteTimeout:    cfg.WriteTimeout,
 		WebSocket: websocket.ListenerConfig{
 			Path:                   cfg.WSPath,
 			AllowedOrigins:         cfg.WSAllowedOrigins,

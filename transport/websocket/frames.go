@@ -83,6 +83,8 @@ type leanFrames struct {
 	hdr    [14]byte
 	ctl    [125]byte
 
+	pongWrite time.Duration // ListenerConfig.PongWriteTimeout; 0 on the client side
+
 	pongs    atomic.Uint64 // pong frames received
 	lastRead atomic.Int64  // when a frame last arrived (Unix nanoseconds)
 
@@ -210,7 +212,7 @@ func (f *leanFrames) nextFrame() error {
 	case opPong:
 		f.pongs.Add(1)
 	case opPing:
-		if err := f.write(opPong, body); err != nil {
+		if err := f.pong(body); err != nil {
 			return err
 		}
 	case opClose:
@@ -225,6 +227,17 @@ func (f *leanFrames) nextFrame() error {
 		return io.EOF
 	}
 	return nil
+}
+
+// pong answers a ping, within pongWrite if it is set (see
+// ListenerConfig.PongWriteTimeout).
+func (f *leanFrames) pong(body []byte) error {
+	if f.pongWrite > 0 {
+		f.wmu.Lock()
+		_ = f.conn.SetWriteDeadline(time.Now().Add(f.pongWrite))
+		f.wmu.Unlock()
+	}
+	return f.write(opPong, body)
 }
 
 // checkClose checks a close frame's body (RFC 6455 5.5.1 and 7.4): empty,

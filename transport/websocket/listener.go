@@ -99,6 +99,12 @@ type ListenerConfig struct {
 	// missing pong closes nothing: IdleTimeout (see transport.ServerConfig)
 	// closes connections that carry no request. No pings if zero.
 	PingInterval time.Duration
+	// PongWriteTimeout, if positive, bounds the writing of each pong, so
+	// that a client that pings and never reads cannot hold the reading
+	// goroutine. The write deadline it sets stays set: for servers that set
+	// their own before each write (transport.ServerOptions does, from its
+	// WriteTimeout). No bound if zero.
+	PongWriteTimeout time.Duration
 	// Stream makes the connections plain byte streams for a protocol that
 	// frames itself (the tunnel's yamux session): every Write is one
 	// message. For Kitex servers, leave it off.
@@ -303,6 +309,9 @@ func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
 	}
 	c := newConn(l.framesOf(ws, h), local, tcpAddr(r.RemoteAddr))
 	c.stream = l.cfg.Stream
+	if lean, ok := c.f.(*leanFrames); ok {
+		lean.pongWrite = l.cfg.PongWriteTimeout
+	}
 	select {
 	case l.conns <- c:
 	case <-l.done:
