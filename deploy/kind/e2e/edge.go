@@ -215,16 +215,11 @@ func (e *env) edgeEchoPods() ([]string, error) { return e.runningPods(edgeContex
 func (e *env) callerPods() ([]string, error) { return e.runningPods(e.context(), "caller") }
 
 // runningPods returns the running pods of component in the edge namespace
-// of the cluster of context kctx, sorted.
+// of the cluster of context kctx that are not terminating, sorted.
 func (e *env) runningPods(kctx, component string) ([]string, error) {
-	out, err := e.kubeOutAt(kctx, "-n", edgeNS, "get", "pods", "-l", "app.kubernetes.io/component="+component,
-		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
-	if err != nil {
-		return nil, err
-	}
-	pods := strings.Fields(out)
+	pods, err := e.podsAt(kctx, edgeNS, component)
 	sort.Strings(pods)
-	return pods, nil
+	return pods, err
 }
 
 // reachedSince returns the targets of a pod's successful calls since t.

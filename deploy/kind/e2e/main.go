@@ -486,13 +486,26 @@ func (e *env) echoTargets(ns, tr string) (map[string]bool, error) {
 	return targets, nil
 }
 
+// pods returns the running pods of component that are not terminating (a
+// pod that a rollout is replacing stays Running until it exits).
 func (e *env) pods(ns, component string) ([]string, error) {
-	out, err := e.kubeOut("-n", ns, "get", "pods", "-l", "app.kubernetes.io/component="+component,
-		"--field-selector=status.phase=Running", "-o", "jsonpath={.items[*].metadata.name}")
+	return e.podsAt(e.context(), ns, component)
+}
+
+// podsAt is pods in the cluster of context kctx.
+func (e *env) podsAt(kctx, ns, component string) ([]string, error) {
+	out, err := e.kubeOutAt(kctx, "-n", ns, "get", "pods", "-l", "app.kubernetes.io/component="+component,
+		"--field-selector=status.phase=Running",
+		"-o", `jsonpath={range .items[*]}{.metadata.name} {.metadata.deletionTimestamp}{"\n"}{end}`)
 	if err != nil {
 		return nil, err
 	}
-	pods := strings.Fields(out)
+	var pods []string
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		if f := strings.Fields(line); len(f) == 1 {
+			pods = append(pods, f[0])
+		}
+	}
 	if len(pods) == 0 {
 		return nil, fmt.Errorf("no running %s pod", component)
 	}
