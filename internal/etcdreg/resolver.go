@@ -238,10 +238,24 @@ func (r *Resolver) buildName() string {
 	return b.String()
 }
 
-// Follow resolves service every refresh until ctx ends and hands apply the
-// sorted addresses of its instances each time; it logs what changed.
-// While etcd is unreachable, apply is not called: the last list stays.
-func (r *Resolver) Follow(ctx context.Context, service string, refresh time.Duration, log *zap.Logger, what string, apply func([]string)) {
+// Follow resolves service every refresh, in the background until ctx ends
+// or stop is called (which waits for it), and hands apply the sorted
+// addresses of its instances each time; it logs what changed. While etcd
+// is unreachable, apply is not called: the last list stays.
+func (r *Resolver) Follow(ctx context.Context, service string, refresh time.Duration, log *zap.Logger, what string, apply func([]string)) (stop func()) {
+	ctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.follow(ctx, service, refresh, log, what, apply)
+	}()
+	return func() {
+		cancel()
+		<-done
+	}
+}
+
+func (r *Resolver) follow(ctx context.Context, service string, refresh time.Duration, log *zap.Logger, what string, apply func([]string)) {
 	tick := time.NewTicker(refresh)
 	defer tick.Stop()
 	var last []string

@@ -79,12 +79,7 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	rt.Log.Info("tunnel gateway listening", zap.String("listen", gw.Addr().String()), zap.String("service", tc.Service),
 		zap.String("name", gw.Name()), zap.Strings("public_addresses", tc.PublicAddresses))
 	peers := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log)
-	followCtx, stopFollow := context.WithCancel(context.Background()) // until close
-	followed := make(chan struct{})
-	go func() {
-		defer close(followed)
-		peers.Follow(followCtx, tc.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateway peers", gw.SetPeers)
-	}()
+	stopFollow := peers.Follow(context.Background(), tc.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateway peers", gw.SetPeers) // until close
 	noInstance := fmt.Sprintf("no %s agent connected to this caller's tunnel gateway yet", cfg.EchoService)
 	return &outbound{
 		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer(), MaxMessageBytes: cfg.MaxMessageBytes},
@@ -101,7 +96,6 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 		noInstance: noInstance,
 		close: func() {
 			stopFollow()
-			<-followed
 			_ = reg.Deregister(nil)
 			_ = gw.Close()
 		},

@@ -58,16 +58,7 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, rt *app.Runtime) (*inbo
 		notReady = "no tunnel session to a gateway of TUNNEL_GATEWAYS " + strings.Join(static, ",")
 	} else {
 		gateways := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log)
-		followCtx, stopFollow := context.WithCancel(ctx)
-		followed := make(chan struct{})
-		go func() {
-			defer close(followed)
-			gateways.Follow(followCtx, cfg.Tunnel.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateways", agent.SetGateways)
-		}()
-		stop = func() {
-			stopFollow()
-			<-followed
-		}
+		stop = gateways.Follow(ctx, cfg.Tunnel.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateways", agent.SetGateways)
 	}
 	return &inbound{
 		opts: sopts,

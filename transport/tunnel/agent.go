@@ -770,8 +770,9 @@ func (a *Agent) watchPeers(t *target, s *agentSession) *yamux.Stream {
 	return st
 }
 
-// countedStream is an accepted stream that counts itself out of its
-// session's open streams when it is closed.
+// countedStream is a stream that counts itself out of its session's open
+// streams when it is closed (the agent's accepted ones, the gateway's
+// opened ones).
 type countedStream struct {
 	*yamux.Stream
 	open *atomic.Int64

@@ -864,24 +864,17 @@ func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 	}
 	g.streams.Add(1)
 	chosen.open.Add(1)
-	return &sessionStream{Stream: st, sess: sess, gw: g, open: chosen.open}, nil
+	return &sessionStream{countedStream: &countedStream{Stream: st, open: chosen.open}, sess: sess, gw: g}, nil
 }
 
 // sessionStream is a stream that knows whether its session still lives, so
 // that Kitex's pool drops pooled streams of a session that ended instead of
-// failing a call on them.
+// failing a call on them. It counts itself out of the session's open
+// streams when it is closed.
 type sessionStream struct {
-	*yamux.Stream
+	*countedStream
 	sess *yamux.Session
 	gw   *Gateway
-	open *atomic.Int64 // the session's open streams
-	once sync.Once
-}
-
-// Close closes the stream and counts it out of its session's open streams.
-func (s *sessionStream) Close() error {
-	s.once.Do(func() { s.open.Add(-1) })
-	return s.Stream.Close()
 }
 
 // IsActive reports whether the stream's session is still open and its agent

@@ -280,13 +280,7 @@ func isSubset(want, got []string) bool {
 	return true
 }
 
-func (e *env) podLog(pod string) ([]call, error) {
-	out, err := e.kubeOut("-n", edgeNS, "logs", pod, "--tail=-1")
-	if err != nil {
-		return nil, err
-	}
-	return parseCalls(out)
-}
+func (e *env) podLog(pod string) ([]call, error) { return e.logCalls(edgeNS, pod) }
 
 func (e *env) edgeReached(x *edgeRun) error {
 	if err := e.awaitEveryCallerReachesEvery(x, time.Time{}, 3*time.Minute); err != nil {
@@ -305,11 +299,11 @@ func (e *env) edgeReached(x *edgeRun) error {
 		return err
 	}
 	want := fmt.Sprintf(`"target":"%s:%d"`, x.nodeIP, edgeNodePort)
-	if n := strings.Count(string(out), want); n == 0 {
+	n := strings.Count(string(out), want)
+	if n == 0 {
 		return fmt.Errorf("the egress proxy opened no tunnel to %s:%d: %s", x.nodeIP, edgeNodePort, out)
-	} else {
-		fmt.Printf("the egress proxy opened %d tunnels to the gateways' NodePort\n", n)
 	}
+	fmt.Printf("the egress proxy opened %d tunnels to the gateways' NodePort\n", n)
 	return nil
 }
 

@@ -349,13 +349,7 @@ func (e *env) ingressRow(name string, calls []call) *ingressResult {
 }
 
 // podCalls reads the calls a caller pod of the ingress namespace logged.
-func (e *env) podCalls(pod string) ([]call, error) {
-	out, err := e.kubeOut("-n", traefikNS, "logs", pod, "--tail=-1")
-	if err != nil {
-		return nil, err
-	}
-	return parseCalls(out)
-}
+func (e *env) podCalls(pod string) ([]call, error) { return e.logCalls(traefikNS, pod) }
 
 // trailingOKAny counts the successful calls at the end of the log.
 func trailingOKAny(calls []call) int {

@@ -862,7 +862,13 @@ func (c call) String() string {
 }
 
 func (e *env) callerLog(ns string) ([]call, error) {
-	out, err := e.kubeOut("-n", ns, "logs", "deploy/"+release+"-caller", "--tail=-1")
+	return e.logCalls(ns, "deploy/"+release+"-caller")
+}
+
+// logCalls reads the calls in the whole log of what (a pod, or
+// deploy/<name>) in namespace ns.
+func (e *env) logCalls(ns, what string) ([]call, error) {
+	out, err := e.kubeOut("-n", ns, "logs", what, "--tail=-1")
 	if err != nil {
 		return nil, err
 	}
