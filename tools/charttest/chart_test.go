@@ -646,7 +646,8 @@ func TestOptionsAndOverrides(t *testing.T) {
 	}
 
 	r = render(t, "transport=yamux", "limits.maxMessageBytes=16777216", "limits.maxHandshakes=8", "limits.maxHandshakesPerSource=4",
-		"limits.readTimeout=5s", "limits.idleTimeout=1h", "limits.tunnelMaxStreams=64", "limits.handshakeTimeout=3s")
+		"limits.readTimeout=5s", "limits.idleTimeout=1h", "limits.tunnelMaxStreams=64", "limits.handshakeTimeout=3s",
+		"limits.writeTimeout=2m", "limits.maxConnections=250000")
 	ee, ce := env(r.deployment(t, "demo-echo").Spec.Template.Spec.Containers[0]), env(r.deployment(t, "demo-caller").Spec.Template.Spec.Containers[0])
 	for name, e := range map[string]map[string]string{"echo": ee, "caller": ce} {
 		want(t, name+" MAX_MESSAGE_BYTES (no exponent)", e["MAX_MESSAGE_BYTES"], "16777216")
@@ -657,6 +658,11 @@ func TestOptionsAndOverrides(t *testing.T) {
 	want(t, "READ_TIMEOUT", ee["READ_TIMEOUT"], "5s")
 	want(t, "IDLE_TIMEOUT", ee["IDLE_TIMEOUT"], "1h")
 	want(t, "TUNNEL_MAX_STREAMS", ee["TUNNEL_MAX_STREAMS"], "64")
+	want(t, "WRITE_TIMEOUT", ee["WRITE_TIMEOUT"], "2m")
+	want(t, "MAX_CONNECTIONS (no exponent)", ee["MAX_CONNECTIONS"], "250000")
+	if _, ok := ce["MAX_CONNECTIONS"]; ok {
+		t.Error("the caller is given MAX_CONNECTIONS, which only echo reads")
+	}
 
 	r = render(t)
 	sts = r.statefulsets["demo-etcd"]
@@ -683,6 +689,8 @@ func TestRejected(t *testing.T) {
 		{[]string{"limits.maxHandshakes=0"}, "maxHandshakes"},
 		{[]string{"limits.idleTimeout=soon"}, "idleTimeout"},
 		{[]string{"limits.tunnelMaxStreams=0"}, "tunnelMaxStreams"},
+		{[]string{"limits.writeTimeout=30"}, "writeTimeout"},
+		{[]string{"limits.maxConnections=-1"}, "maxConnections"},
 		{[]string{"limits.maxHandshakesPerSource=0"}, "maxHandshakesPerSource"},
 		{[]string{"tunnel.sessions=17"}, "sessions"},
 		{[]string{"etcd.enabled=false"}, "externalEtcd.endpoints"},
