@@ -4,8 +4,8 @@ import (
 	"context"
 	"encoding/binary"
 	"io"
+	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -35,14 +35,6 @@ func bombCall(declared uint32, framed bool) []byte {
 	return b
 }
 
-func heapMiB() float64 {
-	runtime.GC()
-	runtime.GC() // pooled buffers (sync.Pool) go in the second
-	var m runtime.MemStats
-	runtime.ReadMemStats(&m)
-	return float64(m.HeapAlloc) / (1 << 20)
-}
-
 // testDeclaredLengthBomb sends requests that declare a 256 MiB string and
 // carry a few bytes, unframed and framed, 4 connections of each: the
 // server's heap must not grow by the declared sizes, the connections are
@@ -50,7 +42,7 @@ func heapMiB() float64 {
 func testDeclaredLengthBomb(t *testing.T, tc transportCase) {
 	const limit = 64 << 10
 	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.MaxMessageBytes = limit; c.ReadTimeout = 2 * time.Second })
-	before := heapMiB()
+	before := testutil.HeapMiB()
 	var peak float64
 	for _, framed := range []bool{false, true} {
 		var conns []net.Conn
@@ -71,7 +63,7 @@ func testDeclaredLengthBomb(t *testing.T, tc transportCase) {
 			}
 		}
 		time.Sleep(200 * time.Millisecond)
-		peak = max(peak, heapMiB())
+		peak = max(peak, testutil.HeapMiB())
 		if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "alongside"}); err != nil {
 			t.Fatalf("a legitimate call alongside the bombs (framed %v): %v", framed, err)
 		}
@@ -89,7 +81,7 @@ func testDeclaredLengthBomb(t *testing.T, tc transportCase) {
 func testSlowReaders(t *testing.T, tc transportCase) {
 	const writeTimeout = 500 * time.Millisecond
 	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.WriteTimeout = writeTimeout })
-	before := heapMiB()
+	before := testutil.HeapMiB()
 	const clients, calls, size = 3, 6, 2 << 20
 	out := thrift.NewTMemoryBuffer()
 	for i := 1; i <= calls; i++ {
@@ -110,7 +102,7 @@ func testSlowReaders(t *testing.T, tc transportCase) {
 		conns = append(conns, c)
 	}
 	time.Sleep(writeTimeout / 2)
-	during := heapMiB()
+	during := testutil.HeapMiB()
 	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "alongside"}); err != nil {
 		t.Fatalf("a legitimate call alongside the slow readers: %v", err)
 	}
@@ -133,10 +125,105 @@ func testSlowReaders(t *testing.T, tc transportCase) {
 	}
 	pipelined = nil // the clients' own 12 MiB
 	time.Sleep(time.Second)
-	after := heapMiB()
+	after := testutil.HeapMiB()
 	t.Logf("report: %s: %d clients pipelining %d × %d MiB without reading: heap %.0f MiB before, %.0f while they held it, %.0f after; closed within %v of starting (WriteTimeout %v)",
 		tc.kind, clients, calls, size>>20, before, during, after, closed.Round(10*time.Millisecond), writeTimeout)
 	if after-before > 16 {
 		t.Fatalf("the heap kept %.0f MiB after the slow readers were closed", after-before)
+	}
+}
+
+// testPipelineFlood sends pipelined requests as fast as it can on one
+// connection and never reads a reply: whatever the server reads ahead while
+// its first reply waits must stay bounded, not grow with what the client
+// sends within WriteTimeout.
+func testPipelineFlood(t *testing.T, tc transportCase) {
+	const limit = 1 << 20
+	log, logs := testutil.NewLogs(slog.LevelWarn)
+	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) {
+		c.MaxMessageBytes = 2 * limit
+		c.WriteTimeout = 20 * time.Second
+		c.Logger = log
+	})
+	out := thrift.NewTMemoryBuffer()
+	if err := writeEchoCall(thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), 1, strings.Repeat("p", limit)); err != nil {
+		t.Fatal(err)
+	}
+	call := out.Bytes()
+	before := testutil.HeapMiB()
+	c, err := f.dialServer(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var sent int64
+	var during float64
+	start := time.Now()
+	for mid := false; time.Since(start) < 2*time.Second && sent < 1<<30; {
+		if !mid && time.Since(start) > time.Second {
+			mid, during = true, testutil.HeapMiB()
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		n, err := c.Write(call)
+		sent += int64(n)
+		if err != nil && !testutil.IsTimeout(err) {
+			break // the server closed it
+		}
+	}
+	during = max(during, testutil.HeapMiB())
+	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "alongside"}); err != nil {
+		t.Fatalf("a legitimate call alongside the flood: %v", err)
+	}
+	t.Logf("report: %s: one connection sent %d MiB of pipelined 1 MiB calls in %v without reading a reply: heap %.0f MiB before, at most %.0f MiB during",
+		tc.kind, sent>>20, time.Since(start).Round(100*time.Millisecond), before, during)
+	// netpoll reads ahead, and closes the connection; the others stop reading.
+	if n := len(logs.Containing("that the server has not read yet")); tc.kind == transport.Netpoll && n != 1 {
+		t.Errorf("%d log lines for the connection closed for what it sent ahead, want 1", n)
+	}
+	if during-before > 64 {
+		t.Fatalf("the server buffered %.0f MiB for one connection that does not read its replies", during-before)
+	}
+}
+
+// testHandshakeHog holds handshake slots from one source, 127.0.0.2: 160
+// connections that send the start of an upgrade (WebSocket) or nothing
+// (the tunnel gateway) and dial again as soon as they are closed. The heap
+// stays flat, handshakes from another source all succeed, and the client
+// already connected loses no call. netpoll and gonet serve a connection
+// at once: SilentClients and ConnectionCap bound theirs.
+func testHandshakeHog(t *testing.T, tc transportCase) {
+	var prelude []byte
+	switch tc.kind {
+	case transport.WebSocket:
+		prelude = []byte("GET /kitex HTTP/1.1\r\nHost: x\r\n")
+	case transport.Yamux:
+	default:
+		t.Skip("no handshake: a connection is served at once")
+	}
+	f := startFixtureWith(t, tc, nil)
+	before := testutil.HeapMiB()
+	const hogs = 160
+	testutil.HoldHandshakes(t, f.rawAddr, hogs, prelude)
+	during := testutil.HeapMiB()
+	const tries = 20
+	failed := 0
+	for range tries {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		if err := f.handshake(ctx); err != nil {
+			t.Logf("a handshake from 127.0.0.1: %v", err)
+			failed++
+		}
+		cancel()
+		if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "alongside"}); err != nil {
+			t.Fatalf("a legitimate call alongside the hogs: %v", err)
+		}
+	}
+	t.Logf("report: %s: %d connections from one source holding handshake slots: heap %.1f MiB before, %.1f MiB while held; %d of %d handshakes from another source failed",
+		tc.kind, hogs, before, during, failed, tries)
+	if failed > 0 {
+		t.Fatalf("%d of %d handshakes from another source failed while one source hogged the slots", failed, tries)
+	}
+	if during-before > 16 {
+		t.Fatalf("the heap grew by %.0f MiB for %d connections in their handshake", during-before, hogs)
 	}
 }

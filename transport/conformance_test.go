@@ -47,6 +47,7 @@ type fixture struct {
 	addr       string
 	rawAddr    string
 	dialServer func(ctx context.Context) (net.Conn, error)
+	handshake  func(ctx context.Context) error
 	handler    *testHandler
 	run        *testutil.Runner
 	cli        echo.Client
@@ -69,6 +70,9 @@ type caseEnv struct {
 	// dialServer, if set, opens a raw byte stream that reaches the Kitex
 	// server itself (through the tunnel); rawDial to rawAddr otherwise.
 	dialServer func(ctx context.Context) (net.Conn, error)
+	// handshake, for a transport with one (the tunnel's), completes a new
+	// handshake with the listener at rawAddr; for WebSocket it is an upgrade.
+	handshake func(ctx context.Context) error
 }
 
 func cases() []transportCase {
@@ -90,6 +94,23 @@ func cases() []transportCase {
 // serves on the agent, the client dials through the gateway.
 func tunnelEnv(t testing.TB) caseEnv {
 	const token = "conformance-token-0123456789"
+	// A second agent, which leaves as soon as it has its session.
+	handshake := func(ctx context.Context, gw *tunnel.Gateway) error {
+		agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: "agent-2", Token: token})
+		if err != nil {
+			return err
+		}
+		defer agent.Shutdown(context.Background())
+		agent.SetGateways([]string{gw.Addr().String()})
+		for agent.Stats().Sessions == 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("no session for a second agent: %w", ctx.Err())
+			case <-time.After(10 * time.Millisecond):
+			}
+		}
+		return nil
+	}
 	gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
 	if err != nil {
 		t.Fatal(err)
@@ -111,6 +132,7 @@ func tunnelEnv(t testing.TB) caseEnv {
 			}
 			return gw.Dialer().DialTimeout("tcp", "agent-1", 2*time.Second)
 		},
+		handshake: func(ctx context.Context) error { return handshake(ctx, gw) },
 	}
 }
 
@@ -143,6 +165,16 @@ func startFixtureWith(t testing.TB, tc transportCase, serverCfg func(*transport.
 	f.dialServer = env.dialServer
 	if f.dialServer == nil {
 		f.dialServer = func(ctx context.Context) (net.Conn, error) { return rawDial(ctx, f.kind, f.rawAddr) }
+	}
+	f.handshake = env.handshake
+	if f.handshake == nil && f.kind == transport.WebSocket {
+		f.handshake = func(ctx context.Context) error {
+			c, err := f.dialServer(ctx)
+			if err == nil {
+				err = c.Close()
+			}
+			return err
+		}
 	}
 	run.Run(svr)
 	t.Cleanup(func() { f.stop(t) })

@@ -2,6 +2,7 @@ package transport
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -135,29 +136,64 @@ func (c *drainConn) Close() error {
 // It also closes connections that received nothing for idle: netpoll's own
 // "idle timeout" is only the TCP keep-alive period. A sweep runs every
 // idle/4 while connections are open, and not at all otherwise.
+//
+// With maxConns set, a connection opened while maxConns are open is closed
+// at once and reported to refused, as drainListener does.
+//
+// With maxUnread set, it bounds what a connection has sent that the server
+// has not read yet. netpoll reads a socket as soon as it is readable, into
+// a buffer without limit, whatever the handler is doing: a client that
+// pipelines requests and does not read the replies (so that a reply's
+// write blocks) had the server buffer all it sent, 1 GiB in under a second
+// on loopback. The other transports read a request only when the last
+// reply is written. So while a connection is busy (a request read within
+// the last write timeout, or unread bytes), a watch checks every
+// unreadEvery how much each connection holds unread, and closes one that
+// holds more than maxUnread.
 type netpollDrain struct {
-	grace time.Duration
-	idle  time.Duration
-	write time.Duration // netpoll's write timeout of each connection; none if zero
-	log   *slog.Logger
-	mu    sync.Mutex
-	conns map[net.Conn]*atomic.Int64 // last read, in Unix nanoseconds
-	sweep *time.Timer                // nil while no sweep is scheduled
-	once  sync.Once
+	grace     time.Duration
+	idle      time.Duration
+	write     time.Duration // netpoll's write timeout of each connection; none if zero
+	maxConns  int           // none if zero
+	maxUnread int           // bytes a connection may hold unread; none if zero
+	refused   func()
+	overread  func(peer net.Addr, unread int)
+	log       *slog.Logger
+	mu        sync.Mutex
+	conns     map[net.Conn]*atomic.Int64 // last read, in Unix nanoseconds
+	sweep     *time.Timer                // nil while no sweep is scheduled
+	watch     *time.Timer                // the unread watch; nil while stopped
+	watching  atomic.Bool                // watch != nil, for OnRead without the lock
+	once      sync.Once
 }
 
+// unreadEvery is how often the unread bytes of busy netpoll connections are
+// checked. Between two checks, a client can send what the network carries in
+// that time (about 25 MiB on loopback) beyond maxUnread.
+const unreadEvery = 20 * time.Millisecond
+
+// errOverMaxConnections refuses a connection over MaxConnections. It wraps
+// netpoll's ErrConnClosed so that Kitex closes the connection without an
+// error line of its own for each: refusals are logged sampled, by refused.
+var errOverMaxConnections = fmt.Errorf("transport: MaxConnections are open: %w", netpoll.ErrConnClosed)
+
 func (d *netpollDrain) OnActive(ctx context.Context, conn net.Conn) (context.Context, error) {
-	if nc, ok := conn.(interface{ SetWriteTimeout(time.Duration) error }); ok && d.write > 0 {
-		_ = nc.SetWriteTimeout(d.write)
-	}
 	last := new(atomic.Int64)
 	last.Store(time.Now().UnixNano())
 	d.mu.Lock()
+	if d.maxConns > 0 && len(d.conns) >= d.maxConns {
+		d.mu.Unlock()
+		d.refused()
+		return ctx, errOverMaxConnections
+	}
 	d.conns[conn] = last
 	if d.sweep == nil {
 		d.sweep = time.AfterFunc(d.idle/4, d.closeIdle)
 	}
 	d.mu.Unlock()
+	if nc, ok := conn.(interface{ SetWriteTimeout(time.Duration) error }); ok && d.write > 0 {
+		_ = nc.SetWriteTimeout(d.write)
+	}
 	return context.WithValue(ctx, lastReadKey{}, last), nil
 }
 
@@ -175,7 +211,73 @@ func (d *netpollDrain) OnRead(ctx context.Context, _ net.Conn) (context.Context,
 	if last, ok := ctx.Value(lastReadKey{}).(*atomic.Int64); ok {
 		last.Store(time.Now().UnixNano())
 	}
+	if d.maxUnread > 0 && !d.watching.Load() {
+		d.mu.Lock()
+		if d.watch == nil {
+			d.watching.Store(true)
+			d.watch = time.AfterFunc(unreadEvery, d.checkUnread)
+		}
+		d.mu.Unlock()
+	}
 	return ctx, nil
+}
+
+// busyFor is how long after its last read a connection is watched even
+// with nothing unread: its reply may still be blocked in a write (up to the
+// write timeout), while netpoll keeps reading what it is sent.
+func (d *netpollDrain) busyFor() time.Duration {
+	if d.write > 0 {
+		return d.write + time.Second
+	}
+	return d.idle
+}
+
+// checkUnread closes the connections that hold more than maxUnread bytes
+// unread, and checks again after unreadEvery while a connection is busy.
+func (d *netpollDrain) checkUnread() {
+	busySince := time.Now().Add(-d.busyFor()).UnixNano()
+	busy := func(c net.Conn, last *atomic.Int64) bool { return last.Load() >= busySince || unread(c) > 0 }
+	var over []net.Conn
+	d.mu.Lock()
+	keep := false
+	for c, last := range d.conns {
+		if unread(c) > d.maxUnread {
+			over = append(over, c)
+		} else if !keep && busy(c, last) {
+			keep = true
+		}
+	}
+	if !keep {
+		// Stop, unless a read came in meanwhile: OnRead records its time
+		// before it looks at watching, so one that saw the watch running
+		// is found here.
+		d.watching.Store(false)
+		for c, last := range d.conns {
+			if keep = busy(c, last); keep {
+				d.watching.Store(true)
+				break
+			}
+		}
+	}
+	if keep {
+		d.watch.Reset(unreadEvery)
+	} else {
+		d.watch = nil
+	}
+	d.mu.Unlock()
+	for _, c := range over {
+		d.overread(c.RemoteAddr(), unread(c))
+		shutdownBusy(c)
+		_ = c.Close()
+	}
+}
+
+// unread is how many bytes netpoll has read from c that Kitex has not.
+func unread(c net.Conn) int {
+	if r, ok := c.(interface{ Reader() netpoll.Reader }); ok {
+		return r.Reader().Len()
+	}
+	return 0
 }
 
 // closeIdle closes the connections that read nothing for idle, and
@@ -247,13 +349,14 @@ func (l netpollListener) Close() error {
 }
 
 // netpollDrained returns the listener and inbound handler that close a
-// netpoll server's remaining connections grace after it stops.
-func netpollDrained(ln net.Listener, grace, idle, write time.Duration, log *slog.Logger) (net.Listener, remote.InboundHandler, error) {
+// netpoll server's remaining connections d.grace after it stops, and
+// apply d's other bounds. d's fields are set but for its state.
+func netpollDrained(ln net.Listener, d *netpollDrain) (net.Listener, remote.InboundHandler, error) {
 	nl, err := netpoll.ConvertListener(ln)
 	if err != nil {
 		return nil, nil, err
 	}
-	d := &netpollDrain{grace: grace, idle: idle, write: write, log: log, conns: make(map[net.Conn]*atomic.Int64)}
+	d.conns = make(map[net.Conn]*atomic.Int64)
 	return netpollListener{Listener: nl, orig: ln, d: d, close: new(sync.Once)}, d, nil
 }
 

@@ -31,6 +31,8 @@ func TestLimits(t *testing.T) {
 			t.Run("ConnectionCap", func(t *testing.T) { testConnectionCap(t, tc) })
 			t.Run("DeclaredLengthBomb", func(t *testing.T) { testDeclaredLengthBomb(t, tc) })
 			t.Run("SlowReaders", func(t *testing.T) { testSlowReaders(t, tc) })
+			t.Run("PipelineFlood", func(t *testing.T) { testPipelineFlood(t, tc) })
+			t.Run("HandshakeHog", func(t *testing.T) { testHandshakeHog(t, tc) })
 		})
 	}
 }
@@ -218,28 +220,43 @@ func testConnectionCap(t *testing.T, tc transportCase) {
 			t.Fatalf("connection %d of %d: %v", len(held)+1, maxConns, err)
 		}
 	}
-	refused := 0
-	for range 5 {
-		c, err := f.dialServer(context.Background())
-		if err != nil {
-			refused++ // a tunnel stream can be refused while it opens
-			continue
+	// The flood: 100 connections at once, each sending a call.
+	const flood = 100
+	before := testutil.HeapMiB()
+	var over []net.Conn
+	defer func() {
+		for _, c := range over {
+			_ = c.Close()
 		}
-		if err := callEvery(c, 0, 1); err != nil {
-			refused++
-		}
-		_ = c.Close()
+	}()
+	out := thrift.NewTMemoryBuffer()
+	if err := writeEchoCall(thrift.NewTBinaryProtocolConf(thrift.NewTFramedTransportConf(out, thriftConf), thriftConf), 1, "flood"); err != nil {
+		t.Fatal(err)
 	}
-	if refused != 5 {
-		t.Fatalf("%d of 5 connections over MaxConnections (%d) were refused, want all", refused, maxConns)
+	for range flood {
+		if c, err := f.dialServer(context.Background()); err == nil { // a tunnel stream can be refused while it opens
+			_, _ = c.Write(out.Bytes())
+			over = append(over, c)
+		}
+	}
+	during := testutil.HeapMiB()
+	for i, c := range over {
+		if err := testutil.ReadUntilError(c, 5*time.Second); testutil.IsTimeout(err) {
+			t.Fatalf("connection %d over MaxConnections (%d) was kept open", i, maxConns)
+		}
 	}
 	for i := range 10 {
 		if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "legit"}); err != nil {
 			t.Fatalf("the client connected before the flood, call %d: %v", i, err)
 		}
 	}
+	t.Logf("report: %s: %d connections over MaxConnections (%d) refused; heap %.1f MiB before, %.1f MiB while they were open",
+		tc.kind, flood, maxConns, before, during)
+	if during-before > 16 {
+		t.Errorf("the heap grew by %.0f MiB for %d refused connections", during-before, flood)
+	}
 	if n := len(logs.Containing("transport: connection refused: MaxConnections are open")); n < 1 || n > 2 {
-		t.Errorf("%d log lines for 5 refusals, want the first one (and at most a summary)", n)
+		t.Errorf("%d log lines for %d refusals, want the first one (and at most a summary)", n, flood)
 	}
 	_ = held[0].Close()
 	held = held[1:]

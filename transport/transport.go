@@ -10,7 +10,6 @@ import (
 
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/connpool"
-	"github.com/cloudwego/kitex/pkg/limiter"
 	"github.com/cloudwego/kitex/pkg/remote"
 	"github.com/cloudwego/kitex/pkg/remote/codec"
 	kpool "github.com/cloudwego/kitex/pkg/remote/connpool"
@@ -226,7 +225,11 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 		if log == nil {
 			log = slog.New(slog.DiscardHandler)
 		}
-		nl, drain, err := netpollDrained(ln, exitWait, idle, writeTimeout(cfg.WriteTimeout), log)
+		nl, drain, err := netpollDrained(ln, &netpollDrain{
+			grace: exitWait, idle: idle, write: writeTimeout(cfg.WriteTimeout), log: log,
+			maxConns: cfg.MaxConnections, refused: refusals.ConnOverloadReport,
+			maxUnread: 2 * messageLimit(cfg.MaxMessageBytes), overread: refusals.overread,
+		})
 		if err != nil {
 			_ = ln.Close()
 			return nil, nil, fmt.Errorf("transport %s: %w", cfg.Kind, err)
@@ -236,21 +239,14 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 	} else {
 		// Kitex's gonet server waits at least 2 minutes for a request on an
 		// idle connection; the listener's connections cut that to idle.
+		// Kitex's own connection limiter is not used: its gonet server never
+		// releases the count of a connection the limiter refused.
 		dl := newDrainListener(ln, exitWait, idle)
 		dl.maxConns, dl.refused, dl.write = cfg.MaxConnections, refusals.ConnOverloadReport, writeTimeout(cfg.WriteTimeout)
 		ln = dl
 		opts = append(opts,
 			server.WithTransServerFactory(gonet.NewTransServerFactory()),
 			server.WithTransHandlerFactory(gonet.NewSvrTransHandlerFactory()),
-		)
-	}
-	if cfg.MaxConnections > 0 && cfg.Kind == Netpoll {
-		// Kitex's own connection limiter: a connection over it fails its
-		// OnActive, and netpoll closes it and releases its count. (The gonet
-		// server does not release it: drainListener counts there.)
-		opts = append(opts,
-			server.WithConnectionLimiter(limiter.NewConnectionLimiter(cfg.MaxConnections)),
-			server.WithLimitReporter(refusals),
 		)
 	}
 	opts = append(opts,
@@ -261,7 +257,8 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 	return opts, ln, nil
 }
 
-// connRefusals logs the connections refused over MaxConnections, sampled.
+// connRefusals logs, sampled, the connections refused over MaxConnections
+// and those closed for sending too far ahead of their replies.
 type connRefusals struct {
 	log *ratelog.Logger
 	max int
@@ -271,7 +268,10 @@ func (r connRefusals) ConnOverloadReport() {
 	r.log.Warn("max-connections", "transport: connection refused: MaxConnections are open", slog.Int("max_connections", r.max))
 }
 
-func (r connRefusals) QPSOverloadReport() {}
+func (r connRefusals) overread(peer net.Addr, unread int) {
+	r.log.Warn("unread", "transport: connection closed: it sent more than twice MaxMessageBytes that the server has not read yet",
+		slog.String("peer", peer.String()), slog.Int("unread_bytes", unread))
+}
 
 // DefaultMaxIdlePerAddress is the connection pool size per server address
 // when ClientConfig.MaxIdlePerAddress is zero. Kitex's own default (10)

@@ -42,8 +42,7 @@ func NewEtcdClient(cfg EtcdConfig, log *zap.Logger) (*clientv3.Client, error) {
 		// gRPC's default receive cap is 2 GiB: whoever may write the
 		// prefix could make one answer that large. Real answers are far
 		// below this (MaxInstances entries of a few hundred bytes); a
-		// larger one fails that Resolve, and callers keep the instances
-		// they had, instead of holding the memory.
+		// larger one is read again in pages (Resolver.scan).
 		MaxCallRecvMsgSize:   MaxRecvBytes,
 		DialKeepAliveTime:    10 * time.Second,
 		DialKeepAliveTimeout: 5 * time.Second,

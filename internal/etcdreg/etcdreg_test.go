@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -165,6 +166,27 @@ func TestRegistrationComesBackAfterLeaseLoss(t *testing.T) {
 func TestDeletedRegistrationIsWrittenAgain(t *testing.T) {
 	cli := etcdtest.Client(t, etcdtest.Start(t))
 	reg := register(t, cli, "10.9.9.8:1", map[string]string{etcdreg.TagTransport: "gonet"})
+	// A caller alongside resolves every 20 ms, as the services' callers
+	// do (keeping the last instances over an empty answer): it must never
+	// be left without the instance.
+	r := etcdreg.NewResolver(cli, "", nil).KeepLast(etcdreg.KeepLastFor(2 * time.Second))
+	stop := make(chan struct{})
+	missed := make(chan int)
+	go func() {
+		n := 0
+		defer func() { missed <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			if res, err := r.Resolve(context.Background(), "echo"); err != nil || len(res.Instances) != 1 {
+				n++
+			}
+		}
+	}()
+	before := testutil.HeapMiB()
 	for i := range 3 {
 		if _, err := cli.Delete(context.Background(), reg.Key()); err != nil {
 			t.Fatal(err)
@@ -175,6 +197,11 @@ func TestDeletedRegistrationIsWrittenAgain(t *testing.T) {
 			return err == nil && len(resp.Kvs) == 1 && resp.Kvs[0].Lease != 0 && reg.Registered()
 		})
 		t.Logf("report: registration deleted while serving: written again after %v", time.Since(deleted).Round(time.Millisecond))
+	}
+	close(stop)
+	t.Logf("report: heap %.1f MiB before 3 deletions, %.1f MiB after", before, testutil.HeapMiB())
+	if n := <-missed; n != 0 {
+		t.Fatalf("a caller resolving alongside found no instance %d times", n)
 	}
 }
 
@@ -282,6 +309,11 @@ func TestResolverIgnoresPoisonedEntries(t *testing.T) {
 	}
 	core, logs := observer.New(zap.WarnLevel)
 	r := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "gonet"}).WithLogger(zap.New(core))
+	before := testutil.HeapMiB()
+	peak := testutil.WatchHeap()
+	defer func() {
+		t.Logf("report: %d poisoned and surplus entries: heap %.1f MiB before 2 resolves, at most %.1f MiB during (etcd runs in this process)", etcdreg.MaxInstances+106, before, peak())
+	}()
 	for range 2 {
 		res, err := r.Resolve(ctx, "echo")
 		if err != nil {
@@ -310,5 +342,48 @@ func TestResolverIgnoresPoisonedEntries(t *testing.T) {
 		if n := ignored[etcdreg.DefaultPrefix+"/echo/"+k]; n != 1 {
 			t.Errorf("entry %s logged %d times as ignored, want once over two resolves", k, n)
 		}
+	}
+}
+
+// Entries whose values add up to more than the client takes in one answer
+// (MaxRecvBytes): the resolver reads them in pages, holding one page at a
+// time, and still finds the valid instances among them. One read failed
+// before, and a caller that started then had no instance at all.
+func TestResolverReadsAnOversizedAnswerInPages(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	ctx := context.Background()
+	register(t, cli, "10.0.0.1:1", map[string]string{etcdreg.TagTransport: "gonet"})
+	big := `{"network":"tcp","address":"10.6.6.6:1","tags":{"transport":"gonet"},"pad":"` + strings.Repeat("x", 1<<20) + `"}`
+	const bigs = 24 // 24 MiB, over the 16 MiB cap
+	for i := range bigs {
+		if _, err := cli.Put(ctx, fmt.Sprintf("%s/echo/10.5.0.%d:1", etcdreg.DefaultPrefix, i), big); err != nil {
+			t.Fatal(err)
+		}
+		// A valid entry between the big ones.
+		register(t, cli, fmt.Sprintf("10.5.0.%d:2", i), map[string]string{etcdreg.TagTransport: "gonet"})
+	}
+	core, logs := observer.New(zap.WarnLevel)
+	r := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "gonet"}).WithLogger(zap.New(core))
+	// Collect often, so that the samples are close to what is held. etcd
+	// runs in this process: what it builds for each answer counts too.
+	defer debug.SetGCPercent(debug.SetGCPercent(5))
+	before := testutil.HeapMiB()
+	peak := testutil.WatchHeap()
+	for range 3 {
+		res, err := r.Resolve(ctx, "echo")
+		if err != nil {
+			t.Fatalf("resolve with %d MiB of entries: %v", bigs, err)
+		}
+		if len(res.Instances) != bigs+1 {
+			t.Fatalf("%d instances, want the %d valid ones", len(res.Instances), bigs+1)
+		}
+	}
+	during := peak()
+	t.Logf("report: %d entries of 1 MiB under the prefix: heap %.0f MiB before, at most %.0f MiB during 3 resolves (etcd runs in this process)", bigs, before, during)
+	if n := logs.FilterMessage("discovery: etcd answer too large, read in pages").Len(); n != 1 {
+		t.Errorf("%d lines about the oversized answer over 3 resolves, want 1", n)
+	}
+	if n := logs.FilterMessage("discovery: etcd entry ignored").Len(); n != bigs {
+		t.Errorf("%d entries logged as ignored, want the %d big ones, once each", n, bigs)
 	}
 }

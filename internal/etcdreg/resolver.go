@@ -14,8 +14,11 @@ import (
 
 	"github.com/cloudwego/kitex/pkg/discovery"
 	"github.com/cloudwego/kitex/pkg/rpcinfo"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
 
 // Resolver is a Kitex discovery.Resolver that reads instances from etcd and
@@ -106,25 +109,24 @@ func (r *Resolver) Target(_ context.Context, target rpcinfo.EndpointInfo) string
 // returned as an error (Kitex then keeps the instances it knew); a service
 // with no matching instance gives an empty, error-free result.
 func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Result, error) {
-	resp, err := r.cli.Get(ctx, r.prefix+"/"+service+"/", clientv3.WithPrefix(), clientv3.WithLimit(maxScanned))
-	if err != nil {
-		return discovery.Result{}, fmt.Errorf("discovery: list %s in etcd: %w", service, err)
-	}
 	res := discovery.Result{Cacheable: true, CacheKey: r.Name() + "/" + service}
-	for _, kv := range resp.Kvs {
+	err := r.scan(ctx, r.prefix+"/"+service+"/", func(kv *mvccpb.KeyValue) {
 		in, why := parseInstance(kv.Value)
 		if why != "" {
 			r.ignore(string(kv.Key), why)
-			continue
+			return
 		}
 		if !r.matches(in.Tags) {
-			continue
+			return
 		}
 		if len(res.Instances) == MaxInstances {
 			r.ignore(string(kv.Key), fmt.Sprintf("more than %d instances", MaxInstances))
-			continue
+			return
 		}
 		res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Address, in.Weight, in.Tags))
+	})
+	if err != nil {
+		return discovery.Result{}, fmt.Errorf("discovery: list %s in etcd: %w", service, err)
 	}
 	if r.keepLast > 0 {
 		r.mu.Lock()
@@ -144,6 +146,69 @@ func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Resul
 		}
 	}
 	return res, nil
+}
+
+// scan calls each with the first maxScanned keys under prefix, in key
+// order. Usually one read does; but values made huge by whoever may write
+// the prefix can make that answer larger than the client takes
+// (MaxRecvBytes). Then the keys are read alone, and the values in pages of
+// pageKeys, a page that is still too large key by key, and a key whose
+// value alone is too large is ignored: the valid entries are still found,
+// and no more than one page is held at a time.
+func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.KeyValue)) error {
+	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned))
+	if !tooLarge(err) {
+		if err != nil {
+			return err
+		}
+		for _, kv := range resp.Kvs {
+			each(kv)
+		}
+		return nil
+	}
+	keys, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned), clientv3.WithKeysOnly())
+	if err != nil {
+		return err
+	}
+	r.warnOnce("discovery: etcd answer too large, read in pages", prefix, fmt.Sprintf("its entries make more than %d bytes", MaxRecvBytes))
+	for i := 0; i < len(keys.Kvs); i += pageKeys {
+		page := keys.Kvs[i:min(i+pageKeys, len(keys.Kvs))]
+		end := clientv3.GetPrefixRangeEnd(prefix)
+		if i+pageKeys < len(keys.Kvs) {
+			end = string(keys.Kvs[i+pageKeys].Key)
+		}
+		resp, err := r.cli.Get(ctx, string(page[0].Key), clientv3.WithRange(end), clientv3.WithLimit(pageKeys))
+		if err == nil {
+			for _, kv := range resp.Kvs {
+				each(kv)
+			}
+			continue
+		}
+		if !tooLarge(err) {
+			return err
+		}
+		for _, k := range page {
+			resp, err := r.cli.Get(ctx, string(k.Key))
+			switch {
+			case tooLarge(err):
+				r.ignore(string(k.Key), fmt.Sprintf("value of more than %d bytes", MaxRecvBytes))
+			case err != nil:
+				return err
+			case len(resp.Kvs) == 1:
+				each(resp.Kvs[0])
+			}
+		}
+	}
+	return nil
+}
+
+// pageKeys is how many values scan reads at once when one read is too
+// large: below MaxRecvBytes with etcd's default largest value (1.5 MiB).
+const pageKeys = 8
+
+// tooLarge says whether err is an answer over the client's receive cap.
+func tooLarge(err error) bool {
+	return status.Code(err) == codes.ResourceExhausted
 }
 
 // parseInstance decodes a registration value, or says why it is not one
@@ -187,6 +252,11 @@ func clip(s string) string {
 // keys are remembered; after them one line says that more are ignored
 // without a line each, so a flood of entries bounds both memory and log.
 func (r *Resolver) ignore(key, why string) {
+	r.warnOnce("discovery: etcd entry ignored", key, why)
+}
+
+// warnOnce logs msg about key once (at most maxIgnoredLogged keys).
+func (r *Resolver) warnOnce(msg, key, why string) {
 	r.mu.Lock()
 	seen, full := r.ignored[key], len(r.ignored) >= maxIgnoredLogged
 	switch {
@@ -202,7 +272,7 @@ func (r *Resolver) ignore(key, why string) {
 	}
 	r.mu.Unlock()
 	if !seen {
-		r.log.Warn("discovery: etcd entry ignored", zap.String("key", clip(key)), zap.String("reason", why))
+		r.log.Warn(msg, zap.String("key", clip(key)), zap.String("reason", why))
 	}
 }
 
