@@ -91,13 +91,17 @@ func testSlowReaders(t *testing.T, tc transportCase) {
 	}
 	pipelined := out.Bytes()
 	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			_ = c.Close()
+		}
+	}()
 	began := time.Now()
 	for range clients {
 		c, err := f.dialServer(context.Background())
 		if err != nil {
 			t.Fatal(err)
 		}
-		defer c.Close()
 		go func() { _, _ = c.Write(pipelined) }() // the server may stop reading us first
 		conns = append(conns, c)
 	}
@@ -123,7 +127,7 @@ func testSlowReaders(t *testing.T, tc transportCase) {
 	for _, c := range conns {
 		_ = c.Close()
 	}
-	pipelined = nil // the clients' own 12 MiB
+	pipelined, conns = nil, nil // the clients' own 12 MiB, and their streams' buffers (yamux)
 	time.Sleep(time.Second)
 	after := testutil.HeapMiB()
 	t.Logf("report: %s: %d clients pipelining %d × %d MiB without reading: heap %.0f MiB before, %.0f while they held it, %.0f after; closed within %v of starting (WriteTimeout %v)",

@@ -92,8 +92,11 @@ type ServerConfig struct {
 	ExitWaitTime time.Duration
 	// MaxMessageBytes is the largest Thrift message the server reads or
 	// writes: a request that declares a longer frame is refused before it
-	// is read, and its connection closed. DefaultMaxMessageBytes if zero;
-	// no limit if negative.
+	// is read, and its connection closed. A connection may also hold at
+	// most twice this that the server has not read yet: netpoll reads
+	// ahead, and closes a connection over it (checked every 20 ms); the
+	// other transports read a request only once the last reply is written.
+	// DefaultMaxMessageBytes if zero; no limit if negative.
 	MaxMessageBytes int
 	// ReadTimeout bounds the reading of one request from its first byte to
 	// its last: a client that sends too slowly has its connection closed.
