@@ -14,6 +14,8 @@ TEST_TIMEOUT ?= 270s
 HELM      := $(BIN)/helm
 HELM_DOCS := $(BIN)/helm-docs
 KIND      := $(BIN)/kind
+CT        := $(BIN)/ct
+KUBE_SCORE := $(BIN)/kube-score
 TILT      := $(BIN)/tilt
 TRAEFIK   := $(BIN)/traefik
 CHART     := charts/kitex-anyconn
@@ -44,11 +46,11 @@ test: ## Run every Go test with the race detector: the root module and transport
 	  wait $$lib || rc=1; exit $$rc
 
 .PHONY: test-chart
-test-chart: $(HELM) $(HELM_DOCS) $(TILT) ## The chart and Tiltfile tests, with the pinned helm, helm-docs and tilt (built into bin/ the first time).
+test-chart: $(HELM) $(HELM_DOCS) $(CT) $(KUBE_SCORE) $(TILT) ## The chart and Tiltfile tests (ct lint, kube-score too), with the pinned tools (built into bin/ the first time).
 	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -timeout 120s ./...
 
 .PHONY: tools
-tools: $(HELM) $(HELM_DOCS) $(KIND) $(TILT) ## Build the pinned helm, helm-docs, kind and tilt into bin/ (once).
+tools: $(HELM) $(HELM_DOCS) $(CT) $(KUBE_SCORE) $(KIND) $(TILT) ## Build the pinned helm, helm-docs, ct, kube-score, kind and tilt into bin/ (once).
 
 # helm stamps the Kubernetes version it assumes (for kubeVersion checks and lint)
 # from its client-go, as helm's own Makefile does.
@@ -62,6 +64,22 @@ $(HELM): tools/go.mod tools/go.sum
 
 $(HELM_DOCS): tools/go.mod tools/go.sum
 	cd tools && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ github.com/norwoodj/helm-docs/cmd/helm-docs
+
+# chart-testing's ct (`ct lint`, run by TestChartTestingLint with ct.yaml; it calls bin/helm).
+$(CT): tools/go.mod tools/go.sum
+	cd tools && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ -ldflags "-s -w \
+	  -X github.com/helm/chart-testing/v3/ct/cmd.Version=$$(go list -f '{{.Version}}' -m github.com/helm/chart-testing/v3)" \
+	  github.com/helm/chart-testing/v3/ct
+
+# kube-score checks the rendered manifests (TestKubeScore). It is the manifest linter
+# here because kube-linter is not served by the Go module proxy and kubeconform needs
+# JSON schemas downloaded from the network. Its module is its own: kube-score v1.20.0
+# imports k8s.io/api/autoscaling/v2beta1 and v2beta2, which the k8s.io/api that helm
+# needs in tools/go.mod no longer has.
+$(KUBE_SCORE): tools/kube-score/go.mod tools/kube-score/go.sum
+	cd tools/kube-score && CGO_ENABLED=0 go build -trimpath -o $(CURDIR)/$@ -ldflags "-s -w \
+	  -X main.version=$$(go list -f '{{.Version}}' -m github.com/zegl/kube-score)" \
+	  github.com/zegl/kube-score/cmd/kube-score
 
 $(KIND): tools/go.mod tools/go.sum
 	cd tools && CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o $(CURDIR)/$@ sigs.k8s.io/kind
@@ -77,8 +95,8 @@ $(TRAEFIK): tools/traefik/go.mod tools/traefik/go.sum tools/traefik/build.sh
 tools-helm: $(HELM)
 
 .PHONY: chart-lint
-chart-lint: $(HELM) ## helm lint --strict the chart for every transport (transport.Kinds; TestLintStrict in tools/charttest).
-	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -run '^TestLintStrict$$' ./charttest
+chart-lint: $(HELM) $(CT) $(KUBE_SCORE) ## helm lint --strict for every transport, ct lint (ct.yaml) and kube-score (TestLintStrict, TestChartTestingLint, TestKubeScore).
+	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -run '^(TestLintStrict|TestChartTestingLint|TestKubeScore)$$' ./charttest
 
 .PHONY: chart-docs
 chart-docs: $(HELM_DOCS) ## Regenerate the chart README's values table from the comments in values.yaml.
