@@ -19,6 +19,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	autoscalingv2 "k8s.io/api/autoscaling/v2"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
@@ -81,17 +82,23 @@ type rendered struct {
 	roles        map[string]*rbacv1.Role
 	ingresses    map[string]*networkingv1.Ingress
 	httpRoutes   map[string]*httpRoute
+	hpas         map[string]*autoscalingv2.HorizontalPodAutoscaler
 	others       map[string]map[string]any // kind/name
 	kinds        []string                  // kind/name of every object, in order
 }
 
 // templateArgs makes each of sets a --set, or with a "string:" prefix a
-// --set-string (an annotation such as "3600" must stay a string).
+// --set-string (an annotation such as "3600" must stay a string), with "json:"
+// a --set-json (lists of objects), with "values:" a --values file.
 func templateArgs(sets []string) []string {
 	args := []string{"template", release, chartDir(), "--namespace", namespace}
 	for _, s := range sets {
 		if v, ok := strings.CutPrefix(s, "string:"); ok {
 			args = append(args, "--set-string", v)
+		} else if v, ok := strings.CutPrefix(s, "json:"); ok {
+			args = append(args, "--set-json", v)
+		} else if v, ok := strings.CutPrefix(s, "values:"); ok {
+			args = append(args, "--values", v)
 		} else {
 			args = append(args, "--set", s)
 		}
@@ -110,7 +117,8 @@ func render(t *testing.T, sets ...string) *rendered {
 		services: map[string]*corev1.Service{}, secrets: map[string]*corev1.Secret{}, pods: map[string]*corev1.Pod{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, netpols: map[string]*networkingv1.NetworkPolicy{},
 		jobs: map[string]*batchv1.Job{}, roles: map[string]*rbacv1.Role{}, ingresses: map[string]*networkingv1.Ingress{},
-		httpRoutes: map[string]*httpRoute{}, others: map[string]map[string]any{},
+		httpRoutes: map[string]*httpRoute{}, hpas: map[string]*autoscalingv2.HorizontalPodAutoscaler{},
+		others: map[string]map[string]any{},
 	}
 	for _, doc := range regexp.MustCompile(`(?m)^---\s*$`).Split(out, -1) {
 		if strings.TrimSpace(stripComments(doc)) == "" {
@@ -159,6 +167,8 @@ func render(t *testing.T, sets ...string) *rendered {
 			decodeInto(t, doc, key, name, r.ingresses)
 		case "HTTPRoute":
 			decodeInto(t, doc, key, name, r.httpRoutes)
+		case "HorizontalPodAutoscaler":
+			decodeInto(t, doc, key, name, r.hpas)
 		default:
 			m := map[string]any{}
 			if err := yaml.Unmarshal([]byte(doc), &m); err != nil {
@@ -237,7 +247,8 @@ func TestLintStrict(t *testing.T) {
 	for _, tr := range goKinds(t) {
 		cases = append(cases, []string{"transport=" + tr})
 	}
-	cases = append(cases, externalEtcdSets, tlsSets, ingressSets, httpRouteSets, callerOnlySets, tunnelGatewaySets, tunnelEdgeSets)
+	cases = append(cases, externalEtcdSets, tlsSets, ingressSets, httpRouteSets, callerOnlySets, tunnelGatewaySets, tunnelEdgeSets,
+		autoscalingSets, conventionSets)
 	for _, sets := range cases {
 		args := append([]string{"lint", "--strict", chartDir()}, templateArgs(sets)[5:]...)
 		out, err := run(t, "helm", args...)

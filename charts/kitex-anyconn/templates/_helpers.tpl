@@ -10,14 +10,17 @@ add their own suffix: <prefix>-echo, <prefix>-caller, <prefix>-etcd.
 {{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
 {{- end }}
 
-{{/* Labels of every object. */}}
+{{/*
+The chart's own labels of every object, as a dict (YAML): commonLabels cannot
+replace them (the schema refuses their keys there).
+*/}}
+{{- define "kitex-anyconn.chartLabels" -}}
+{{- dict "helm.sh/chart" (printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_") "app.kubernetes.io/name" (include "kitex-anyconn.name" .) "app.kubernetes.io/instance" .Release.Name "app.kubernetes.io/version" .Chart.AppVersion "app.kubernetes.io/managed-by" .Release.Service "app.kubernetes.io/part-of" "kitex-anyconn" | toYaml -}}
+{{- end }}
+
+{{/* Labels of an object that belongs to no component (the ServiceAccount). */}}
 {{- define "kitex-anyconn.labels" -}}
-helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" }}
-app.kubernetes.io/name: {{ include "kitex-anyconn.name" . }}
-app.kubernetes.io/instance: {{ .Release.Name }}
-app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
-app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/part-of: kitex-anyconn
+{{- include "kitex-anyconn.componentLabels" (dict "root" .) -}}
 {{- end }}
 
 {{/* Selector labels of one component: (dict "root" $ "component" "echo"). */}}
@@ -27,21 +30,72 @@ app.kubernetes.io/instance: {{ .root.Release.Name }}
 app.kubernetes.io/component: {{ .component }}
 {{- end }}
 
-{{/* All labels of one component's objects. */}}
+{{/*
+All labels of one component's objects, as YAML: the chart's and the component's,
+then "extra" (a pod template's podLabels), then commonLabels; where two give a key,
+the first wins, so neither podLabels nor commonLabels can change what selectors and
+NetworkPolicies match: (dict "root" $ "component" "echo" "extra" $labels), component
+and extra optional.
+*/}}
 {{- define "kitex-anyconn.componentLabels" -}}
-{{ include "kitex-anyconn.labels" .root }}
-app.kubernetes.io/component: {{ .component }}
+{{- $labels := include "kitex-anyconn.chartLabels" .root | fromYaml -}}
+{{- with .component }}{{ $_ := set $labels "app.kubernetes.io/component" . }}{{ end -}}
+{{- $labels = merge $labels (.extra | default dict) (.root.Values.commonLabels | default dict) -}}
+{{- toYaml $labels -}}
 {{- end }}
 
-{{/* Image reference: (dict "root" $ "image" .Values.echo.image). */}}
+{{/*
+Labels of one component's pod template: componentLabels, the transport, and the
+component's podLabels: (dict "root" $ "component" "echo" "values" .Values.echo).
+*/}}
+{{- define "kitex-anyconn.podLabels" -}}
+{{- $extra := merge (dict "kitex-anyconn/transport" .root.Values.transport) (.values.podLabels | default dict) -}}
+{{- include "kitex-anyconn.componentLabels" (dict "root" .root "component" .component "extra" $extra) -}}
+{{- end }}
+
+{{/*
+metadata.annotations of one object: its own (hooks, a Service's annotations…), then
+commonAnnotations, its own winning; empty when both are:
+(dict "root" $ "annotations" $own). Pod templates take podAnnotations only, so that
+commonAnnotations do not restart pods.
+*/}}
+{{- define "kitex-anyconn.annotations" -}}
+{{- $all := merge (dict) (.annotations | default dict) (.root.Values.commonAnnotations | default dict) -}}
+{{- with $all -}}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end -}}
+{{- end }}
+
+{{/*
+Image reference: (dict "root" $ "image" .Values.echo.image). The registry is
+global.imageRegistry, else the image's own registry, else image.registry.
+*/}}
 {{- define "kitex-anyconn.image" -}}
-{{- $registry := .root.Values.image.registry -}}
+{{- $registry := (.root.Values.global | default dict).imageRegistry | default .image.registry | default .root.Values.image.registry -}}
 {{- $repo := .image.repository -}}
 {{- if $registry }}{{ $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo }}{{ end -}}
 {{- if .image.digest -}}
 {{ $repo }}@{{ .image.digest }}
 {{- else -}}
 {{ $repo }}:{{ .image.tag | default .root.Values.image.tag | default .root.Chart.AppVersion }}
+{{- end -}}
+{{- end }}
+
+{{/*
+imagePullSecrets of every pod: global.imagePullSecrets, then imagePullSecrets, each
+name once; nothing when both are empty.
+*/}}
+{{- define "kitex-anyconn.imagePullSecrets" -}}
+{{- $names := list -}}
+{{- range concat ((.Values.global | default dict).imagePullSecrets | default list) (.Values.imagePullSecrets | default list) -}}
+{{- $names = append $names .name -}}
+{{- end -}}
+{{- with $names | uniq -}}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
 {{- end -}}
 {{- end }}
 
@@ -293,6 +347,23 @@ Checks that fail the install with one clear line instead of a broken release.
 {{- end -}}
 {{- if and .Values.externalEtcd.auth.username (not .Values.externalEtcd.auth.existingSecret) -}}
 {{- fail "externalEtcd.auth.username needs externalEtcd.auth.existingSecret (a Secret holding the password)" -}}
+{{- end -}}
+{{- $own := merge (include "kitex-anyconn.chartLabels" . | fromYaml) (dict "app.kubernetes.io/component" "" "kitex-anyconn/transport" "") -}}
+{{- range $key, $_ := .Values.commonLabels -}}
+{{- if hasKey $own $key -}}
+{{- fail (printf "commonLabels.%s is a label the chart sets itself (selectors and NetworkPolicies match the chart's labels): choose another key" $key) -}}
+{{- end -}}
+{{- if not (regexMatch "^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$" $key) -}}
+{{- fail (printf "commonLabels: %q is not a label key (an optional DNS prefix and /, then at most 63 letters, digits, - _ . starting and ending with a letter or digit)" $key) -}}
+{{- end -}}
+{{- end -}}
+{{- with .Values.echo.autoscaling -}}
+{{- if and .enabled (gt (int .minReplicas) (int .maxReplicas)) -}}
+{{- fail (printf "echo.autoscaling.minReplicas=%v must not exceed echo.autoscaling.maxReplicas=%v" .minReplicas .maxReplicas) -}}
+{{- end -}}
+{{- if and .enabled $.Values.echo.enabled (not ($.Values.echo.resources.requests | default dict).cpu) -}}
+{{- fail "echo.autoscaling.enabled needs echo.resources.requests.cpu: the autoscaler's CPU target is a share of it" -}}
+{{- end -}}
 {{- end -}}
 {{- $drain := int .Values.echo.drainDelaySeconds -}}
 {{- $stop := int .Values.echo.shutdownTimeoutSeconds -}}
@@ -621,16 +692,24 @@ secretMounts both render from it.
 serviceAccountName: {{ include "kitex-anyconn.serviceAccountName" . }}
 automountServiceAccountToken: false
 enableServiceLinks: false
-{{- with .Values.imagePullSecrets }}
-imagePullSecrets:
-  {{- toYaml . | nindent 2 }}
+{{- with include "kitex-anyconn.imagePullSecrets" . }}
+{{ . }}
 {{- end }}
 securityContext:
   {{- toYaml .Values.podSecurityContext | nindent 2 }}
 {{- end }}
 
-{{/* Scheduling settings of one component: (dict "values" .Values.echo). */}}
+{{/*
+Scheduling settings of one component's pods: (dict "root" $ "values" .Values.echo
+"component" "echo"). With a component and no affinity of the user's, a soft pod
+anti-affinity spreads its pods over nodes (preferred, so that a one-node cluster
+still runs them all); the user's affinity replaces it whole. Without a component
+(etcd, the helm test pod), only what the values give.
+*/}}
 {{- define "kitex-anyconn.scheduling" -}}
+{{- with .values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
 {{- with .values.nodeSelector }}
 nodeSelector:
   {{- toYaml . | nindent 2 }}
@@ -639,9 +718,19 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .values.affinity }}
+{{- if .values.affinity }}
 affinity:
-  {{- toYaml . | nindent 2 }}
+  {{- toYaml .values.affinity | nindent 2 }}
+{{- else if .component }}
+affinity:
+  podAntiAffinity:
+    preferredDuringSchedulingIgnoredDuringExecution:
+      - weight: 100
+        podAffinityTerm:
+          topologyKey: kubernetes.io/hostname
+          labelSelector:
+            matchLabels:
+              {{- include "kitex-anyconn.selectorLabels" (dict "root" .root "component" .component) | nindent 14 }}
 {{- end }}
 {{- with .values.topologySpreadConstraints }}
 topologySpreadConstraints:
