@@ -33,6 +33,9 @@ func FuzzServerInput(f *testing.F) {
 	f.Add([]byte{0x80, 0x00, 0x00, 0x00})                                    // negative frame size
 	f.Add(frame("\x0f\x0f\x0f\x0f\x0f"))
 	f.Add([]byte("GET / HTTP/1.1\r\n\r\n"))
+	f.Add(bombCall(256<<20, true))  // a string declared 256 MiB long, framed
+	f.Add(bombCall(256<<20, false)) // the same, unframed (refused)
+	f.Add(bombCall(3, true))        // a string declared longer than the frame
 	f.Add([]byte{})
 
 	type target struct {

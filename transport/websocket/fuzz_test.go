@@ -35,6 +35,10 @@ func FuzzListener(f *testing.F) {
 	f.Add(true, []byte{0x88, 0x81, 0, 0, 0, 0, 0x03})                                           // close frame with a 1-byte body
 	f.Add(true, []byte{0x89, 0xfe, 0xff, 0xff, 0, 0, 0, 0})                                     // a 64 KiB ping (control frames are at most 125)
 	f.Add(true, []byte{0x02, 0x81, 0, 0, 0, 0, 'a', 0x80, 0x81, 0, 0, 0, 0, 'b'})               // fragmented message
+	f.Add(true, []byte{0x80, 0x81, 0, 0, 0, 0, 'a'})                                            // an orphan continuation
+	f.Add(true, []byte{0x02, 0x81, 0, 0, 0, 0, 'a', 0x82, 0x81, 0, 0, 0, 0, 'b'})               // a new message inside a fragmented one
+	f.Add(true, []byte{0x82, 0xfe, 0, 5, 0, 0, 0, 0, 'h', 'e', 'l', 'l', 'o'})                  // a 5-byte length in 16 bits (not minimal)
+	f.Add(true, []byte{0x88, 0x82, 0, 0, 0, 0, 0, 0})                                           // close code 0
 	f.Add(true, []byte{})
 
 	l := listen(f, websocket.ListenerConfig{HandshakeTimeout: 500 * time.Millisecond})
