@@ -170,6 +170,9 @@ func TestDeletedRegistrationIsWrittenAgain(t *testing.T) {
 	// do (keeping the last instances over an empty answer): it must never
 	// be left without the instance.
 	r := etcdreg.NewResolver(cli, "", nil).KeepLast(etcdreg.KeepLastFor(2 * time.Second))
+	if res, err := r.Resolve(context.Background(), "echo"); err != nil || len(res.Instances) != 1 {
+		t.Fatalf("before any deletion: %v, %v", res.Instances, err)
+	}
 	stop := make(chan struct{})
 	missed := make(chan int)
 	go func() {
