@@ -7,12 +7,16 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/bytedance/gopkg/cloud/metainfo"
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/client/callopt"
+	"github.com/cloudwego/kitex/pkg/endpoint"
 	"github.com/cloudwego/kitex/pkg/kerrors"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
 
 	"github.com/anyconn/kitex-anyconn/internal/testutil"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
@@ -34,6 +38,11 @@ func newTestHandler() *testHandler {
 }
 
 func (h *testHandler) Echo(ctx context.Context, req *api.Request) (*api.Response, error) {
+	if req.Message == "metainfo" { // what came with the call
+		v, _ := metainfo.GetValue(ctx, "TRANSIENT")
+		p, _ := metainfo.GetPersistentValue(ctx, "PERSISTENT")
+		return &api.Response{Message: "transient=" + v + " persistent=" + p}, nil
+	}
 	if req.Message == "block" {
 		h.blocked <- struct{}{}
 		<-h.release
@@ -234,7 +243,85 @@ func TestConformance(t *testing.T) {
 			t.Run("Deadline", func(t *testing.T) { testDeadline(t, tc) })
 			t.Run("ServerClosedMidCall", func(t *testing.T) { testServerClosedMidCall(t, tc) })
 			t.Run("GarbageThenServe", func(t *testing.T) { testGarbage(t, tc) })
+			t.Run("Metainfo", func(t *testing.T) { testMetainfo(t, tc) })
+			t.Run("GracefulCloseSignal", func(t *testing.T) { testGracefulCloseSignal(t, tc) })
 		})
+	}
+}
+
+// withProtocol returns tc with its client calling with p.
+func withProtocol(tc transportCase, p transport.Protocol) transportCase {
+	setup := tc.setup
+	tc.setup = func(t testing.TB) caseEnv {
+		env := setup(t)
+		env.client.Protocol = p
+		return env
+	}
+	return tc
+}
+
+// Metainfo the caller sets (transient and persistent, as trace context
+// and request IDs travel) reaches the handler with TTHeader, the default,
+// and not with Framed, which has no header.
+func testMetainfo(t *testing.T, tc transportCase) {
+	ctx := metainfo.WithValue(context.Background(), "TRANSIENT", "t1")
+	ctx = metainfo.WithPersistentValue(ctx, "PERSISTENT", "p1")
+	for _, c := range []struct {
+		protocol transport.Protocol
+		want     string
+	}{
+		{"", "transient=t1 persistent=p1"},
+		{transport.Framed, "transient= persistent="},
+	} {
+		f := startFixture(t, withProtocol(tc, c.protocol))
+		resp, err := f.cli.Echo(ctx, &api.Request{Message: "metainfo"})
+		if err != nil {
+			t.Fatalf("protocol %q: %v", c.protocol, err)
+		}
+		if resp.Message != c.want {
+			t.Errorf("protocol %q: the handler saw %q, want %q", c.protocol, resp.Message, c.want)
+		}
+	}
+}
+
+// testGracefulCloseSignal stops the server while a call holds it open,
+// and calls meanwhile: with TTHeader a reply from the stopping server tells
+// the client to let its connection go (Kitex's "crrst"), so that callers
+// move to other instances instead of failing on a closed connection.
+func testGracefulCloseSignal(t *testing.T, tc transportCase) {
+	var reset atomic.Int64
+	f := startFixtureWith(t, tc, nil, client.WithMiddleware(func(next endpoint.Endpoint) endpoint.Endpoint {
+		return func(ctx context.Context, req, resp any) error {
+			err := next(ctx, req, resp)
+			if v, ok := rpcinfo.GetRPCInfo(ctx).To().Tag(rpcinfo.ConnResetTag); ok && v == "1" && err == nil {
+				reset.Add(1)
+			}
+			return err
+		}
+	}))
+	held := make(chan error, 1)
+	go func() {
+		_, err := f.cli.Echo(context.Background(), &api.Request{Message: "block"}, callopt.WithRPCTimeout(30*time.Second))
+		held <- err
+	}()
+	<-f.handler.blocked
+	// A second connection, idle in the pool while the first is held.
+	if _, err := f.cli.Echo(context.Background(), &api.Request{Message: "pooled"}); err != nil {
+		t.Fatal(err)
+	}
+	go f.run.Stop()
+	// Call on the pooled connection until a reply says the server is closing.
+	deadline := time.Now().Add(2 * time.Second)
+	for reset.Load() == 0 && time.Now().Before(deadline) {
+		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+		_, _ = f.cli.Echo(ctx, &api.Request{Message: "during the stop"})
+		cancel()
+		time.Sleep(2 * time.Millisecond)
+	}
+	close(f.handler.release)
+	<-held
+	if reset.Load() == 0 {
+		t.Fatal("no reply from the stopping server carried its close signal")
 	}
 }
 

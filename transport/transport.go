@@ -14,6 +14,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/remote/codec"
 	kpool "github.com/cloudwego/kitex/pkg/remote/connpool"
 	"github.com/cloudwego/kitex/pkg/remote/trans/gonet"
+	"github.com/cloudwego/kitex/pkg/transmeta"
 	"github.com/cloudwego/kitex/server"
 	ktransport "github.com/cloudwego/kitex/transport"
 
@@ -71,6 +72,37 @@ func kindList() string {
 
 // String returns the transport's name.
 func (k Kind) String() string { return string(k) }
+
+// Protocol is the wire protocol of a client's calls. Servers read both.
+type Protocol string
+
+const (
+	// TTHeader is Kitex's header protocol around a Thrift binary message:
+	// it carries metainfo (and trace context with it), the caller's
+	// service name and the server's graceful-close signal, which makes
+	// clients let go of a stopping server's connections after their
+	// replies. The default, for Kitex to Kitex.
+	TTHeader Protocol = "ttheader"
+	// Framed is Thrift Framed, which every Thrift server understands and
+	// which carries no header: no metainfo, no trace context, no close
+	// signal. For servers that are not Kitex.
+	Framed Protocol = "framed"
+)
+
+// ErrUnknownProtocol is returned by ParseProtocol for a name it does not know.
+var ErrUnknownProtocol = errors.New("unknown protocol")
+
+// ParseProtocol returns the Protocol named s (TTHeader if s is empty).
+// Surrounding space and case are ignored.
+func ParseProtocol(s string) (Protocol, error) {
+	switch p := Protocol(strings.ToLower(strings.TrimSpace(s))); p {
+	case "":
+		return TTHeader, nil
+	case TTHeader, Framed:
+		return p, nil
+	}
+	return "", fmt.Errorf("%w %q: allowed values are %s, %s", ErrUnknownProtocol, s, TTHeader, Framed)
+}
 
 // ServerConfig says how a Kitex server receives connections.
 type ServerConfig struct {
@@ -214,6 +246,9 @@ func ServerOptions(cfg ServerConfig) ([]server.Option, net.Listener, error) {
 	}
 	opts := []server.Option{
 		server.WithCodec(boundedCodec(cfg.MaxMessageBytes)),
+		// TTHeader's own fields: the close signal during a graceful stop,
+		// business status errors. (Metainfo is Kitex's default handler.)
+		server.WithMetaHandler(transmeta.ServerTTHeaderHandler),
 		server.WithMaxConnIdleTime(idle),
 	}
 	switch {
@@ -306,6 +341,8 @@ type ClientConfig struct {
 	// reads (a longer response fails its call and closes the connection).
 	// DefaultMaxMessageBytes if zero; no limit if negative.
 	MaxMessageBytes int
+	// Protocol is the calls' wire protocol; TTHeader if empty.
+	Protocol Protocol
 }
 
 // ClientTransport is the client side of one transport: the Kitex client
@@ -316,15 +353,18 @@ type ClientTransport struct {
 	pool *kpool.LongPool
 }
 
-// NewClientTransport returns the client side of the transport cfg names.
-// Calls use Thrift Framed, the wire any Thrift client and server
-// understands.
+// NewClientTransport returns the client side of the transport cfg names,
+// calling with cfg.Protocol.
 func NewClientTransport(cfg ClientConfig) (*ClientTransport, error) {
 	kind, err := ParseKind(string(cfg.Kind))
 	if err != nil {
 		return nil, err
 	}
 	cfg.Kind = kind
+	protocol, err := ParseProtocol(string(cfg.Protocol))
+	if err != nil {
+		return nil, err
+	}
 	dialer := cfg.Dialer
 	switch cfg.Kind {
 	case Yamux:
@@ -358,9 +398,17 @@ func NewClientTransport(cfg ClientConfig) (*ClientTransport, error) {
 	}
 	pool := kpool.NewLongPool("kitex-anyconn", idle)
 	opts := []client.Option{
-		client.WithTransportProtocol(ktransport.Framed),
 		client.WithConnPool(pool),
 		client.WithCodec(boundedCodec(cfg.MaxMessageBytes)),
+	}
+	if protocol == TTHeader {
+		// Kitex ORs protocols together: give one.
+		opts = append(opts,
+			client.WithTransportProtocol(ktransport.TTHeader),
+			client.WithMetaHandler(transmeta.ClientTTHeaderHandler),
+		)
+	} else {
+		opts = append(opts, client.WithTransportProtocol(ktransport.Framed))
 	}
 	if cfg.Kind != Netpoll {
 		opts = append(opts,

@@ -256,6 +256,10 @@ type Caller struct {
 	CallCount int
 	// CallMessage is CALL_MESSAGE: the message sent in every call.
 	CallMessage string
+	// CallProtocol is CALL_PROTOCOL: the calls' wire protocol, ttheader
+	// (Kitex's: metainfo, trace context, the server's close signal) or
+	// framed (plain Thrift, for servers that are not Kitex).
+	CallProtocol transport.Protocol
 	// DiscoveryTimeout is DISCOVERY_TIMEOUT: with CALL_COUNT, how long to
 	// wait for a first instance before giving up.
 	DiscoveryTimeout time.Duration
@@ -365,6 +369,7 @@ func LoadCaller(lookup LookupFunc) (Caller, error) {
 		CallTimeout:        r.duration("CALL_TIMEOUT", DefaultCallTimeout),
 		CallCount:          r.integer("CALL_COUNT", 0),
 		CallMessage:        r.str("CALL_MESSAGE", "hello"),
+		CallProtocol:       transport.Protocol(r.str("CALL_PROTOCOL", string(transport.TTHeader))),
 		DiscoveryTimeout:   r.duration("DISCOVERY_TIMEOUT", DefaultDiscoveryTimeout),
 		TLSCAFile:          r.str("TLS_CA_FILE", ""),
 		TLSServerName:      r.str("TLS_SERVER_NAME", ""),
@@ -377,6 +382,9 @@ func LoadCaller(lookup LookupFunc) (Caller, error) {
 	}
 	if r.err != nil {
 		return Caller{}, r.err
+	}
+	if p, err := transport.ParseProtocol(string(c.CallProtocol)); err == nil {
+		c.CallProtocol = p // case and space, as TRANSPORT
 	}
 	return c, c.Validate()
 }
@@ -581,6 +589,9 @@ func (c Caller) Validate() error {
 	}
 	if err := positive("CALL_TIMEOUT", c.CallTimeout); err != nil {
 		return err
+	}
+	if _, err := transport.ParseProtocol(string(c.CallProtocol)); err != nil || c.CallProtocol == "" {
+		return &Error{"CALL_PROTOCOL", string(c.CallProtocol), "allowed values are " + string(transport.TTHeader) + ", " + string(transport.Framed)}
 	}
 	if err := positive("DISCOVERY_TIMEOUT", c.DiscoveryTimeout); err != nil {
 		return err

@@ -38,7 +38,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatalf("LoadCaller with no variables: %v", err)
 	}
 	if c.AdminAddr != ":9091" || c.EchoService != "echo" || c.CallInterval != time.Second ||
-		c.CallTimeout != 2*time.Second || c.CallCount != 0 || c.DiscoveryTimeout != 30*time.Second {
+		c.CallTimeout != 2*time.Second || c.CallCount != 0 || c.DiscoveryTimeout != 30*time.Second || c.CallProtocol != transport.TTHeader {
 		t.Fatalf("unexpected caller defaults: %+v", c)
 	}
 	// HANDSHAKE_TIMEOUT and MAX_HANDSHAKES serve both WebSocket and the
@@ -51,12 +51,12 @@ func TestDefaults(t *testing.T) {
 
 func TestValuesAreRead(t *testing.T) {
 	c, err := LoadCaller(env("TRANSPORT", " WebSocket ", "ETCD_ENDPOINTS", "a:1, b:2,", "CALL_COUNT", "7",
-		"CALL_INTERVAL", "250ms", "WS_PATH", "/rpc", "LOG_FORMAT", "console"))
+		"CALL_INTERVAL", "250ms", "WS_PATH", "/rpc", "LOG_FORMAT", "console", "CALL_PROTOCOL", " Framed "))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Transport != transport.WebSocket || len(c.Etcd.Endpoints) != 2 || c.Etcd.Endpoints[1] != "b:2" ||
-		c.CallCount != 7 || c.CallInterval != 250*time.Millisecond || c.WSPath != "/rpc" || c.LogFormat != "console" {
+		c.CallCount != 7 || c.CallInterval != 250*time.Millisecond || c.WSPath != "/rpc" || c.LogFormat != "console" || c.CallProtocol != transport.Framed {
 		t.Fatalf("values not read: %+v", c)
 	}
 }
@@ -82,6 +82,7 @@ func TestInvalidValues(t *testing.T) {
 		{"interval zero", true, env("CALL_INTERVAL", "0s"), "CALL_INTERVAL", "positive"},
 		{"timeout negative", true, env("CALL_TIMEOUT", "-1s"), "CALL_TIMEOUT", "positive"},
 		{"count not a number", true, env("CALL_COUNT", "ten"), "CALL_COUNT", "whole number"},
+		{"call protocol", true, env("CALL_PROTOCOL", "binary"), "CALL_PROTOCOL", "ttheader, framed"},
 		{"count negative", true, env("CALL_COUNT", "-3"), "CALL_COUNT", "positive"},
 		{"discovery timeout", true, env("DISCOVERY_TIMEOUT", "soon"), "DISCOVERY_TIMEOUT", "duration"},
 		{"service name", false, env("SERVICE_NAME", "a/b"), "SERVICE_NAME", "without '/'"},

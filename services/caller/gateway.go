@@ -82,7 +82,7 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	stopFollow := peers.Follow(context.Background(), tc.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateway peers", gw.SetPeers) // until close
 	noInstance := fmt.Sprintf("no %s agent connected to this caller's tunnel gateway yet", cfg.EchoService)
 	return &outbound{
-		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer(), MaxMessageBytes: cfg.MaxMessageBytes},
+		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer(), MaxMessageBytes: cfg.MaxMessageBytes, Protocol: cfg.CallProtocol},
 		opts: []client.Option{
 			client.WithResolver(gw.Resolver()),
 			client.WithLoadBalancer(gw.Balancer(), balancer(cfg)),

@@ -41,7 +41,7 @@ type outbound struct {
 // clientConfig is the client's transport configuration for cfg, TLS files
 // loaded. The WebSocket settings are read by that transport only.
 func clientConfig(cfg config.Caller) (transport.ClientConfig, error) {
-	ccfg := transport.ClientConfig{Kind: cfg.Transport, MaxMessageBytes: cfg.MaxMessageBytes}
+	ccfg := transport.ClientConfig{Kind: cfg.Transport, MaxMessageBytes: cfg.MaxMessageBytes, Protocol: cfg.CallProtocol}
 	ccfg.WebSocket = websocket.DialerConfig{
 		Path:             cfg.WSPath,
 		Header:           cfg.WSHeaders,

@@ -658,7 +658,7 @@ func TestOptionsAndOverrides(t *testing.T) {
 
 	r = render(t, "transport=yamux", "limits.maxMessageBytes=16777216", "limits.maxHandshakes=8", "limits.maxHandshakesPerSource=4",
 		"limits.readTimeout=5s", "limits.idleTimeout=1h", "limits.tunnelMaxStreams=64", "limits.handshakeTimeout=3s",
-		"limits.writeTimeout=2m", "limits.maxConnections=250000")
+		"limits.writeTimeout=2m", "limits.maxConnections=250000", "caller.protocol=framed")
 	ee, ce := env(r.deployment(t, "demo-echo").Spec.Template.Spec.Containers[0]), env(r.deployment(t, "demo-caller").Spec.Template.Spec.Containers[0])
 	for name, e := range map[string]map[string]string{"echo": ee, "caller": ce} {
 		want(t, name+" MAX_MESSAGE_BYTES (no exponent)", e["MAX_MESSAGE_BYTES"], "16777216")
@@ -671,6 +671,7 @@ func TestOptionsAndOverrides(t *testing.T) {
 	want(t, "TUNNEL_MAX_STREAMS", ee["TUNNEL_MAX_STREAMS"], "64")
 	want(t, "WRITE_TIMEOUT", ee["WRITE_TIMEOUT"], "2m")
 	want(t, "MAX_CONNECTIONS (no exponent)", ee["MAX_CONNECTIONS"], "250000")
+	want(t, "CALL_PROTOCOL", ce["CALL_PROTOCOL"], "framed")
 	if _, ok := ce["MAX_CONNECTIONS"]; ok {
 		t.Error("the caller is given MAX_CONNECTIONS, which only echo reads")
 	}
@@ -701,6 +702,7 @@ func TestRejected(t *testing.T) {
 		{[]string{"limits.idleTimeout=soon"}, "idleTimeout"},
 		{[]string{"limits.tunnelMaxStreams=0"}, "tunnelMaxStreams"},
 		{[]string{"limits.writeTimeout=30"}, "writeTimeout"},
+		{[]string{"caller.protocol=binary"}, "protocol"},
 		{[]string{"limits.maxConnections=-1"}, "maxConnections"},
 		{[]string{"limits.maxHandshakesPerSource=0"}, "maxHandshakesPerSource"},
 		{[]string{"tunnel.sessions=17"}, "sessions"},

@@ -517,6 +517,8 @@ no ETCD_* variable.
   value: {{ .Values.caller.callTimeout | quote }}
 - name: CALL_MESSAGE
   value: {{ .Values.caller.message | quote }}
+- name: CALL_PROTOCOL
+  value: {{ .Values.caller.protocol | quote }}
 {{- with .Values.caller.echoAddresses }}
 - name: ECHO_ADDRESSES
   value: {{ join "," . | quote }}

@@ -63,8 +63,9 @@ func (c Codec) Decode(ctx context.Context, msg remote.Message, in remote.ByteBuf
 	return c.Codec.Decode(ctx, msg, in)
 }
 
-// ttheaderPayload returns the Thrift payload of a TTHeader frame, which
-// must be binary.
+// ttheaderPayload returns the Thrift message of a TTHeader frame, which
+// must be binary, framed inside (TTHeaderFramed, and what Kitex writes for
+// TTHeader too) or not.
 func ttheaderPayload(frame []byte) ([]byte, error) {
 	if len(frame) < 15 {
 		return nil, fmt.Errorf("%w: a TTHeader frame of %d bytes", ErrRefused, len(frame))
@@ -76,7 +77,11 @@ func ttheaderPayload(frame []byte) ([]byte, error) {
 	case frame[14] != 0: // protocol ID: 0 binary, 2 compact
 		return nil, fmt.Errorf("%w: TTHeader with protocol %d (binary only)", ErrRefused, frame[14])
 	}
-	return frame[end:], nil
+	payload := frame[end:]
+	if len(payload) >= 4 && payload[0] != 0x80 && int64(binary.BigEndian.Uint32(payload)) == int64(len(payload)-4) {
+		payload = payload[4:]
+	}
+	return payload, nil
 }
 
 // checkMessage walks a binary-protocol message: every length it declares

@@ -2,6 +2,7 @@ package thriftcheck
 
 import (
 	"encoding/binary"
+	"encoding/hex"
 	"testing"
 )
 
@@ -56,4 +57,52 @@ func FuzzCheckMessage(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		_ = checkMessage(b)
 	})
+}
+
+// ttheader wraps msg in a TTHeader frame with a 4-byte header (binary
+// protocol, no transforms, padding), framed inside or not.
+func ttheader(msg []byte, framedInside bool) []byte {
+	if framedInside {
+		msg = append(binary.BigEndian.AppendUint32(nil, uint32(len(msg))), msg...)
+	}
+	var b []byte
+	b = append(b, 0x10, 0x00, 0, 0)         // magic, flags
+	b = binary.BigEndian.AppendUint32(b, 1) // sequence
+	b = binary.BigEndian.AppendUint16(b, 1) // header size: 4 bytes
+	b = append(b, 0 /* binary */, 0, 0, 0)  // no transforms, padding
+	b = append(b, msg...)
+	return append(binary.BigEndian.AppendUint32(nil, uint32(len(b))), b...)
+}
+
+// A TTHeader frame as Kitex v0.16.3's client writes it (TTHeader, echo
+// with "x"): a header with info, then the message framed inside.
+const kitexTTHeaderCall = "000000671000000000000001000f0000010001000369736e00044563686f" +
+	"1000060016000131000100066672616d6564000300000014000000060004" +
+	"6563686f000900046563686f00000000001d80010001000000046563686f" +
+	"000000010c00010b000100000001780000"
+
+func TestTTHeaderPayload(t *testing.T) {
+	kitex, err := hex.DecodeString(kitexTTHeaderCall)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name  string
+		frame []byte
+		ok    bool
+	}{
+		{"Kitex's own TTHeader call", kitex, true},
+		{"a binary message", ttheader(call(5, 5), false), true},
+		{"a binary message framed inside", ttheader(call(5, 5), true), true},
+		{"a string declaring more than is there", ttheader(call(256<<20, 5), false), false},
+		{"the same, framed inside", ttheader(call(256<<20, 5), true), false},
+	} {
+		payload, err := ttheaderPayload(tc.frame)
+		if err == nil {
+			err = checkMessage(payload)
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("%s: %v, want ok %v", tc.name, err, tc.ok)
+		}
+	}
 }
