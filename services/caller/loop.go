@@ -28,11 +28,11 @@ type metrics struct {
 func newMetrics(reg *prometheus.Registry, kind transport.Kind) *metrics {
 	m := &metrics{
 		calls: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "caller_calls_total", Help: "Calls made to echo, by result (ok or failed) and transport.",
+			Name: "caller_calls_total", Help: "Calls made to echo, by result (ok or failed) and transport. Deprecated: use kitex_client_throughput; removed in the next release.",
 		}, []string{"result", "transport"}),
 	}
 	hist := prometheus.NewHistogramVec(prometheus.HistogramOpts{
-		Name: "caller_call_duration_seconds", Help: "Latency of calls to echo, by transport.",
+		Name: "caller_call_duration_seconds", Help: "Latency of calls to echo, by transport. Deprecated: use kitex_client_latency_us; removed in the next release.",
 		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 18),
 	}, []string{"transport"})
 	m.latency = hist.WithLabelValues(string(kind))

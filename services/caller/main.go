@@ -24,6 +24,7 @@ import (
 
 	"github.com/anyconn/kitex-anyconn/internal/app"
 	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
 )
@@ -73,6 +74,7 @@ func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 	defer ct.Close()
 	cli, err := echo.NewClient(cfg.EchoService, append(append(ct.Options(), out.opts...),
 		client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "caller"}),
+		client.WithTracer(obs.NewClientRPCMetrics(rt.Metrics, string(cfg.Transport))),
 		client.WithRPCTimeout(cfg.CallTimeout),
 		client.WithConnectTimeout(cfg.CallTimeout),
 		client.WithInstanceMW(recordTarget),

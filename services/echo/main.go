@@ -21,6 +21,7 @@ import (
 
 	"github.com/anyconn/kitex-anyconn/internal/app"
 	"github.com/anyconn/kitex-anyconn/internal/config"
+	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
 )
@@ -42,7 +43,7 @@ func main() {
 // serve runs echo until ctx ends, then leaves and drains.
 func serve(ctx context.Context, cfg config.Echo, rt *app.Runtime) error {
 	requests := prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "echo_requests_total", Help: "Echo calls handled.",
+		Name: "echo_requests_total", Help: "Echo calls handled. Deprecated: use kitex_server_throughput; removed in the next release.",
 		ConstLabels: prometheus.Labels{"transport": string(cfg.Transport)},
 	})
 	rt.Metrics.MustRegister(requests)
@@ -65,6 +66,7 @@ func serve(ctx context.Context, cfg config.Echo, rt *app.Runtime) error {
 	exit := make(chan error, 1)
 	svr := echo.NewServer(&echoHandler{requests: requests}, append(in.opts,
 		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: cfg.ServiceName}),
+		server.WithTracer(obs.NewServerRPCMetrics(rt.Metrics, string(cfg.Transport))),
 		server.WithExitSignal(func() <-chan error { return exit }),
 	)...)
 	rt.Log.Info("echo serving", zap.String("version", version), zap.String("listen", in.addr),
