@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -72,6 +73,48 @@ type Common struct {
 	// those may come from one source IP address, so that one client cannot
 	// hold them all.
 	MaxHandshakesPerSource int
+	// OTel holds the standard OTEL_* variables that Validate checks; the
+	// OpenTelemetry SDK reads them itself.
+	OTel OTel
+}
+
+// OTel is the part of OpenTelemetry's standard configuration that this
+// project checks at start, so that a mistake stops the process with one
+// line instead of tracing silently falling back to a default.
+type OTel struct {
+	// Endpoint and TracesEndpoint are OTEL_EXPORTER_OTLP_ENDPOINT and
+	// OTEL_EXPORTER_OTLP_TRACES_ENDPOINT: either turns tracing on.
+	Endpoint, TracesEndpoint string
+	// Protocol and TracesProtocol are OTEL_EXPORTER_OTLP_PROTOCOL and
+	// OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: http/protobuf or grpc.
+	Protocol, TracesProtocol string
+	// Sampler and SamplerArg are OTEL_TRACES_SAMPLER and _ARG.
+	Sampler, SamplerArg string
+}
+
+// otelSamplers are the values of OTEL_TRACES_SAMPLER the Go SDK knows.
+var otelSamplers = []string{"always_on", "always_off", "traceidratio", "parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio"}
+
+func (o OTel) validate() error {
+	for name, v := range map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": o.Endpoint, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": o.TracesEndpoint} {
+		if u, err := url.Parse(v); v != "" && (err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "") {
+			return &Error{name, v, "must be a URL such as http://otel-collector:4318 (http/protobuf) or http://otel-collector:4317 (grpc)"}
+		}
+	}
+	for name, v := range map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": o.Protocol, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": o.TracesProtocol} {
+		if v != "" && v != "http/protobuf" && v != "grpc" {
+			return &Error{name, v, "allowed values are http/protobuf, grpc"}
+		}
+	}
+	if o.Sampler != "" && !oneOf(o.Sampler, otelSamplers) {
+		return &Error{"OTEL_TRACES_SAMPLER", o.Sampler, "allowed values are " + strings.Join(otelSamplers, ", ")}
+	}
+	if strings.HasSuffix(o.Sampler, "traceidratio") && o.SamplerArg != "" {
+		if f, err := strconv.ParseFloat(o.SamplerArg, 64); err != nil || f < 0 || f > 1 {
+			return &Error{"OTEL_TRACES_SAMPLER_ARG", o.SamplerArg, "must be a ratio from 0 to 1, such as 0.1"}
+		}
+	}
+	return nil
 }
 
 // Etcd holds the ETCD_* settings: where etcd is and how to authenticate.
@@ -398,6 +441,9 @@ func (c Common) Validate() error {
 		return err
 	}
 	if err := c.Etcd.validate(); err != nil {
+		return err
+	}
+	if err := c.OTel.validate(); err != nil {
 		return err
 	}
 	if !oneOf(c.LogLevel, logLevels) {
@@ -768,6 +814,14 @@ func (r *reader) common(adminDefault, serviceVar string) Common {
 		HandshakeTimeout:       r.duration("HANDSHAKE_TIMEOUT", DefaultHandshakeTimeout),
 		MaxHandshakes:          r.integer("MAX_HANDSHAKES", DefaultMaxHandshakes),
 		MaxHandshakesPerSource: r.integer("MAX_HANDSHAKES_PER_SOURCE", DefaultMaxHandshakesPerSource),
+		OTel: OTel{
+			Endpoint:       r.str("OTEL_EXPORTER_OTLP_ENDPOINT", ""),
+			TracesEndpoint: r.str("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", ""),
+			Protocol:       r.str("OTEL_EXPORTER_OTLP_PROTOCOL", ""),
+			TracesProtocol: r.str("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", ""),
+			Sampler:        r.str("OTEL_TRACES_SAMPLER", ""),
+			SamplerArg:     r.str("OTEL_TRACES_SAMPLER_ARG", ""),
+		},
 	}
 }
 

@@ -90,26 +90,37 @@ func (k *kitexLogger) Warnf(f string, v ...interface{})   { k.logf(klog.LevelWar
 func (k *kitexLogger) Errorf(f string, v ...interface{})  { k.logf(klog.LevelError, f, v...) }
 func (k *kitexLogger) Fatalf(f string, v ...interface{})  { k.logf(klog.LevelFatal, f, v...) }
 
-func (k *kitexLogger) CtxTracef(_ context.Context, f string, v ...interface{}) {
-	k.logf(klog.LevelTrace, f, v...)
+// The Ctx methods add the trace_id and span_id of the call ctx belongs to
+// (TraceFields): Kitex passes the call's ctx, and so does klog.CtxInfof in
+// a handler.
+func (k *kitexLogger) ctxf(ctx context.Context, level klog.Level, f string, v ...interface{}) {
+	if fields := TraceFields(ctx); fields != nil {
+		(&kitexLogger{s: k.s.Desugar().With(fields...).Sugar()}).logf(level, f, v...)
+		return
+	}
+	k.logf(level, f, v...)
 }
-func (k *kitexLogger) CtxDebugf(_ context.Context, f string, v ...interface{}) {
-	k.logf(klog.LevelDebug, f, v...)
+
+func (k *kitexLogger) CtxTracef(ctx context.Context, f string, v ...interface{}) {
+	k.ctxf(ctx, klog.LevelTrace, f, v...)
 }
-func (k *kitexLogger) CtxInfof(_ context.Context, f string, v ...interface{}) {
-	k.logf(klog.LevelInfo, f, v...)
+func (k *kitexLogger) CtxDebugf(ctx context.Context, f string, v ...interface{}) {
+	k.ctxf(ctx, klog.LevelDebug, f, v...)
 }
-func (k *kitexLogger) CtxNoticef(_ context.Context, f string, v ...interface{}) {
-	k.logf(klog.LevelNotice, f, v...)
+func (k *kitexLogger) CtxInfof(ctx context.Context, f string, v ...interface{}) {
+	k.ctxf(ctx, klog.LevelInfo, f, v...)
 }
-func (k *kitexLogger) CtxWarnf(_ context.Context, f string, v ...interface{}) {
-	k.logf(klog.LevelWarn, f, v...)
+func (k *kitexLogger) CtxNoticef(ctx context.Context, f string, v ...interface{}) {
+	k.ctxf(ctx, klog.LevelNotice, f, v...)
 }
-func (k *kitexLogger) CtxErrorf(_ context.Context, f string, v ...interface{}) {
-	k.logf(klog.LevelError, f, v...)
+func (k *kitexLogger) CtxWarnf(ctx context.Context, f string, v ...interface{}) {
+	k.ctxf(ctx, klog.LevelWarn, f, v...)
 }
-func (k *kitexLogger) CtxFatalf(_ context.Context, f string, v ...interface{}) {
-	k.logf(klog.LevelFatal, f, v...)
+func (k *kitexLogger) CtxErrorf(ctx context.Context, f string, v ...interface{}) {
+	k.ctxf(ctx, klog.LevelError, f, v...)
+}
+func (k *kitexLogger) CtxFatalf(ctx context.Context, f string, v ...interface{}) {
+	k.ctxf(ctx, klog.LevelFatal, f, v...)
 }
 
 // SetLevel is ignored: the zap logger's level applies.

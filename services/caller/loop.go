@@ -85,6 +85,7 @@ type loop struct {
 	cli        echo.Client
 	log        *zap.Logger
 	metrics    *metrics
+	traced     bool   // the calls have spans: their log lines name them
 	noInstance string // what a call that found no instance failed with
 }
 
@@ -124,8 +125,12 @@ func (l *loop) run(ctx context.Context) error {
 func (l *loop) call(ctx context.Context, seq int) error {
 	var dst target
 	msg := fmt.Sprintf("%s #%d", l.cfg.CallMessage, seq)
+	ctx = context.WithValue(ctx, targetKey{}, &dst)
+	if l.traced {
+		ctx = obs.WithSpanHolder(ctx)
+	}
 	start := time.Now()
-	resp, err := l.cli.Echo(context.WithValue(ctx, targetKey{}, &dst), &api.Request{Message: msg})
+	resp, err := l.cli.Echo(ctx, &api.Request{Message: msg})
 	elapsed := time.Since(start)
 	if errors.Is(err, kerrors.ErrNoMoreInstance) {
 		err = errors.New(l.noInstance)
@@ -139,6 +144,7 @@ func (l *loop) call(ctx context.Context, seq int) error {
 		zap.Float64("latency_ms", float64(elapsed.Microseconds())/1000),
 		zap.Int("seq", seq),
 	}
+	fields = append(fields, obs.TraceFields(ctx)...)
 	kind := string(l.cfg.Transport)
 	if err != nil {
 		l.metrics.calls.WithLabelValues("failed", kind).Inc()

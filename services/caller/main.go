@@ -52,6 +52,11 @@ func main() {
 // are made.
 func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 	m := newMetrics(rt.Metrics, cfg.Transport)
+	tracing, err := obs.NewTracing(ctx, obs.TracingConfig{Service: "caller", Transport: string(cfg.Transport)})
+	if err != nil {
+		return err
+	}
+	defer tracing.Stop(rt.Log)
 	build := outbounds[cfg.Transport]
 	if len(cfg.EchoAddresses) > 0 {
 		build = staticOutbound
@@ -72,7 +77,7 @@ func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 		return err
 	}
 	defer ct.Close()
-	cli, err := echo.NewClient(cfg.EchoService, append(append(ct.Options(), out.opts...),
+	cli, err := echo.NewClient(cfg.EchoService, append(append(append(ct.Options(), out.opts...), tracing.ClientOptions()...),
 		client.WithClientBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: "caller"}),
 		client.WithTracer(obs.NewClientRPCMetrics(rt.Metrics, string(cfg.Transport))),
 		client.WithRPCTimeout(cfg.CallTimeout),
@@ -92,7 +97,7 @@ func runCaller(ctx context.Context, cfg config.Caller, rt *app.Runtime) error {
 			return err
 		}
 	}
-	l := &loop{cfg: cfg, cli: cli, log: rt.Log, metrics: m, noInstance: out.noInstance}
+	l := &loop{cfg: cfg, cli: cli, log: rt.Log, metrics: m, noInstance: out.noInstance, traced: tracing != nil}
 	return l.run(ctx)
 }
 

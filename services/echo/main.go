@@ -48,6 +48,16 @@ func serve(ctx context.Context, cfg config.Echo, rt *app.Runtime) error {
 	})
 	rt.Metrics.MustRegister(requests)
 
+	tc := obs.TracingConfig{Service: cfg.ServiceName, Transport: string(cfg.Transport)}
+	if cfg.Transport == transport.Yamux {
+		tc.AgentID = cfg.Tunnel.AgentID
+	}
+	tracing, err := obs.NewTracing(ctx, tc)
+	if err != nil {
+		return err
+	}
+	defer tracing.Stop(rt.Log)
+
 	in, err := inbounds[cfg.Transport](ctx, cfg, rt)
 	if err != nil {
 		return err
@@ -64,11 +74,11 @@ func serve(ctx context.Context, cfg config.Echo, rt *app.Runtime) error {
 	})
 
 	exit := make(chan error, 1)
-	svr := echo.NewServer(&echoHandler{requests: requests}, append(in.opts,
+	svr := echo.NewServer(&echoHandler{requests: requests}, append(append(in.opts,
 		server.WithServerBasicInfo(&rpcinfo.EndpointBasicInfo{ServiceName: cfg.ServiceName}),
 		server.WithTracer(obs.NewServerRPCMetrics(rt.Metrics, string(cfg.Transport))),
 		server.WithExitSignal(func() <-chan error { return exit }),
-	)...)
+	), tracing.ServerOptions()...)...)
 	rt.Log.Info("echo serving", zap.String("version", version), zap.String("listen", in.addr),
 		zap.String("admin", rt.AdminAddr), zap.Strings("etcd", rt.EtcdEndpoints))
 
