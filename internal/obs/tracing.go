@@ -116,14 +116,17 @@ func NewTracing(ctx context.Context, cfg TracingConfig) (*Tracing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: resource: %w", err)
 	}
-	tp := sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res))
+	return newTracing(sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)), cfg), nil
+}
+
+func newTracing(tp *sdktrace.TracerProvider, cfg TracingConfig) *Tracing {
 	return &Tracing{
 		tp:        tp,
 		tracer:    tp.Tracer("github.com/anyconn/kitex-anyconn"),
 		prop:      propagation.NewCompositeTextMapPropagator(propagation.TraceContext{}, propagation.Baggage{}),
 		transport: cfg.Transport,
 		agent:     cfg.AgentID,
-	}, nil
+	}
 }
 
 // Stop exports the spans still buffered (for at most 5 s) and stops; a

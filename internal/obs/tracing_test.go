@@ -4,10 +4,23 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
+	"time"
 
+	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/klog"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zapcore"
+	"go.uber.org/zap/zaptest/observer"
+
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
+	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
+	"github.com/anyconn/kitex-anyconn/transport"
 )
 
 func TestTracingEnabled(t *testing.T) {
@@ -74,5 +87,54 @@ func TestKitexCtxLinesCarryTheTrace(t *testing.T) {
 		if got, _ := line["span_id"].(string); got != wantSpan {
 			t.Errorf("%s: span_id %q, want %q", name, got, wantSpan)
 		}
+	}
+}
+
+type failingEcho struct{}
+
+func (*failingEcho) Echo(context.Context, *api.Request) (*api.Response, error) {
+	return nil, errors.New("handler failed on purpose")
+}
+
+// Kitex's own line for a call its handler failed is written with the
+// call's outer ctx, where no span is: it still carries the server span's
+// trace_id, through the holder (a real Kitex server and client, TTHeader).
+func TestKitexErrorLineOfAFailedCallCarriesItsTrace(t *testing.T) {
+	core, logs := observer.New(zapcore.ErrorLevel)
+	RouteKitexLogs(zap.New(core))
+	exp := tracetest.NewInMemoryExporter()
+	tp := sdktrace.NewTracerProvider(sdktrace.WithSyncer(exp))
+	defer func() { _ = tp.Shutdown(context.Background()) }()
+	tr := newTracing(tp, TracingConfig{Service: "echo", Transport: "gonet"})
+
+	sopts, ln, err := transport.ServerOptions(transport.ServerConfig{Kind: transport.GoNet, Addr: "127.0.0.1:0", ExitWaitTime: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	run := testutil.NewRunner()
+	run.Run(echo.NewServer(new(failingEcho), append(append(sopts, run.Option()), tr.ServerOptions()...)...))
+	defer run.Stop()
+	ct, err := transport.NewClientTransport(transport.ClientConfig{Kind: transport.GoNet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ct.Close()
+	cli, err := echo.NewClient("echo", append(append(ct.Options(), tr.ClientOptions()...), client.WithHostPorts(ln.Addr().String()))...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testutil.Eventually(t, "the failing call made and logged by Kitex", 10*time.Second, func() bool {
+		_, _ = cli.Echo(context.Background(), &api.Request{Message: "x"})
+		return logs.FilterMessageSnippet("handler failed on purpose").Len() > 0
+	})
+	line := logs.FilterMessageSnippet("handler failed on purpose").All()[0]
+	traces := map[string]bool{}
+	for _, s := range exp.GetSpans() {
+		if s.SpanKind == trace.SpanKindServer {
+			traces[s.SpanContext.TraceID().String()] = true
+		}
+	}
+	if got, _ := line.ContextMap()["trace_id"].(string); !traces[got] {
+		t.Fatalf("Kitex's line %q has trace_id %q, not one of the server spans' %v", line.Message, got, traces)
 	}
 }
