@@ -42,8 +42,10 @@ import (
 // 4 sessions per gateway (yamux: TUNNEL_SESSIONS's default); yamux-raw is
 // the raw floor's echo over one tunnel stream, no RPC: what yamux alone costs;
 // yamux-ws is the tunnel (1 session) carried by a WebSocket connection, as
-// agents behind HTTP-only egress run it.
-var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "websocket", "yamux", "yamux-4", "yamux-ws"}
+// agents behind HTTP-only egress run it. Kitex calls use TTHeader, the
+// client default; gonet-framed is gonet with plain Framed calls: what
+// TTHeader's header costs.
+var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "gonet-framed", "websocket", "yamux", "yamux-4", "yamux-ws"}
 
 // profileDir, if set, receives CPU profiles of every run.
 var profileDir string
@@ -150,8 +152,8 @@ func main() {
 	}
 	r.Idle = map[string]idleFigures{}
 	for _, k := range kinds {
-		if k == "yamux-4" || k == "yamux-raw" || k == "yamux-ws" {
-			continue // a session costs the same (and a WebSocket connection's, measured for websocket); an agent keeps 4
+		if k == "yamux-4" || k == "yamux-raw" || k == "yamux-ws" || k == "gonet-framed" {
+			continue // a session costs the same (and a WebSocket connection's, measured for websocket); an agent keeps 4; a protocol changes no connection
 		}
 		f, err := idleCosts(bin, k)
 		if err != nil {
@@ -368,6 +370,11 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		} else {
 			newCall = kitexCaller(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()}, id, conc)
 		}
+	case "gonet-framed":
+		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", "gonet")...); err != nil {
+			return sample{}, err
+		}
+		newCall = kitexCaller(transport.ClientConfig{Kind: transport.GoNet, Protocol: transport.Framed}, srv.addr, conc)
 	default:
 		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", kind)...); err != nil {
 			return sample{}, err
