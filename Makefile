@@ -46,8 +46,11 @@ test: ## Run every Go test with the race detector: the root module and transport
 	  wait $$lib || rc=1; exit $$rc
 
 .PHONY: test-chart
-test-chart: $(HELM) $(HELM_DOCS) $(CT) $(KUBE_SCORE) $(TILT) ## The chart and Tiltfile tests (ct lint, kube-score too), with the pinned tools (built into bin/ the first time).
+test-chart: $(HELM) $(HELM_DOCS) $(CT) $(KUBE_SCORE) $(TILT) ## The chart and Tiltfile tests (ct lint, kube-score too), and tools/promcheck (the dashboard's and alerts' PromQL against the services' /metrics), with the pinned tools (built into bin/ the first time).
 	cd tools && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -timeout 120s ./...
+	@# A module of its own (Prometheus' PromQL parser): builds echo, caller and devrun
+	@# and runs them as `make run` does (its fixed ports free), over netpoll and yamux.
+	cd tools/promcheck && KITEX_ANYCONN_TOOLS=$(CURDIR)/$(BIN) go test -count=1 -timeout 300s ./...
 
 .PHONY: tools
 tools: $(HELM) $(HELM_DOCS) $(CT) $(KUBE_SCORE) $(KIND) $(TILT) ## Build the pinned helm, helm-docs, ct, kube-score, kind and tilt into bin/ (once).
