@@ -448,6 +448,22 @@ no ETCD_* variable.
       fieldPath: status.podIP
 - name: TRANSPORT
   value: {{ .Values.transport | quote }}
+{{- with .Values.tracing }}
+{{- if .otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ .otlpEndpoint | quote }}
+- name: OTEL_EXPORTER_OTLP_PROTOCOL
+  value: {{ .protocol | quote }}
+- name: OTEL_TRACES_SAMPLER
+  value: {{ .sampler | quote }}
+{{- with .samplerArg }}
+- name: OTEL_TRACES_SAMPLER_ARG
+  value: {{ . | quote }}
+{{- end }}
+- name: OTEL_RESOURCE_ATTRIBUTES
+  value: {{ printf "k8s.namespace.name=%s,k8s.pod.name=$(POD_NAME)%s" $.root.Release.Namespace (ternary (printf ",%s" .resourceAttributes) "" (ne .resourceAttributes "")) | quote }}
+{{- end }}
+{{- end }}
 {{- if $etcd }}
 - name: ETCD_ENDPOINTS
   value: {{ include "kitex-anyconn.etcdEndpoints" . | quote }}
@@ -755,6 +771,15 @@ topologySpreadConstraints:
 {{- define "kitex-anyconn.netpolBaseEgress" -}}
 {{ include "kitex-anyconn.netpolDNSEgress" . }}
 {{ include "kitex-anyconn.netpolEtcdEgress" . }}
+{{- with .Values.tracing.otlpEndpoint }}
+{{- $u := urlParse . }}
+{{- $port := ternary "443" "80" (eq $u.scheme "https") }}
+{{- if regexMatch ":[0-9]+$" $u.host }}{{ $port = regexFind "[0-9]+$" $u.host }}{{ end }}
+# the OTLP endpoint (tracing.otlpEndpoint)
+- ports:
+    - port: {{ $port }}
+      protocol: TCP
+{{- end }}
 {{- end }}
 
 {{- define "kitex-anyconn.netpolDNSEgress" -}}
