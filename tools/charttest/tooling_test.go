@@ -267,13 +267,15 @@ func TestChartMetadata(t *testing.T) {
 		}
 		ann[k] = s
 	}
-	for _, k := range []string{"license", "links", "images", "changes", "prerelease", "category"} {
+	for _, k := range []string{"links", "images", "changes", "prerelease", "category"} {
 		if ann["artifacthub.io/"+k] == "" {
 			t.Errorf("Chart.yaml lacks the annotation artifacthub.io/%s", k)
 		}
 	}
-	if !regexp.MustCompile(`^[A-Za-z0-9.+-]+$`).MatchString(ann["artifacthub.io/license"]) {
-		t.Errorf("artifacthub.io/license %q is not an SPDX identifier", ann["artifacthub.io/license"])
+	// A license only once the repository has one, and then the same.
+	_, statErr := os.Stat(filepath.Join(root, "LICENSE"))
+	if lic, ok := ann["artifacthub.io/license"]; ok != (statErr == nil) || (ok && !regexp.MustCompile(`^[A-Za-z0-9.+-]+$`).MatchString(lic)) {
+		t.Errorf("artifacthub.io/license %q (set: %v) while the repository's LICENSE file exists: %v; a license is claimed only with the file, as an SPDX identifier", lic, ok, statErr == nil)
 	}
 	want(t, "artifacthub.io/prerelease", ann["artifacthub.io/prerelease"], "false")
 	if !slices.Contains([]string{"ai-machine-learning", "database", "integration-delivery", "monitoring-logging", "networking",
