@@ -499,19 +499,7 @@ func egressTo(t *testing.T, np *networkingv1.NetworkPolicy, port int) {
 func TestSecureWorkloads(t *testing.T) {
 	for _, tr := range transports {
 		r := render(t, "transport="+tr)
-		specs := map[string]corev1.PodSpec{}
-		for n, d := range r.deployments {
-			specs["Deployment/"+n] = d.Spec.Template.Spec
-		}
-		for n, s := range r.statefulsets {
-			specs["StatefulSet/"+n] = s.Spec.Template.Spec
-		}
-		for n, p := range r.pods {
-			specs["Pod/"+n] = p.Spec
-		}
-		for n, j := range r.jobs {
-			specs["Job/"+n] = j.Spec.Template.Spec
-		}
+		specs := podSpecs(r)
 		want(t, "workloads", len(specs), map[bool]int{false: 4, true: 5}[tr == "yamux"])
 		for name, spec := range specs {
 			psc := spec.SecurityContext
