@@ -18,6 +18,7 @@ CT        := $(BIN)/ct
 KUBE_SCORE := $(BIN)/kube-score
 TILT      := $(BIN)/tilt
 TRAEFIK   := $(BIN)/traefik
+PROMETHEUS := $(BIN)/prometheus
 CHART     := charts/kitex-anyconn
 # Images: `make images IMAGE_REGISTRY=ghcr.io/you IMAGE_TAG=1.2.3`.
 IMAGE_REGISTRY ?=
@@ -94,6 +95,11 @@ $(TILT): tools/tilt/go.mod tools/tilt/go.sum tools/tilt/build.sh
 $(TRAEFIK): tools/traefik/go.mod tools/traefik/go.sum tools/traefik/build.sh
 	tools/traefik/build.sh $(CURDIR)/$@
 
+# The Prometheus server of make e2e-kind (about 3.5 min the first time; no web UI, only
+# the Kubernetes service discovery among the optional ones: tools/prometheus/build.sh).
+$(PROMETHEUS): tools/prometheus/go.mod tools/prometheus/go.sum tools/prometheus/build.sh
+	tools/prometheus/build.sh $(CURDIR)/$@
+
 .PHONY: tools-helm
 tools-helm: $(HELM)
 
@@ -124,7 +130,7 @@ image-binaries: ## Compile the static linux binaries of the images into bin/imag
 	  echo "no CA bundle found on this machine for the images" >&2; exit 1
 
 .PHONY: e2e-kind
-e2e-kind: $(HELM) $(KIND) $(TRAEFIK) ## Every transport end to end in an offline kind cluster, then tilt ci (deploy/kind; E2E_FLAGS=-keep keeps it).
+e2e-kind: $(HELM) $(KIND) $(TRAEFIK) $(PROMETHEUS) ## Every transport end to end in an offline kind cluster, then tilt ci (deploy/kind; E2E_FLAGS=-keep keeps it).
 	go run ./deploy/kind/e2e $(E2E_FLAGS)
 
 .PHONY: chaos

@@ -8,7 +8,11 @@
 // opens no RPC port and runs a rogue pod (deploy/kind/e2e/rogue) that writes a
 // fake tunnel gateway into etcd and plays it to the echo agents that dial it:
 // they must reveal no token and accept no call, and no call of the caller may
-// fail meanwhile. With yamux it then runs the tunnel across two clusters
+// fail meanwhile. A Prometheus built from source (prometheus.go) scrapes
+// every release: echo's and caller's targets must be up and every query of
+// the chart's Grafana dashboard return data, and with the first transport the
+// chart's caller error alert must fire with echo scaled to 0 and clear once
+// it is back. With yamux it then runs the tunnel across two clusters
 // (edge.go): a second kind cluster on its own docker network, whose echo
 // pods get out only through an HTTP CONNECT proxy, to two callers whose
 // gateways share one NodePort. It prints a summary table and, on failure,
@@ -149,6 +153,9 @@ func (e *env) run() error {
 			return err
 		}
 	}
+	if err := e.startPrometheus(); err != nil {
+		return err
+	}
 	if err := e.validateManifests(); err != nil {
 		return err
 	}
@@ -157,6 +164,7 @@ func (e *env) run() error {
 			return fmt.Errorf("%s: %w", tr, err)
 		}
 	}
+	e.stopPrometheus()
 	if wants("yamux") && !*skipEdge {
 		if err := e.edge(); err != nil {
 			return err
@@ -271,6 +279,7 @@ func (e *env) transport(tr string) error {
 		steps = append(steps, e.ingressSteps()...)
 	}
 	steps = append(steps, step{"every call since the first success", e.tally})
+	steps = append(steps, e.promSteps(tr)...)
 	for _, st := range steps {
 		e.step("%s: %s", tr, st.name)
 		if err := st.do(x); err != nil {
@@ -287,9 +296,10 @@ func (e *env) transport(tr string) error {
 // install installs the release and waits for its rollout.
 func (e *env) install(x *run) error {
 	x.installed = time.Now()
-	if err := e.cmd(8*time.Minute, e.helm, "--kube-context", e.context(), "upgrade", "--install", release,
+	args := []string{"--kube-context", e.context(), "upgrade", "--install", release,
 		"charts/kitex-anyconn", "-n", x.ns, "--create-namespace", "--wait", "--timeout", "5m",
-		"--set", "transport="+x.tr, "--set", "caller.callInterval=250ms"); err != nil {
+		"--set", "transport=" + x.tr, "--set", "caller.callInterval=250ms"}
+	if err := e.cmd(8*time.Minute, e.helm, append(args, promInstallArgs()...)...); err != nil {
 		return err
 	}
 	return e.kube(5*time.Minute, "-n", x.ns, "rollout", "status", "deploy/"+release+"-echo", "deploy/"+release+"-caller", "--timeout=4m")
@@ -979,6 +989,7 @@ func percentile(v []float64, p float64) float64 {
 func (e *env) printSummary() {
 	defer printEdgeSummary()
 	defer printIngressSummary()
+	defer printPromSummary()
 	if len(e.results) == 0 {
 		return
 	}
@@ -995,6 +1006,7 @@ func (e *env) dump() {
 	if e.kubectl == "" {
 		return
 	}
+	defer e.dumpPrometheus()
 	fmt.Println("\n== dump: pods")
 	_ = e.kube(time.Minute, "get", "pods", "-A", "-o", "wide")
 	fmt.Println("\n== dump: events")
