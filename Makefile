@@ -39,9 +39,16 @@ run: build ## Run an embedded etcd, echo and caller here (TRANSPORT=websocket ma
 	$(BIN)/devrun -bin $(BIN)
 
 .PHONY: test
-test: ## Run every Go test with the race detector: the root module and transport/, side by side.
-	@# The two modules' tests mostly wait (processes, sockets, timers): run
-	@# them at once, and fail if either fails.
+test: ## Every test: the Go tests (test-go) and the chart's (test-chart), side by side.
+	@# Both mostly wait (processes, sockets, timers): run them at once (the
+	@# chart's build their pinned tools into bin/ the first time), and fail if
+	@# either fails.
+	$(MAKE) --no-print-directory test-go & go=$$!; \
+	  $(MAKE) --no-print-directory test-chart; rc=$$?; \
+	  wait $$go || rc=1; exit $$rc
+
+.PHONY: test-go
+test-go: ## The Go tests with the race detector: the root module and transport/, side by side.
 	cd transport && go test -race -count=1 -timeout $(TEST_TIMEOUT) ./... & lib=$$!; \
 	  go test -race -count=1 -timeout $(TEST_TIMEOUT) ./...; rc=$$?; \
 	  wait $$lib || rc=1; exit $$rc
