@@ -161,8 +161,10 @@ func (t *Tracing) ClientOptions() []client.Option {
 func (t *Tracing) clientMiddleware(next endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, req, resp any) error {
 		ri := rpcinfo.GetRPCInfo(ctx)
-		ctx, span := t.tracer.Start(ctx, spanName(ri), trace.WithSpanKind(trace.SpanKindClient),
-			trace.WithAttributes(append(t.rpcAttributes(ri), attribute.String("peer.service", ri.To().ServiceName()))...))
+		ctx, span := t.tracer.Start(ctx, spanName(ri), trace.WithSpanKind(trace.SpanKindClient))
+		if span.IsRecording() { // attributes only for sampled calls: the others cost less
+			span.SetAttributes(append(t.rpcAttributes(ri), attribute.String("peer.service", ri.To().ServiceName()))...)
+		}
 		if h, ok := ctx.Value(holderKey{}).(*spanHolder); ok {
 			h.sc = span.SpanContext()
 		}
@@ -172,7 +174,7 @@ func (t *Tracing) clientMiddleware(next endpoint.Endpoint) endpoint.Endpoint {
 			ctx = metainfo.WithValue(ctx, k, v) // one hop: a later hop without tracing must not pass it on
 		}
 		err := next(ctx, req, resp)
-		if addr := ri.To().Address(); addr != nil { // chosen by the balancer, after this middleware
+		if addr := ri.To().Address(); addr != nil && span.IsRecording() { // chosen by the balancer, after this middleware
 			span.SetAttributes(attribute.String("server.address", addr.String()))
 			if t.transport == "yamux" {
 				span.SetAttributes(attribute.String(AttrAgentID, addr.String())) // a tunnel address is the agent's identity
@@ -187,14 +189,17 @@ func (t *Tracing) serverMiddleware(next endpoint.Endpoint) endpoint.Endpoint {
 	return func(ctx context.Context, req, resp any) error {
 		ri := rpcinfo.GetRPCInfo(ctx)
 		ctx = t.prop.Extract(ctx, metainfoCarrier{ctx})
-		attrs := t.rpcAttributes(ri)
-		if t.agent != "" {
-			attrs = append(attrs, attribute.String(AttrAgentID, t.agent))
+		ctx, span := t.tracer.Start(ctx, spanName(ri), trace.WithSpanKind(trace.SpanKindServer))
+		if span.IsRecording() {
+			attrs := t.rpcAttributes(ri)
+			if t.agent != "" {
+				attrs = append(attrs, attribute.String(AttrAgentID, t.agent))
+			}
+			if addr := ri.From().Address(); addr != nil {
+				attrs = append(attrs, attribute.String("client.address", addr.String()))
+			}
+			span.SetAttributes(attrs...)
 		}
-		if addr := ri.From().Address(); addr != nil {
-			attrs = append(attrs, attribute.String("client.address", addr.String()))
-		}
-		ctx, span := t.tracer.Start(ctx, spanName(ri), trace.WithSpanKind(trace.SpanKindServer), trace.WithAttributes(attrs...))
 		if h, ok := ctx.Value(holderKey{}).(*spanHolder); ok {
 			h.sc = span.SpanContext()
 		}

@@ -137,6 +137,10 @@ func TestTracesAcrossCallerAndEchoOnEveryTransport(t *testing.T) {
 						t.Errorf("%s span's rpc.method = %q, want echo", side, got)
 					}
 				}
+				if traced == 0 {
+					t.Logf("report: %s: trace %s: caller's client span %x (call ok line, span_id %s), echo's server span %x with parent %x",
+						transport, traceID, client.SpanId, spanID, server.SpanId, server.ParentSpanId)
+				}
 				traced++
 			}
 			if traced != calls {

@@ -14,6 +14,7 @@ import (
 	"io"
 	"math"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,7 +30,9 @@ import (
 
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/klog"
+	"go.uber.org/zap"
 
+	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -44,8 +47,12 @@ import (
 // yamux-ws is the tunnel (1 session) carried by a WebSocket connection, as
 // agents behind HTTP-only egress run it. Kitex calls use TTHeader, the
 // client default; gonet-framed is gonet with plain Framed calls: what
-// TTHeader's header costs.
-var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "gonet-framed", "websocket", "yamux", "yamux-4", "yamux-ws"}
+// TTHeader's header costs. gonet-traced is gonet with OpenTelemetry
+// tracing on both sides (every call sampled, spans exported over OTLP/HTTP
+// to a receiver in this process that discards them): what tracing costs;
+// gonet-sampled the same with 1 % of the calls sampled (the caller's
+// parentbased_traceidratio decision, which echo follows).
+var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "gonet-framed", "gonet-traced", "gonet-sampled", "websocket", "yamux", "yamux-4", "yamux-ws"}
 
 // profileDir, if set, receives CPU profiles of every run.
 var profileDir string
@@ -152,8 +159,8 @@ func main() {
 	}
 	r.Idle = map[string]idleFigures{}
 	for _, k := range kinds {
-		if k == "yamux-4" || k == "yamux-raw" || k == "yamux-ws" || k == "gonet-framed" {
-			continue // a session costs the same (and a WebSocket connection's, measured for websocket); an agent keeps 4; a protocol changes no connection
+		if k == "yamux-4" || k == "yamux-raw" || k == "yamux-ws" || k == "gonet-framed" || k == "gonet-traced" || k == "gonet-sampled" {
+			continue // a session costs the same (and a WebSocket connection's, measured for websocket); an agent keeps 4; a protocol or tracing changes no idle connection
 		}
 		f, err := idleCosts(bin, k)
 		if err != nil {
@@ -229,7 +236,15 @@ type server struct {
 }
 
 func startServer(bin string, args ...string) (*server, error) {
+	return startServerEnv(bin, nil, args...)
+}
+
+// startServerEnv starts the benchserver with env added to this process's.
+func startServerEnv(bin string, env []string, args ...string) (*server, error) {
 	cmd := exec.Command(bin, args...)
+	if env != nil {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
 		return nil, err
@@ -370,6 +385,21 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		} else {
 			newCall = kitexCaller(transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer()}, id, conc)
 		}
+	case "gonet-traced", "gonet-sampled":
+		env := []string{"OTEL_EXPORTER_OTLP_ENDPOINT=" + otlpSink(), "OTEL_TRACES_SAMPLER=parentbased_always_on"}
+		if kind == "gonet-sampled" {
+			env = []string{env[0], "OTEL_TRACES_SAMPLER=parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG=0.01"}
+		}
+		if srv, err = startServerEnv(bin, env, append(profileArgs(kind, size, conc), "-kind", "gonet")...); err != nil {
+			return sample{}, err
+		}
+		tracing, terr := tracingWith(env)
+		if terr != nil {
+			srv.stop()
+			return sample{}, terr
+		}
+		defer tracing.Stop(zap.NewNop())
+		newCall = kitexCaller(transport.ClientConfig{Kind: transport.GoNet}, srv.addr, conc, tracing.ClientOptions()...)
 	case "gonet-framed":
 		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", "gonet")...); err != nil {
 			return sample{}, err
@@ -386,7 +416,42 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 	return load(kind, size, conc, dur, srv, newCall)
 }
 
-func kitexCaller(cfg transport.ClientConfig, target string, conc int) func() (caller, func(), error) {
+// otlpSink returns the URL of an OTLP/HTTP endpoint in this process that
+// accepts span exports and discards them (started once).
+var otlpSink = sync.OnceValue(func() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		fail(err)
+	}
+	go func() {
+		_ = http.Serve(ln, http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			_, _ = io.Copy(io.Discard, r.Body)
+			w.Header().Set("Content-Type", "application/x-protobuf")
+			w.WriteHeader(http.StatusOK) // an empty ExportTraceServiceResponse
+		}))
+	}()
+	return "http://" + ln.Addr().String()
+})
+
+// tracingWith returns the client's tracing as the services set it up from
+// the OTEL_* variables env ("NAME=value"), which are set only meanwhile.
+func tracingWith(env []string) (*obs.Tracing, error) {
+	for _, kv := range env {
+		name, value, _ := strings.Cut(kv, "=")
+		old, had := os.LookupEnv(name)
+		_ = os.Setenv(name, value)
+		defer func() {
+			if had {
+				_ = os.Setenv(name, old)
+			} else {
+				_ = os.Unsetenv(name)
+			}
+		}()
+	}
+	return obs.NewTracing(context.Background(), obs.TracingConfig{Service: "bench", Transport: "gonet"})
+}
+
+func kitexCaller(cfg transport.ClientConfig, target string, conc int, extra ...client.Option) func() (caller, func(), error) {
 	var once sync.Once
 	var cli echo.Client
 	var ct *transport.ClientTransport
@@ -397,7 +462,7 @@ func kitexCaller(cfg transport.ClientConfig, target string, conc int) func() (ca
 			if ct, initErr = transport.NewClientTransport(cfg); initErr != nil {
 				return
 			}
-			cli, initErr = echo.NewClient("echo", append(ct.Options(),
+			cli, initErr = echo.NewClient("echo", append(append(ct.Options(), extra...),
 				client.WithHostPorts(target), client.WithRPCTimeout(10*time.Second))...)
 		})
 		if initErr != nil {

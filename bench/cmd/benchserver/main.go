@@ -19,7 +19,9 @@ import (
 
 	"github.com/cloudwego/kitex/pkg/klog"
 	"github.com/cloudwego/kitex/server"
+	"go.uber.org/zap"
 
+	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -111,8 +113,15 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	if err != nil {
 		return err
 	}
+	// Traced as echo is when the OTEL_* variables ask for it (bench's
+	// gonet-traced); nothing otherwise.
+	tracing, err := obs.NewTracing(context.Background(), obs.TracingConfig{Service: "benchserver", Transport: kind})
+	if err != nil {
+		return err
+	}
+	defer tracing.Stop(zap.NewNop())
 	exit := make(chan error, 1)
-	svr := echo.NewServer(new(handler), append(opts, server.WithExitSignal(func() <-chan error { return exit }))...)
+	svr := echo.NewServer(new(handler), append(append(opts, server.WithExitSignal(func() <-chan error { return exit })), tracing.ServerOptions()...)...)
 	done := make(chan error, 1)
 	go func() { done <- svr.Run() }()
 	fmt.Println("READY", bound.Addr())
