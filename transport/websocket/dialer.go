@@ -286,5 +286,5 @@ func xnetClient(c net.Conn, u *url.URL, origin string) (frames, error) {
 	if err != nil {
 		return nil, err
 	}
-	return newXNetFrames(ws), nil
+	return newXNetFrames(ws, nil), nil
 }

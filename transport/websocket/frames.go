@@ -33,12 +33,17 @@ type frames interface {
 }
 
 // xnetFrames is golang.org/x/net/websocket's own framing.
-type xnetFrames struct{ *xws.Conn }
+type xnetFrames struct {
+	*xws.Conn
+	raw net.Conn // on the server side, the connection under ws's handed-off wrapper; nil on the client side
+}
 
-// newXNetFrames returns x/net's framing of ws, in binary messages.
-func newXNetFrames(ws *xws.Conn) xnetFrames {
+// newXNetFrames returns x/net's framing of ws, in binary messages. raw, if
+// not nil, is closed after ws (ws's own connection ignores Close once
+// handed off, see handoffConn).
+func newXNetFrames(ws *xws.Conn, raw net.Conn) xnetFrames {
 	ws.PayloadType = xws.BinaryFrame
-	return xnetFrames{ws}
+	return xnetFrames{Conn: ws, raw: raw}
 }
 
 func (f xnetFrames) WriteMessage(p []byte) error {
@@ -48,7 +53,11 @@ func (f xnetFrames) WriteMessage(p []byte) error {
 
 func (f xnetFrames) Close() error {
 	_ = f.Conn.SetWriteDeadline(time.Now().Add(closeFrameTimeout))
-	return f.Conn.Close()
+	err := f.Conn.Close()
+	if f.raw != nil {
+		return f.raw.Close()
+	}
+	return err
 }
 
 // WebSocket opcodes (RFC 6455, section 5.2).

@@ -268,11 +268,14 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // hijacked is the ResponseWriter given to x/net's handshake: it keeps what
-// Hijack returned.
+// Hijack returned, and gives x/net the connection behind a handoffConn, so
+// that the handler can return (ending net/http's goroutine and letting go
+// of its request, reader and writer) without x/net closing the connection.
 type hijacked struct {
 	http.ResponseWriter
 	conn net.Conn
 	buf  *bufio.ReadWriter
+	ho   *handoffConn
 }
 
 func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
@@ -281,23 +284,46 @@ func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 		return nil, nil, errors.New("websocket: the HTTP server cannot hand the connection over")
 	}
 	c, buf, err := hj.Hijack()
-	h.conn, h.buf = c, buf
-	return c, buf, err
+	if err != nil {
+		return c, buf, err
+	}
+	h.conn, h.buf, h.ho = c, buf, &handoffConn{Conn: c}
+	return h.ho, buf, nil
+}
+
+// handoffConn is the connection x/net's handshake sees: its Close closes
+// the connection until the connection is handed off, and does nothing after
+// (x/net closes it when the handler returns).
+type handoffConn struct {
+	net.Conn
+	handedOff atomic.Bool
+}
+
+func (c *handoffConn) Close() error {
+	if c.handedOff.Load() {
+		return nil
+	}
+	return c.Conn.Close()
 }
 
 // framesOf returns the framing of an upgraded server connection.
 func (l *Listener) framesOf(ws *xws.Conn, h *hijacked) frames {
 	if l.cfg.xnetFraming {
-		return newXNetFrames(ws)
+		return newXNetFrames(ws, h.conn)
 	}
 	// A client may send frames right behind its upgrade request: they wait
-	// in the HTTP server's buffer, which x/net has not read from.
+	// in the HTTP server's buffer, which x/net has not read from. They are
+	// copied out so that the HTTP server's reader and writer can go.
 	var pending []byte
 	if n := h.buf.Reader.Buffered(); n > 0 {
 		b, _ := h.buf.Reader.Peek(n)
 		pending = append(pending, b...)
 	}
-	return newLeanFrames(h.conn, pending, serverSide)
+	conn := h.conn
+	if sc, ok := conn.(*slotConn); ok {
+		conn = sc.Conn // its slot was released at the hijack; drop the wrapper and its timer
+	}
+	return newLeanFrames(conn, pending, serverSide)
 }
 
 func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
@@ -309,34 +335,47 @@ func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
 	}
 	c := newConn(l.framesOf(ws, h), local, tcpAddr(r.RemoteAddr))
 	c.stream = l.cfg.Stream
-	if lean, ok := c.f.(*leanFrames); ok {
+	lean, _ := c.f.(*leanFrames)
+	if lean != nil {
 		lean.pongWrite = l.cfg.PongWriteTimeout
 	}
+	// From here on the connection belongs to c: x/net's close when this
+	// handler returns does nothing, and the handler returns at once, so
+	// that no goroutine, request, reader or writer of net/http's is kept
+	// per connection.
+	h.ho.handedOff.Store(true)
 	select {
 	case l.conns <- c:
 	case <-l.done:
 		_ = c.Close()
 		return
 	}
-	// The handler's return closes the connection, so hold it until its new
-	// owner closes it, pinging it if asked to.
-	lean, _ := c.f.(*leanFrames)
-	if l.cfg.PingInterval <= 0 || lean == nil {
-		<-c.done
-		return
+	if l.cfg.PingInterval > 0 && lean != nil {
+		l.pingIdle(c, lean)
 	}
-	tick := time.NewTicker(l.cfg.PingInterval)
-	defer tick.Stop()
-	for {
+}
+
+// pingIdle pings c every PingInterval while nothing is received, from a
+// timer: no goroutine waits meanwhile.
+func (l *Listener) pingIdle(c *Conn, lean *leanFrames) {
+	every := l.cfg.PingInterval
+	var t *time.Timer
+	var mu sync.Mutex
+	mu.Lock()
+	defer mu.Unlock()
+	t = time.AfterFunc(every, func() {
 		select {
 		case <-c.done:
 			return
-		case <-tick.C:
-			if time.Since(time.Unix(0, lean.lastRead.Load())) >= l.cfg.PingInterval {
-				_ = lean.write(opPing, nil)
-			}
+		default:
 		}
-	}
+		if time.Since(time.Unix(0, lean.lastRead.Load())) >= every {
+			_ = lean.write(opPing, nil)
+		}
+		mu.Lock()
+		t.Reset(every)
+		mu.Unlock()
+	})
 }
 
 func (l *Listener) reject(w http.ResponseWriter, r *http.Request, status int, reason error) {
