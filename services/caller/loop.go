@@ -130,7 +130,9 @@ func (l *loop) call(ctx context.Context, seq int) error {
 		ctx = obs.WithSpanHolder(ctx)
 	}
 	start := time.Now()
-	resp, err := l.cli.Echo(ctx, &api.Request{Message: msg})
+	// A stop (SIGTERM) lets the call in flight finish, within CALL_TIMEOUT,
+	// instead of failing it: the loop stops after it.
+	resp, err := l.cli.Echo(context.WithoutCancel(ctx), &api.Request{Message: msg})
 	elapsed := time.Since(start)
 	if errors.Is(err, kerrors.ErrNoMoreInstance) {
 		err = errors.New(l.noInstance)
