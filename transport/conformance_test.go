@@ -290,7 +290,9 @@ func testMetainfo(t *testing.T, tc transportCase) {
 // move to other instances instead of failing on a closed connection.
 func testGracefulCloseSignal(t *testing.T, tc transportCase) {
 	var reset atomic.Int64
-	f := startFixtureWith(t, tc, nil, client.WithMiddleware(func(next endpoint.Endpoint) endpoint.Endpoint {
+	// A wide stop window (the server waits for the held call up to its
+	// exit wait time), so that a loaded machine still gets a call in.
+	f := startFixtureWith(t, tc, func(c *transport.ServerConfig) { c.ExitWaitTime = 5 * time.Second }, client.WithMiddleware(func(next endpoint.Endpoint) endpoint.Endpoint {
 		return func(ctx context.Context, req, resp any) error {
 			err := next(ctx, req, resp)
 			if v, ok := rpcinfo.GetRPCInfo(ctx).To().Tag(rpcinfo.ConnResetTag); ok && v == "1" && err == nil {
@@ -311,7 +313,7 @@ func testGracefulCloseSignal(t *testing.T, tc transportCase) {
 	}
 	go f.run.Stop()
 	// Call on the pooled connection until a reply says the server is closing.
-	deadline := time.Now().Add(2 * time.Second)
+	deadline := time.Now().Add(4 * time.Second)
 	for reset.Load() == 0 && time.Now().Before(deadline) {
 		ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 		_, _ = f.cli.Echo(ctx, &api.Request{Message: "during the stop"})
