@@ -52,7 +52,16 @@ import (
 // to a receiver in this process that discards them): what tracing costs;
 // gonet-sampled the same with 1 % of the calls sampled (the caller's
 // parentbased_traceidratio decision, which echo follows).
-var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "gonet-framed", "gonet-traced", "gonet-sampled", "websocket", "yamux", "yamux-4", "yamux-ws"}
+// websocket-tls is websocket over wss:// and yamux-tls the tunnel (1 session)
+// with the tunnel's TLS, as production runs them; each is also given as a
+// ratio to its plaintext row measured in the same round (see plainOf).
+var kinds = []string{"raw", "yamux-raw", "netpoll", "gonet", "gonet-framed", "gonet-traced", "gonet-sampled", "websocket", "websocket-tls", "yamux", "yamux-tls", "yamux-4", "yamux-ws"}
+
+// plainOf maps a -tls kind to its plaintext form.
+var plainOf = map[string]string{"websocket-tls": "websocket", "yamux-tls": "yamux"}
+
+// certs are the -tls kinds' certificates, made at start if one is measured.
+var certs *benchTLS
 
 // profileDir, if set, receives CPU profiles of every run.
 var profileDir string
@@ -85,8 +94,55 @@ type report struct {
 	Payloads   []int                  `json:"payloads"`
 	Concs      []int                  `json:"concurrencies"`
 	Samples    []sample               `json:"samples"`
+	Ratios     []ratios               `json:"ratios,omitempty"`
 	Idle       map[string]idleFigures `json:"idle"`
 	IdleCPUSec float64                `json:"idle_cpu_seconds"`
+}
+
+// ratios are one row's ratios, each taken within a round and then their
+// median, lowest and highest over the rounds (null where the reference was
+// not measured): to gonet's calls/s, to raw's, and for the -tls kinds to
+// their plaintext form's (PlainKind).
+type ratios struct {
+	Kind        string      `json:"kind"`
+	Payload     int         `json:"payload_bytes"`
+	Concurrency int         `json:"concurrency"`
+	XGonet      [3]jsonNum  `json:"x_gonet"`
+	XRaw        [3]jsonNum  `json:"x_raw"`
+	PlainKind   string      `json:"plain_kind,omitempty"`
+	XPlain      *[3]jsonNum `json:"x_plain,omitempty"`
+}
+
+// jsonNum is a float that encodes NaN as null.
+type jsonNum float64
+
+func (n jsonNum) MarshalJSON() ([]byte, error) {
+	if math.IsNaN(float64(n)) {
+		return []byte("null"), nil
+	}
+	return json.Marshal(math.Round(float64(n)*1000) / 1000)
+}
+
+func nums(r [3]float64) [3]jsonNum { return [3]jsonNum{jsonNum(r[0]), jsonNum(r[1]), jsonNum(r[2])} }
+
+// allRatios computes every row's ratios.
+func allRatios(all []sample, payloads, concs []int) []ratios {
+	qps := func(s sample) float64 { return s.QPS }
+	var out []ratios
+	for _, size := range payloads {
+		for _, c := range concs {
+			for _, k := range kinds {
+				r := ratios{Kind: k, Payload: size, Concurrency: c,
+					XGonet: nums(ratio(all, k, "gonet", size, c, qps)), XRaw: nums(ratio(all, k, "raw", size, c, qps))}
+				if p, ok := plainOf[k]; ok {
+					x := nums(ratio(all, k, p, size, c, qps))
+					r.PlainKind, r.XPlain = p, &x
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	return out
 }
 
 func main() {
@@ -96,6 +152,9 @@ func main() {
 	only := flag.String("kinds", "", "comma-separated transports to measure (all if empty), e.g. gonet,yamux-4")
 	out := flag.String("out", "bench/results", "folder for the Markdown and JSON results")
 	render := flag.String("render", "", "measure nothing: write the Markdown table and charts again from this JSON result, next to it")
+	payloadList := flag.String("payloads", "", "comma-separated payload sizes in bytes, instead of the run's own (e.g. 16384)")
+	concList := flag.String("concs", "", "comma-separated numbers of concurrent callers, instead of the run's own (e.g. 1,64)")
+	noIdle := flag.Bool("noidle", false, "skip the idle-connection figures")
 	flag.StringVar(&profileDir, "cpuprofile", "", "folder for CPU profiles (pprof) of each run's client (measuring window) and server (whole process); the last round's stay")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
@@ -135,12 +194,23 @@ func main() {
 		}
 		idleCPUWindow = time.Second
 	}
+	if *payloadList != "" {
+		r.Payloads = ints(*payloadList)
+	}
+	if *concList != "" {
+		r.Concs = ints(*concList)
+	}
 	r.Rounds, r.RunSeconds, r.Kinds = *rounds, dur.Seconds(), kinds
 	bin, err := buildServer()
 	if err != nil {
 		fail(err)
 	}
 	defer os.RemoveAll(filepath.Dir(bin))
+	if slices.ContainsFunc(kinds, func(k string) bool { return plainOf[k] != "" }) {
+		if certs, err = makeTLS(filepath.Dir(bin)); err != nil {
+			fail(fmt.Errorf("certificates: %w", err))
+		}
+	}
 
 	for round := 1; round <= *rounds; round++ {
 		for _, size := range r.Payloads {
@@ -159,6 +229,9 @@ func main() {
 	}
 	r.Idle = map[string]idleFigures{}
 	for _, k := range kinds {
+		if *noIdle || plainOf[k] != "" {
+			continue // TLS's idle cost is not measured
+		}
 		if k == "yamux-4" || k == "yamux-raw" || k == "yamux-ws" || k == "gonet-framed" || k == "gonet-traced" || k == "gonet-sampled" {
 			continue // a session costs the same (and a WebSocket connection's, measured for websocket); an agent keeps 4; a protocol or tracing changes no idle connection
 		}
@@ -177,6 +250,7 @@ func main() {
 // write writes r's Markdown table and charts into dir, and its JSON file if withJSON.
 func write(r report, dir string, withJSON bool) error {
 	kinds = r.Kinds
+	r.Ratios = allRatios(r.Samples, r.Payloads, r.Concs)
 	md := table(r.Samples, r.Payloads, r.Concs) + "\n" + idleTable(r.Idle, r.IdleCPUSec)
 	fmt.Print(md)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -194,9 +268,24 @@ func write(r report, dir string, withJSON bool) error {
 	header := fmt.Sprintf("# Benchmark (%s)\n\nMachine: %s. Date: %s. %d interleaved rounds of %gs. "+
 		"Figures are medians over the rounds, calls/s with its spread (min-max) in brackets. "+
 		"Ratios are taken within each round (a transport against gonet or raw measured just before or after it), "+
-		"then their median, with the spread of x gonet in brackets: the machine's drift between rounds cancels out.\n\n",
+		"then their median, with the spread of x gonet in brackets: the machine's drift between rounds cancels out. "+
+		"x plain is a -tls row against its plaintext row (websocket-tls against websocket, yamux-tls against yamux), "+
+		"within each round too, with its spread; the certificates are made at the bench's start (ECDSA P-256, verified by the client).\n\n",
 		r.Name, r.Machine, r.Date, r.Rounds, r.RunSeconds)
 	return os.WriteFile(filepath.Join(dir, r.Name+".md"), []byte(header+md), 0o644)
+}
+
+// ints parses a comma-separated list of positive integers.
+func ints(list string) []int {
+	var out []int
+	for _, f := range strings.Split(list, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n <= 0 {
+			fail(fmt.Errorf("%q: not a positive integer", f))
+		}
+		out = append(out, n)
+	}
+	return out
 }
 
 func fail(err error) {
@@ -343,8 +432,16 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		newCall = func() (caller, func(), error) {
 			return rawCaller(func() (net.Conn, error) { return net.Dial("tcp", srv.addr) })
 		}
-	case "yamux", "yamux-4", "yamux-raw", "yamux-ws":
-		gw, err := tunnel.Listen("127.0.0.1:0", tunnel.GatewayConfig{Token: token})
+	case "yamux", "yamux-4", "yamux-raw", "yamux-ws", "yamux-tls":
+		gcfg := tunnel.GatewayConfig{Token: token}
+		var tlsArgs []string
+		if kind == "yamux-tls" {
+			// As caller and echo run it with TUNNEL_TLS_CERT_FILE on the
+			// caller and TUNNEL_TLS_CA_FILE on echo.
+			gcfg.TLSConfig = certs.serverConfig()
+			tlsArgs = []string{"-tls-ca", certs.caFile}
+		}
+		gw, err := tunnel.Listen("127.0.0.1:0", gcfg)
 		if err != nil {
 			return sample{}, err
 		}
@@ -367,7 +464,8 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		case "yamux-raw":
 			serverKind = kind
 		}
-		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", serverKind, "-sessions", sessions, "-gateway", gwAddr, "-token", token, "-id", id)...); err != nil {
+		args := append(profileArgs(kind, size, conc), "-kind", serverKind, "-sessions", sessions, "-gateway", gwAddr, "-token", token, "-id", id)
+		if srv, err = startServer(bin, append(args, tlsArgs...)...); err != nil {
 			teardown()
 			return sample{}, err
 		}
@@ -400,6 +498,11 @@ func measure(bin, kind string, size, conc int, dur time.Duration) (sample, error
 		}
 		defer tracing.Stop(zap.NewNop())
 		newCall = kitexCaller(transport.ClientConfig{Kind: transport.GoNet}, srv.addr, conc, tracing.ClientOptions()...)
+	case "websocket-tls":
+		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", "websocket", "-tls-cert", certs.certFile, "-tls-key", certs.keyFile)...); err != nil {
+			return sample{}, err
+		}
+		newCall = kitexCaller(transport.ClientConfig{Kind: transport.WebSocket, WebSocket: websocket.DialerConfig{TLSConfig: certs.clientConfig()}}, srv.addr, conc)
 	case "gonet-framed":
 		if srv, err = startServer(bin, append(profileArgs(kind, size, conc), "-kind", "gonet")...); err != nil {
 			return sample{}, err
@@ -591,8 +694,8 @@ func run(calls []caller, msg []byte, dur time.Duration) ([]time.Duration, int64)
 // table renders medians with their spread and ratios to gonet and the floor.
 func table(all []sample, payloads, concs []int) string {
 	var b strings.Builder
-	b.WriteString("| payload | conc | transport | calls/s | x gonet | x raw | p50 µs | p99 µs | p99.9 µs | p99 x gonet | client CPU µs/call | server CPU µs/call | client allocs/call | errors |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| payload | conc | transport | calls/s | x gonet | x raw | x plain | p50 µs | p99 µs | p99.9 µs | p99 x gonet | client CPU µs/call | server CPU µs/call | client allocs/call | errors |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	qps := func(s sample) float64 { return s.QPS }
 	p99 := func(s sample) float64 { return s.P99us }
 	for _, size := range payloads {
@@ -606,9 +709,14 @@ func table(all []sample, payloads, concs []int) string {
 				}
 				m, spread := median(ss)
 				g := ratio(all, k, "gonet", size, c, qps)
-				fmt.Fprintf(&b, "| %s | %d | %s | %.0f [%.0f-%.0f] | %.2f [%.2f-%.2f] | %.2f | %.0f | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f | %d |\n",
+				plain := ""
+				if p, ok := plainOf[k]; ok {
+					x := ratio(all, k, p, size, c, qps)
+					plain = fmt.Sprintf("%.2f [%.2f-%.2f]", x[0], x[1], x[2])
+				}
+				fmt.Fprintf(&b, "| %s | %d | %s | %.0f [%.0f-%.0f] | %.2f [%.2f-%.2f] | %.2f | %s | %.0f | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f | %d |\n",
 					bytesName(size), c, k, m.QPS, spread[0], spread[1],
-					g[0], g[1], g[2], ratio(all, k, "raw", size, c, qps)[0], m.P50us, m.P99us, m.P999us, ratio(all, k, "gonet", size, c, p99)[0],
+					g[0], g[1], g[2], ratio(all, k, "raw", size, c, qps)[0], plain, m.P50us, m.P99us, m.P999us, ratio(all, k, "gonet", size, c, p99)[0],
 					m.ClientCPUus, m.ServerCPUus, m.AllocsCall, m.Errors)
 			}
 		}
@@ -645,6 +753,9 @@ func ratio(all []sample, kind, ref string, size, conc int, f func(sample) float6
 }
 
 func idleTable(idle map[string]idleFigures, cpuSeconds float64) string {
+	if len(idle) == 0 {
+		return "" // -noidle
+	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "| transport | server RSS per idle connection (%d connections; yamux: per idle tunnel session, %d sessions) | server CPU with all of them idle (ms per s, over %g s) |\n|---|---|---|\n",
 		idleConns, idleSessions, cpuSeconds)

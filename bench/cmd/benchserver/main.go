@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"flag"
 	"fmt"
@@ -22,6 +23,7 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/anyconn/kitex-anyconn/internal/obs"
+	"github.com/anyconn/kitex-anyconn/internal/tlsconf"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -43,9 +45,26 @@ func main() {
 	agents := flag.Int("agents", 1, "yamux: agents to run (identities <id>, <id>-1, ...), for the idle-session memory figure")
 	sessions := flag.Int("sessions", 1, "yamux: sessions per gateway")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile (pprof) of the whole run to this file")
+	certFile := flag.String("tls-cert", "", "websocket: serve wss:// with this certificate (PEM; with -tls-key)")
+	keyFile := flag.String("tls-key", "", "websocket: the key of -tls-cert (PEM)")
+	caFile := flag.String("tls-ca", "", "yamux: reach the gateway over TLS, verifying its certificate against this CA (PEM)")
 	flag.Parse()
 	klog.SetLevel(klog.LevelWarn)
-	if err := profiled(*cpuProfile, func() error { return run(*kind, *addr, *gateway, *token, *id, *agents, *sessions) }); err != nil {
+	var tc tlsFiles
+	var err error
+	if *certFile != "" {
+		if tc.server, err = tlsconf.Server(*certFile, *keyFile, ""); err != nil {
+			fmt.Fprintln(os.Stderr, "benchserver:", err)
+			os.Exit(1)
+		}
+	}
+	if *caFile != "" {
+		if tc.agent, err = tlsconf.Client(*caFile, "", "", ""); err != nil {
+			fmt.Fprintln(os.Stderr, "benchserver:", err)
+			os.Exit(1)
+		}
+	}
+	if err := profiled(*cpuProfile, func() error { return run(*kind, *addr, *gateway, *token, *id, *agents, *sessions, tc) }); err != nil {
 		fmt.Fprintln(os.Stderr, "benchserver:", err)
 		os.Exit(1)
 	}
@@ -68,7 +87,13 @@ func profiled(path string, f func() error) error {
 	return f()
 }
 
-func run(kind, addr, gateway, token, id string, agents, sessions int) error {
+// tlsFiles are the TLS configurations of the flags: the WebSocket server's
+// (wss://) and the tunnel agent's (TLS to the gateway), each nil if not set.
+type tlsFiles struct {
+	server, agent *tls.Config
+}
+
+func run(kind, addr, gateway, token, id string, agents, sessions int, tc tlsFiles) error {
 	stop := make(chan struct{})
 	go func() { _, _ = io.Copy(io.Discard, os.Stdin); close(stop) }()
 	sig := make(chan os.Signal, 1)
@@ -80,7 +105,7 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 		if kind == "raw" {
 			ln, err = net.Listen("tcp", addr)
 		} else {
-			ln, err = newAgent(id, token, gateway, sessions)
+			ln, err = newAgent(id, token, gateway, sessions, tc.agent)
 		}
 		if err != nil {
 			return err
@@ -95,14 +120,15 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	}
 
 	cfg := transport.ServerConfig{Kind: transport.Kind(kind), Addr: addr}
+	cfg.WebSocket.TLSConfig = tc.server
 	if kind == string(transport.Yamux) {
-		agent, err := newAgent(id, token, gateway, sessions)
+		agent, err := newAgent(id, token, gateway, sessions, tc.agent)
 		if err != nil {
 			return err
 		}
 		cfg.Listener = agent
 		for i := 1; i < agents; i++ {
-			extra, err := newAgent(fmt.Sprintf("%s-%d", id, i), token, gateway, 1)
+			extra, err := newAgent(fmt.Sprintf("%s-%d", id, i), token, gateway, 1, tc.agent)
 			if err != nil {
 				return err
 			}
@@ -136,9 +162,9 @@ func run(kind, addr, gateway, token, id string, agents, sessions int) error {
 	return nil
 }
 
-// newAgent returns a tunnel agent that dials gateway.
-func newAgent(id, token, gateway string, sessions int) (*tunnel.Agent, error) {
-	agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token, Sessions: sessions})
+// newAgent returns a tunnel agent that dials gateway, over TLS if tc is set.
+func newAgent(id, token, gateway string, sessions int, tc *tls.Config) (*tunnel.Agent, error) {
+	agent, err := tunnel.NewAgent(tunnel.AgentConfig{ID: id, Token: token, Sessions: sessions, TLSConfig: tc})
 	if err != nil {
 		return nil, err
 	}
