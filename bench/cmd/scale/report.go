@@ -1,0 +1,147 @@
+package main
+
+import (
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+)
+
+// stormGoal is issue 20's bound on the reconnect storm: every agent back
+// within it after a gateway restart.
+const stormGoal = 15.0
+
+func markdown(r report) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Scaling (%s)\n\n", r.Name)
+	fmt.Fprintf(&b, "Machine: %s. Date: %s. Wall time: %.0f s. Open files limit: %d per process. Command: `%s`.\n\n",
+		r.Machine, r.Date, r.WallS, r.FileLimit, r.Command)
+	keys := make([]string, 0, len(r.Settings))
+	for k := range r.Settings {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	b.WriteString("Settings:")
+	for i, k := range keys {
+		sep := ","
+		if i == len(keys)-1 {
+			sep = "."
+		}
+		fmt.Fprintf(&b, " %s %s%s", k, r.Settings[k], sep)
+	}
+	b.WriteString("\n\n")
+	if len(r.Agents) > 0 {
+		agentsTable(&b, r.Agents)
+	}
+	if len(r.Instances) > 0 {
+		instancesTable(&b, r.Instances)
+	}
+	if len(r.Conns) > 0 {
+		connsTable(&b, r.Conns)
+	}
+	if len(r.Errors) > 0 {
+		b.WriteString("## Errors\n\n")
+		for _, e := range r.Errors {
+			fmt.Fprintf(&b, "- %s\n", e)
+		}
+		b.WriteString("\n")
+	}
+	return b.String()
+}
+
+func secs(s float64) string {
+	if s < 0 {
+		return "never"
+	}
+	return fmt.Sprintf("%.2f", s)
+}
+
+func agentsTable(b *strings.Builder, fs []agentFigures) {
+	b.WriteString("## Agents on one gateway\n\n")
+	b.WriteString("Each agent has its own identity, sessions and loopback source address (127.10.x.y, so that the gateway's per-source handshake limit sees a fleet, not one host); " +
+		"several agents share a process and one Kitex echo server. Cold start: the gateway is up, every agent process starts at once. " +
+		"Restart: the gateway process gets SIGKILL and starts again on the same port, calling every agent in turn from its first moment (one call every 2 ms); " +
+		"times count from the kill. Refused: handshakes the gateway refused or that failed (its counter); log lines: its refusal lines (sampled).\n\n")
+	b.WriteString("| agents | sessions each | gateway RSS per agent | gateway heap per agent | gateway idle CPU (ms/s) | cold: all agents (s) | cold: all sessions (s) | cold: refused (log lines) | restart: all agents (s) | restart: all sessions (s) | restart: refused (log lines) | calls failed before a full round | full round (s) | agents gave up | agents' failed attempts (warn lines) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for _, f := range fs {
+		fmt.Fprintf(b, "| %d | %d | %.1f KiB | %.1f KiB | %.2f | %s | %s | %d (%d) | %s | %s | %d (%d) | %d of %d | %s | %d | %d (%d) |\n",
+			f.Agents, f.Sessions, f.RSSPerAgent/1024, f.HeapPerAgent/1024, f.IdleCPU,
+			secs(f.Cold.AllAgentsS), secs(f.Cold.AllSessionsS), f.Cold.Refused, f.Cold.RefusalLines,
+			secs(f.Restart.AllAgentsS), secs(f.Restart.AllSessionsS), f.Restart.Refused, f.Restart.RefusalLines,
+			f.Restart.CallsFailed, f.Restart.CallsFailed+f.Restart.CallsOK, secs(f.Restart.FullRoundS), f.AgentsGaveUp,
+			f.AgentFailures, f.AgentWarnLines)
+	}
+	b.WriteString("\n")
+	for _, f := range fs {
+		if f.Agents < 1000 {
+			continue
+		}
+		back := f.Restart.AllSessionsS
+		verdict := "met"
+		if back < 0 || back > stormGoal || f.Restart.TimedOut {
+			verdict = "not met"
+		}
+		fmt.Fprintf(b, "Reconnect storm, %d agents: every session back %s s after the kill (goal %.0f s: %s); %d handshakes refused, %d refusal log lines; %d agents gave up; %d calls failed before the first full round of calls.\n\n",
+			f.Agents, secs(back), stormGoal, verdict, f.Restart.Refused, f.Restart.RefusalLines, f.AgentsGaveUp, f.Restart.CallsFailed)
+	}
+}
+
+func instancesTable(b *strings.Builder, fs []instanceFigures) {
+	b.WriteString("## Instances in etcd\n\n")
+	b.WriteString("Registrations written by internal/etcdreg's Registry (same key and JSON, own lease each), each with its own loopback address 127.20.x.y:port, all served by one real echo listening on 0.0.0.0; " +
+		"one real caller (bin/caller) at its default call rate for CPU and etcd requests (etcd's own gRPC counters, every method but the registrations' LeaseKeepAlive); " +
+		"a second one calling every 10 ms for the delays: a probe registration with 99 % of the weight is added (time to the first call that reaches it) and removed (time to the first call after the last one that reached it).\n\n")
+	b.WriteString("| instances | caller CPU (ms/s) | caller RSS | etcd requests/s (caller) | by method | registration → call (ms, median [max]) | deregistration → call (ms, median [max]) | fast caller's calls failed |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, f := range fs {
+		var methods []string
+		for m, v := range f.EtcdByMethod {
+			methods = append(methods, fmt.Sprintf("%s %.2f", m, v))
+		}
+		sort.Strings(methods)
+		fmt.Fprintf(b, "| %d | %.2f | %.1f MiB | %.2f | %s | %s | %s | %d of %d |\n",
+			f.Instances, f.CallerCPU, float64(f.CallerRSS)/(1<<20), f.EtcdReqPerSec, strings.Join(methods, ", "),
+			medMax(f.RegisterMs), medMax(f.DeregisterMs), f.CallsFailed, f.CallsFailed+f.CallsOK)
+	}
+	b.WriteString("\n")
+}
+
+func medMax(v []float64) string {
+	if len(v) == 0 {
+		return "-"
+	}
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return fmt.Sprintf("%.0f [%.0f]", s[len(s)/2], s[len(s)-1])
+}
+
+func connsTable(b *strings.Builder, fs []connFigures) {
+	b.WriteString("## Idle connections\n\n")
+	b.WriteString("A server process per transport and size (yamux: an agents process, where echo runs, with that many agents of one session each, on a gateway process); " +
+		"the client opens the connections (WebSocket: handshakes, no pings), waits, and reads the server's RSS (against before) and CPU while they idle.\n\n")
+	b.WriteString("| transport | connections | opened | server RSS per connection | server idle CPU (ms/s) | open time (s) | gateway RSS per session | stopped by |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|\n")
+	for _, f := range fs {
+		gw := ""
+		if f.GatewayRSS != 0 {
+			gw = fmt.Sprintf("%.1f KiB", f.GatewayRSS/1024)
+		}
+		fmt.Fprintf(b, "| %s | %d | %d | %.1f KiB | %.2f | %.2f | %s | %s |\n",
+			f.Kind, f.Conns, f.Open, f.RSSPerConn/1024, f.IdleCPU, f.OpenS, gw, f.Error)
+	}
+	b.WriteString("\n")
+}
+
+// growth says how a per-unit cost changes from the smallest to the
+// largest size: flat (within 30 %), or by what factor.
+func growth(small, large float64) string {
+	if small <= 0 || math.IsNaN(small) || math.IsNaN(large) {
+		return "n/a"
+	}
+	r := large / small
+	if r > 0.7 && r < 1.3 {
+		return "flat"
+	}
+	return fmt.Sprintf("x%.1f", r)
+}
