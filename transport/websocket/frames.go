@@ -1,8 +1,6 @@
 package websocket
 
 import (
-	"bufio"
-	"bytes"
 	"crypto/rand"
 	"encoding/binary"
 	"errors"
@@ -12,6 +10,7 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 	"unicode/utf8"
 
@@ -70,6 +69,9 @@ const (
 	opPong         = 0xa
 )
 
+// maxControl is the largest payload of a control frame (RFC 6455, 5.5).
+const maxControl = 125
+
 // ErrProtocol is returned by Read for a frame that breaks RFC 6455 (reserved
 // bits or opcodes, an unmasked frame from a client, a control frame over 125
 // bytes…); the connection is closed with status 1002.
@@ -80,7 +82,6 @@ var ErrProtocol = errors.New("websocket: protocol error")
 // bytes at a time, one write per message. The wire is the same.
 type leanFrames struct {
 	conn net.Conn
-	br   *bufio.Reader
 	side side // a client masks what it sends; a server requires masked input
 
 	// Read state: Read is called from one goroutine at a time.
@@ -89,8 +90,18 @@ type leanFrames struct {
 	masked bool
 	fin    bool // the current data frame ends its message
 	inMsg  bool // a data message has begun and its final frame not come
-	hdr    [14]byte
-	ctl    [125]byte
+
+	// Received bytes are read through buf, a buffer borrowed from readBufs
+	// only while it holds bytes not read yet (or, on a connection without
+	// rc, while a read waits): an idle connection holds none (readbuf.go).
+	buf     *[readBufSize]byte
+	r, w    int             // buf[r:w] is buffered
+	pending []byte          // bytes that came with the handshake, read before conn
+	rerr    error           // an error that came with the last bytes read, for the next fill
+	rc      syscall.RawConn // conn's, when it is plain TCP: a read waits for bytes with no buffer held; nil otherwise
+	onRead  func(fd uintptr) bool
+	rn      int   // onRead's result
+	rsysErr error // onRead's error
 
 	pongWrite time.Duration // ListenerConfig.PongWriteTimeout; 0 on the client side
 
@@ -113,11 +124,14 @@ const (
 
 // newLeanFrames reads pending (bytes already received on conn), then conn.
 func newLeanFrames(conn net.Conn, pending []byte, s side) *leanFrames {
-	var src io.Reader = conn
+	f := &leanFrames{conn: conn, side: s}
 	if len(pending) > 0 {
-		src = io.MultiReader(bytes.NewReader(pending), conn)
+		f.pending = pending
 	}
-	f := &leanFrames{conn: conn, br: bufio.NewReaderSize(src, 4096), side: s}
+	f.rc = rawConnOf(conn)
+	if f.rc != nil {
+		f.onRead = f.readReady
+	}
 	f.lastRead.Store(time.Now().UnixNano())
 	if s == clientSide {
 		var seed [32]byte
@@ -128,6 +142,7 @@ func newLeanFrames(conn net.Conn, pending []byte, s side) *leanFrames {
 }
 
 func (f *leanFrames) Read(p []byte) (int, error) {
+	defer f.release()
 	for f.remain == 0 {
 		if err := f.nextFrame(); err != nil {
 			return 0, err
@@ -136,7 +151,7 @@ func (f *leanFrames) Read(p []byte) (int, error) {
 	if int64(len(p)) > f.remain {
 		p = p[:f.remain]
 	}
-	n, err := f.br.Read(p)
+	n, err := f.readSome(p)
 	if f.masked {
 		f.key = maskBytes(f.key, p[:n])
 	}
@@ -150,8 +165,9 @@ func (f *leanFrames) Read(p []byte) (int, error) {
 // nextFrame reads frame headers until one starts data, answering pings and
 // close frames on the way. A close frame ends the stream with io.EOF.
 func (f *leanFrames) nextFrame() error {
-	h := f.hdr[:]
-	if _, err := io.ReadFull(f.br, h[:2]); err != nil {
+	var hdr [10]byte
+	h := hdr[:]
+	if err := f.readFull(h[:2]); err != nil {
 		return err
 	}
 	fin, rsv, op := h[0]&0x80 != 0, h[0]&0x70, h[0]&0x0f
@@ -164,7 +180,7 @@ func (f *leanFrames) nextFrame() error {
 	}
 	switch n {
 	case 126:
-		if _, err := io.ReadFull(f.br, h[2:4]); err != nil {
+		if err := f.readFull(h[2:4]); err != nil {
 			return err
 		}
 		n = int64(binary.BigEndian.Uint16(h[2:4]))
@@ -172,7 +188,7 @@ func (f *leanFrames) nextFrame() error {
 			return f.fail(fmt.Errorf("%w: 16-bit length %d (not minimal)", ErrProtocol, n))
 		}
 	case 127:
-		if _, err := io.ReadFull(f.br, h[2:10]); err != nil {
+		if err := f.readFull(h[2:10]); err != nil {
 			return err
 		}
 		u := binary.BigEndian.Uint64(h[2:10])
@@ -186,7 +202,7 @@ func (f *leanFrames) nextFrame() error {
 	}
 	f.masked = masked
 	if masked {
-		if _, err := io.ReadFull(f.br, f.key[:]); err != nil {
+		if err := f.readFull(f.key[:]); err != nil {
 			return err
 		}
 	}
@@ -207,11 +223,12 @@ func (f *leanFrames) nextFrame() error {
 	default:
 		return f.fail(fmt.Errorf("%w: reserved opcode %#x", ErrProtocol, op))
 	}
-	if !fin || n > int64(len(f.ctl)) {
+	if !fin || n > maxControl {
 		return f.fail(fmt.Errorf("%w: fragmented or over-long control frame", ErrProtocol))
 	}
-	body := f.ctl[:n]
-	if _, err := io.ReadFull(f.br, body); err != nil {
+	var ctl [maxControl]byte
+	body := ctl[:n]
+	if err := f.readFull(body); err != nil {
 		return err
 	}
 	if masked {

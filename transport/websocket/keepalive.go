@@ -100,8 +100,9 @@ func (h *health) active() bool {
 // control frame is handled, end of stream or unexpected data make the
 // connection dead. Called with mu held.
 func (h *health) checkLocked() bool {
+	defer h.lean.release()
 	for !h.dead.Load() {
-		if h.lean.br.Buffered() == 0 {
+		if h.lean.buffered() == 0 {
 			switch peek.Socket(h.raw) {
 			case peek.Nothing, peek.Unknown:
 				return true
@@ -111,7 +112,7 @@ func (h *health) checkLocked() bool {
 			}
 		}
 		_ = h.lean.conn.SetReadDeadline(time.Now().Add(pendingWait))
-		_, err := h.lean.br.Peek(2) // a frame's first bytes, not consumed
+		err := h.lean.peek(2) // a frame's first bytes, not consumed
 		if err == nil {
 			err = h.lean.nextFrame()
 		} else if errors.Is(err, os.ErrDeadlineExceeded) {

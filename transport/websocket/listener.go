@@ -2,7 +2,9 @@ package websocket
 
 import (
 	"bufio"
+	"crypto/sha1" //nolint:gosec // RFC 6455's accept key
 	"crypto/tls"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/net/http/httpguts"
 	xws "golang.org/x/net/websocket"
 
 	"github.com/anyconn/kitex-anyconn/transport/connadapt"
@@ -261,20 +264,127 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		l.reject(w, r, http.StatusForbidden, err)
 		return
 	}
-	// x/net does the handshake; the hijacked connection and its buffered
-	// reader are kept for leanFrames.
-	h := &hijacked{ResponseWriter: w}
-	xws.Server{Handler: func(ws *xws.Conn) { l.serveConn(ws, r, h) }}.ServeHTTP(h, r)
+	var accept [28]byte
+	switch {
+	case r.Header.Get("Sec-Websocket-Version") != "13":
+		w.Header().Set("Sec-WebSocket-Version", "13")
+		l.reject(w, r, http.StatusBadRequest, fmt.Errorf("websocket: version %q is not 13", r.Header.Get("Sec-Websocket-Version")))
+		return
+	case !acceptKey(accept[:], r.Header.Get("Sec-Websocket-Key")):
+		l.reject(w, r, http.StatusBadRequest, errors.New("websocket: Sec-WebSocket-Key is not 16 bytes in base64"))
+		return
+	}
+	protocol, err := subprotocol(r.Header)
+	if err != nil {
+		l.reject(w, r, http.StatusBadRequest, err)
+		return
+	}
+	if l.cfg.xnetFraming {
+		// x/net does the handshake again, and its framing is kept.
+		h := &hijacked{ResponseWriter: w}
+		xws.Server{Handler: func(ws *xws.Conn) { l.serveXNet(ws, r, h) }}.ServeHTTP(h, r)
+		return
+	}
+	l.upgrade(w, r, accept[:], protocol)
 }
 
-// hijacked is the ResponseWriter given to x/net's handshake: it keeps what
-// Hijack returned, and gives x/net the connection behind a handoffConn, so
-// that the handler can return (ending net/http's goroutine and letting go
-// of its request, reader and writer) without x/net closing the connection.
+// upgrade answers the upgrade request with 101 and hands the connection to
+// Accept. No goroutine, request, reader or writer of net/http's is kept:
+// the bytes the client sent behind its request are copied out of the
+// HTTP server's reader.
+func (l *Listener) upgrade(w http.ResponseWriter, r *http.Request, accept []byte, protocol string) {
+	hj, ok := w.(http.Hijacker)
+	if !ok {
+		l.reject(w, r, http.StatusInternalServerError, errors.New("websocket: the HTTP server cannot hand the connection over"))
+		return
+	}
+	conn, buf, err := hj.Hijack()
+	if err != nil {
+		l.refusals.Warn("hijack", "websocket: hijack failed", slog.String("peer", r.RemoteAddr), slog.Any("error", err))
+		return
+	}
+	var resp [256]byte
+	b := append(resp[:0], "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	b = append(b, accept...)
+	if protocol != "" {
+		b = append(b, "\r\nSec-WebSocket-Protocol: "...)
+		b = append(b, protocol...)
+	}
+	b = append(b, "\r\n\r\n"...)
+	if _, err := conn.Write(b); err != nil {
+		_ = conn.Close()
+		return
+	}
+	// A client may send frames right behind its upgrade request: they wait
+	// in the HTTP server's reader, which is let go.
+	var pending []byte
+	if n := buf.Reader.Buffered(); n > 0 {
+		p, _ := buf.Reader.Peek(n)
+		pending = append(pending, p...)
+	}
+	if sc, ok := conn.(*slotConn); ok {
+		conn = sc.Conn // its slot was released at the hijack; drop the wrapper and its timer
+	}
+	lean := newLeanFrames(conn, pending, serverSide)
+	lean.pongWrite = l.cfg.PongWriteTimeout
+	local, remote := conn.LocalAddr(), conn.RemoteAddr()
+	if remote == nil {
+		remote = tcpAddr(r.RemoteAddr)
+	}
+	c := newConn(lean, local, remote)
+	c.stream = l.cfg.Stream
+	select {
+	case l.conns <- c:
+	case <-l.done:
+		_ = c.Close()
+		return
+	}
+	if l.cfg.PingInterval > 0 {
+		l.pingIdle(c, lean)
+	}
+}
+
+// acceptKey writes the Sec-WebSocket-Accept of key (RFC 6455, 4.2.2) to
+// dst (28 bytes) and reports whether key is a valid Sec-WebSocket-Key: 16
+// bytes in base64 (4.2.1).
+func acceptKey(dst []byte, key string) bool {
+	var nonce [18]byte
+	if len(key) != 24 {
+		return false
+	}
+	if n, err := base64.StdEncoding.Decode(nonce[:], []byte(key)); err != nil || n != 16 {
+		return false
+	}
+	var in [24 + len(acceptGUID)]byte
+	copy(in[copy(in[:], key):], acceptGUID)
+	sum := sha1.Sum(in[:]) //nolint:gosec // RFC 6455's accept key, not a security hash
+	base64.StdEncoding.Encode(dst, sum[:])
+	return true
+}
+
+// subprotocol returns the subprotocol to name in the answer: as x/net's
+// handshake did, the one the client offered, if it offered exactly one;
+// offering several is refused, since this server chooses none.
+func subprotocol(h http.Header) (string, error) {
+	offered := strings.TrimSpace(h.Get("Sec-Websocket-Protocol"))
+	switch {
+	case offered == "":
+		return "", nil
+	case strings.Contains(offered, ","):
+		return "", fmt.Errorf("websocket: several subprotocols offered (%q), none chosen", offered)
+	case !httpguts.ValidHeaderFieldName(offered): // a token
+		return "", fmt.Errorf("websocket: subprotocol %q is not a token", offered)
+	}
+	return offered, nil
+}
+
+// hijacked is the ResponseWriter given to x/net's handshake (x/net's
+// framing only, for the tests): it keeps what Hijack returned, and gives
+// x/net the connection behind a handoffConn, so that the handler can return
+// (ending net/http's goroutine) without x/net closing the connection.
 type hijacked struct {
 	http.ResponseWriter
 	conn net.Conn
-	buf  *bufio.ReadWriter
 	ho   *handoffConn
 }
 
@@ -287,7 +397,7 @@ func (h *hijacked) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	if err != nil {
 		return c, buf, err
 	}
-	h.conn, h.buf, h.ho = c, buf, &handoffConn{Conn: c}
+	h.conn, h.ho = c, &handoffConn{Conn: c}
 	return h.ho, buf, nil
 }
 
@@ -306,52 +416,24 @@ func (c *handoffConn) Close() error {
 	return c.Conn.Close()
 }
 
-// framesOf returns the framing of an upgraded server connection.
-func (l *Listener) framesOf(ws *xws.Conn, h *hijacked) frames {
-	if l.cfg.xnetFraming {
-		return newXNetFrames(ws, h.conn)
-	}
-	// A client may send frames right behind its upgrade request: they wait
-	// in the HTTP server's buffer, which x/net has not read from. They are
-	// copied out so that the HTTP server's reader and writer can go.
-	var pending []byte
-	if n := h.buf.Reader.Buffered(); n > 0 {
-		b, _ := h.buf.Reader.Peek(n)
-		pending = append(pending, b...)
-	}
-	conn := h.conn
-	if sc, ok := conn.(*slotConn); ok {
-		conn = sc.Conn // its slot was released at the hijack; drop the wrapper and its timer
-	}
-	return newLeanFrames(conn, pending, serverSide)
-}
-
-func (l *Listener) serveConn(ws *xws.Conn, r *http.Request, h *hijacked) {
+// serveXNet hands a connection upgraded by x/net, with x/net's framing, to
+// Accept.
+func (l *Listener) serveXNet(ws *xws.Conn, r *http.Request, h *hijacked) {
 	// net/http leaves its header read deadline on a hijacked connection.
 	_ = ws.SetDeadline(time.Time{})
 	local, _ := r.Context().Value(http.LocalAddrContextKey).(net.Addr)
 	if local == nil {
 		local = l.ln.Addr()
 	}
-	c := newConn(l.framesOf(ws, h), local, tcpAddr(r.RemoteAddr))
+	c := newConn(newXNetFrames(ws, h.conn), local, tcpAddr(r.RemoteAddr))
 	c.stream = l.cfg.Stream
-	lean, _ := c.f.(*leanFrames)
-	if lean != nil {
-		lean.pongWrite = l.cfg.PongWriteTimeout
-	}
 	// From here on the connection belongs to c: x/net's close when this
-	// handler returns does nothing, and the handler returns at once, so
-	// that no goroutine, request, reader or writer of net/http's is kept
-	// per connection.
+	// handler returns does nothing.
 	h.ho.handedOff.Store(true)
 	select {
 	case l.conns <- c:
 	case <-l.done:
 		_ = c.Close()
-		return
-	}
-	if l.cfg.PingInterval > 0 && lean != nil {
-		l.pingIdle(c, lean)
 	}
 }
 
