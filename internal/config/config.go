@@ -54,9 +54,10 @@ type Common struct {
 	LogFormat string
 	// WSPath is WS_PATH: the HTTP path of the WebSocket endpoint.
 	WSPath string
-	// DiscoveryRefresh is DISCOVERY_REFRESH: how often the caller re-reads
-	// the echo instances in etcd (and, with yamux, echo the gateways). Keep
-	// DRAIN_DELAY longer than this.
+	// DiscoveryRefresh is DISCOVERY_REFRESH: how often the caller reads
+	// the echo instances in etcd in full (and, with yamux, echo the
+	// gateways). Changes arrive by etcd's watch at once; the full read is
+	// the safety net.
 	DiscoveryRefresh time.Duration
 	// Tunnel holds the yamux tunnel settings (TRANSPORT=yamux).
 	Tunnel Tunnel
@@ -346,7 +347,7 @@ const (
 	DefaultCallInterval           = time.Second
 	DefaultCallTimeout            = 2 * time.Second
 	DefaultDiscoveryTimeout       = 30 * time.Second
-	DefaultDiscoveryRefresh       = 2 * time.Second
+	DefaultDiscoveryRefresh       = 30 * time.Second
 	DefaultRegistryTTL            = 10 * time.Second
 	DefaultDrainDelay             = 5 * time.Second
 	DefaultShutdownTimeout        = 5 * time.Second

@@ -169,9 +169,15 @@ func TestDeletedRegistrationIsWrittenAgain(t *testing.T) {
 	// A caller alongside resolves every 20 ms, as the services' callers
 	// do (keeping the last instances over an empty answer): it must never
 	// be left without the instance.
+	// Both kinds: one that reads etcd at each Resolve, and one that
+	// watches (it sees each deletion at once).
 	r := etcdreg.NewResolver(cli, "", nil).KeepLast(etcdreg.KeepLastFor(2 * time.Second))
-	if res, err := r.Resolve(context.Background(), "echo"); err != nil || len(res.Instances) != 1 {
-		t.Fatalf("before any deletion: %v, %v", res.Instances, err)
+	w := etcdreg.NewResolver(cli, "", nil).KeepLast(etcdreg.KeepLastFor(2 * time.Second)).Watch(time.Hour)
+	defer w.Close()
+	for _, r := range []*etcdreg.Resolver{r, w} {
+		if res, err := r.Resolve(context.Background(), "echo"); err != nil || len(res.Instances) != 1 {
+			t.Fatalf("before any deletion: %v, %v", res.Instances, err)
+		}
 	}
 	stop := make(chan struct{})
 	missed := make(chan int)
@@ -184,8 +190,10 @@ func TestDeletedRegistrationIsWrittenAgain(t *testing.T) {
 				return
 			case <-time.After(20 * time.Millisecond):
 			}
-			if res, err := r.Resolve(context.Background(), "echo"); err != nil || len(res.Instances) != 1 {
-				n++
+			for _, r := range []*etcdreg.Resolver{r, w} {
+				if res, err := r.Resolve(context.Background(), "echo"); err != nil || len(res.Instances) != 1 {
+					n++
+				}
 			}
 		}
 	}()
@@ -389,4 +397,26 @@ func TestResolverReadsAnOversizedAnswerInPages(t *testing.T) {
 	if n := logs.FilterMessage("discovery: etcd entry ignored").Len(); n != bigs {
 		t.Errorf("%d entries logged as ignored, want the %d big ones, once each", n, bigs)
 	}
+
+	// A watching Resolver reads the same way in full, then follows more
+	// big entries as etcd reports them, one event at a time.
+	w := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "gonet"}).Watch(time.Hour)
+	defer w.Close()
+	count := func() int {
+		res, err := w.Resolve(ctx, "echo")
+		if err != nil {
+			t.Fatalf("watching resolver: %v", err)
+		}
+		return len(res.Instances)
+	}
+	if n := count(); n != bigs+1 {
+		t.Fatalf("watching: %d instances, want the %d valid ones", n, bigs+1)
+	}
+	for i := range 4 {
+		if _, err := cli.Put(ctx, fmt.Sprintf("%s/echo/10.7.0.%d:1", etcdreg.DefaultPrefix, i), big); err != nil {
+			t.Fatal(err)
+		}
+	}
+	register(t, cli, "10.7.0.9:2", map[string]string{etcdreg.TagTransport: "gonet"})
+	testutil.Eventually(t, "the watch sees the entry written after 4 MiB of others", 10*time.Second, func() bool { return count() == bigs+2 })
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"sort"
@@ -28,6 +29,8 @@ type Resolver struct {
 	prefix string
 	tags   map[string]string
 	name   string
+
+	w *watching // nil unless Watch was called
 
 	keepLast time.Duration
 	mu       sync.Mutex
@@ -107,24 +110,17 @@ func (r *Resolver) Target(_ context.Context, target rpcinfo.EndpointInfo) string
 
 // Resolve lists the service's matching instances. An etcd error is
 // returned as an error (Kitex then keeps the instances it knew); a service
-// with no matching instance gives an empty, error-free result.
+// with no matching instance gives an empty, error-free result. A watching
+// Resolver (Watch) answers from memory, and an error only until its first
+// read of etcd succeeds.
 func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Result, error) {
-	res := discovery.Result{Cacheable: true, CacheKey: r.Name() + "/" + service}
-	err := r.scan(ctx, r.prefix+"/"+service+"/", func(kv *mvccpb.KeyValue) {
-		in, why := parseInstance(kv.Value)
-		if why != "" {
-			r.ignore(string(kv.Key), why)
-			return
-		}
-		if !r.matches(in.Tags) {
-			return
-		}
-		if len(res.Instances) == MaxInstances {
-			r.ignore(string(kv.Key), fmt.Sprintf("more than %d instances", MaxInstances))
-			return
-		}
-		res.Instances = append(res.Instances, discovery.NewInstance("tcp", in.Address, in.Weight, in.Tags))
-	})
+	var res discovery.Result
+	var err error
+	if r.w != nil {
+		res, err = r.w.resolve(ctx, r, service)
+	} else {
+		res, err = r.read(ctx, service)
+	}
 	if err != nil {
 		return discovery.Result{}, fmt.Errorf("discovery: list %s in etcd: %w", service, err)
 	}
@@ -148,6 +144,62 @@ func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Resul
 	return res, nil
 }
 
+// read lists the service's matching instances with one read of etcd.
+func (r *Resolver) read(ctx context.Context, service string) (discovery.Result, error) {
+	entries, _, err := r.readEntries(ctx, service)
+	if err != nil {
+		return discovery.Result{}, err
+	}
+	return r.result(service, entries), nil
+}
+
+// entry is one valid registration of a matching instance.
+type entry struct {
+	key string
+	raw string // the value as read: an equal one is no change
+	in  discovery.Instance
+}
+
+// readEntries reads the service's matching instances, and the revision of
+// etcd at which they were read.
+func (r *Resolver) readEntries(ctx context.Context, service string) (map[string]entry, int64, error) {
+	entries := map[string]entry{}
+	rev, err := r.scan(ctx, r.prefix+"/"+service+"/", func(kv *mvccpb.KeyValue) {
+		if e, ok := r.parse(kv); ok {
+			entries[e.key] = e
+		}
+	})
+	return entries, rev, err
+}
+
+// parse returns the entry of kv if it is a valid registration with the
+// wanted tags; an invalid one is logged (once per key).
+func (r *Resolver) parse(kv *mvccpb.KeyValue) (entry, bool) {
+	in, why := parseInstance(kv.Value)
+	if why != "" {
+		r.ignore(string(kv.Key), why)
+		return entry{}, false
+	}
+	if !r.matches(in.Tags) {
+		return entry{}, false
+	}
+	return entry{key: string(kv.Key), raw: string(kv.Value), in: discovery.NewInstance("tcp", in.Address, in.Weight, in.Tags)}, true
+}
+
+// result is the Kitex result of entries: the first MaxInstances by key.
+func (r *Resolver) result(service string, entries map[string]entry) discovery.Result {
+	keys := slices.Sorted(maps.Keys(entries))
+	res := discovery.Result{Cacheable: true, CacheKey: r.Name() + "/" + service, Instances: make([]discovery.Instance, 0, min(len(keys), MaxInstances))}
+	for _, k := range keys {
+		if len(res.Instances) == MaxInstances {
+			r.ignore(k, fmt.Sprintf("more than %d instances", MaxInstances))
+			continue
+		}
+		res.Instances = append(res.Instances, entries[k].in)
+	}
+	return res
+}
+
 // scan calls each with the first maxScanned keys under prefix, in key
 // order. Usually one read does; but values made huge by whoever may write
 // the prefix can make that answer larger than the client takes
@@ -155,21 +207,24 @@ func (r *Resolver) Resolve(ctx context.Context, service string) (discovery.Resul
 // pageKeys, a page that is still too large key by key, and a key whose
 // value alone is too large is ignored: the valid entries are still found,
 // and no more than one page is held at a time.
-func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.KeyValue)) error {
+func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.KeyValue)) (rev int64, err error) {
 	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned))
 	if !tooLarge(err) {
 		if err != nil {
-			return err
+			return 0, err
 		}
 		for _, kv := range resp.Kvs {
 			each(kv)
 		}
-		return nil
+		return resp.Header.Revision, nil
 	}
 	keys, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned), clientv3.WithKeysOnly())
 	if err != nil {
-		return err
+		return 0, err
 	}
+	// The pages are read at the keys' revision: together they are one
+	// snapshot, which a watch can follow from.
+	rev = keys.Header.Revision
 	r.warnOnce("discovery: etcd answer too large, read in pages", prefix, fmt.Sprintf("its entries make more than %d bytes", MaxRecvBytes))
 	for i := 0; i < len(keys.Kvs); i += pageKeys {
 		page := keys.Kvs[i:min(i+pageKeys, len(keys.Kvs))]
@@ -177,7 +232,7 @@ func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.Ke
 		if i+pageKeys < len(keys.Kvs) {
 			end = string(keys.Kvs[i+pageKeys].Key)
 		}
-		resp, err := r.cli.Get(ctx, string(page[0].Key), clientv3.WithRange(end), clientv3.WithLimit(pageKeys))
+		resp, err := r.cli.Get(ctx, string(page[0].Key), clientv3.WithRange(end), clientv3.WithLimit(pageKeys), clientv3.WithRev(rev))
 		if err == nil {
 			for _, kv := range resp.Kvs {
 				each(kv)
@@ -185,21 +240,21 @@ func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.Ke
 			continue
 		}
 		if !tooLarge(err) {
-			return err
+			return 0, err
 		}
 		for _, k := range page {
-			resp, err := r.cli.Get(ctx, string(k.Key))
+			resp, err := r.cli.Get(ctx, string(k.Key), clientv3.WithRev(rev))
 			switch {
 			case tooLarge(err):
 				r.ignore(string(k.Key), fmt.Sprintf("value of more than %d bytes", MaxRecvBytes))
 			case err != nil:
-				return err
+				return 0, err
 			case len(resp.Kvs) == 1:
 				each(resp.Kvs[0])
 			}
 		}
 	}
-	return nil
+	return rev, nil
 }
 
 // pageKeys is how many values scan reads at once when one read is too
@@ -285,8 +340,13 @@ func (r *Resolver) matches(tags map[string]string) bool {
 	return true
 }
 
-// Diff computes the change between two results.
+// Diff computes the change between two results. A watching Resolver hands
+// out the same result until something changes, and the balancer asks every
+// WatchPoll: the same instances are no change, without comparing them.
 func (r *Resolver) Diff(cacheKey string, prev, next discovery.Result) (discovery.Change, bool) {
+	if len(prev.Instances) == len(next.Instances) && (len(prev.Instances) == 0 || &prev.Instances[0] == &next.Instances[0]) {
+		return discovery.Change{}, false
+	}
 	return discovery.DefaultDiff(cacheKey, prev, next)
 }
 
@@ -308,10 +368,11 @@ func (r *Resolver) buildName() string {
 	return b.String()
 }
 
-// Follow resolves service every refresh, in the background until ctx ends
-// or stop is called (which waits for it), and hands apply the sorted
-// addresses of its instances each time; it logs what changed. While etcd
-// is unreachable, apply is not called: the last list stays.
+// Follow hands apply the sorted addresses of service's instances, in the
+// background until ctx ends or stop is called (which waits for it): at
+// once, then at each change a watching Resolver sees, and every refresh;
+// it logs what changed. While etcd is unreachable, apply is not called:
+// the last list stays.
 func (r *Resolver) Follow(ctx context.Context, service string, refresh time.Duration, log *zap.Logger, what string, apply func([]string)) (stop func()) {
 	ctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -330,7 +391,8 @@ func (r *Resolver) follow(ctx context.Context, service string, refresh time.Dura
 	defer tick.Stop()
 	var last []string
 	for {
-		rctx, cancel := context.WithTimeout(ctx, 3*time.Second)
+		changed := r.changes(service) // before reading: a change during the read is not missed
+		rctx, cancel := context.WithTimeout(ctx, readTimeout)
 		res, err := r.Resolve(rctx, service)
 		cancel()
 		if err == nil {
@@ -350,6 +412,7 @@ func (r *Resolver) follow(ctx context.Context, service string, refresh time.Dura
 		select {
 		case <-ctx.Done():
 			return
+		case <-changed:
 		case <-tick.C:
 		}
 	}

@@ -78,14 +78,14 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	rt.Handle("GET /tunnel/agents", obs.JSON(func() any { return agentsView{Gateway: gw.Name(), Agents: gw.AgentInfos()} }))
 	rt.Log.Info("tunnel gateway listening", zap.String("listen", gw.Addr().String()), zap.String("service", tc.Service),
 		zap.String("name", gw.Name()), zap.Strings("public_addresses", tc.PublicAddresses))
-	peers := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log)
+	peers := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log).Watch(cfg.DiscoveryRefresh)
 	stopFollow := peers.Follow(context.Background(), tc.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateway peers", gw.SetPeers) // until close
 	noInstance := fmt.Sprintf("no %s agent connected to this caller's tunnel gateway yet", cfg.EchoService)
 	return &outbound{
 		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer(), MaxMessageBytes: cfg.MaxMessageBytes, Protocol: cfg.CallProtocol},
 		opts: []client.Option{
 			client.WithResolver(gw.Resolver()),
-			client.WithLoadBalancer(gw.Balancer(), balancer(cfg)),
+			client.WithLoadBalancer(gw.Balancer(), balancer(cfg, cfg.DiscoveryRefresh)),
 		},
 		hasInstance: func(context.Context) error {
 			if len(gw.Agents()) == 0 {
@@ -96,6 +96,7 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 		noInstance: noInstance,
 		close: func() {
 			stopFollow()
+			peers.Close()
 			_ = reg.Deregister(nil)
 			_ = gw.Close()
 		},

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/discovery"
@@ -63,9 +64,11 @@ func clientConfig(cfg config.Caller) (transport.ClientConfig, error) {
 	return ccfg, nil
 }
 
-// balancer is how often the client's load balancer re-reads the instances.
-func balancer(cfg config.Caller) *lbcache.Options {
-	return &lbcache.Options{RefreshInterval: cfg.DiscoveryRefresh, ExpireInterval: 10 * cfg.DiscoveryRefresh}
+// balancer is how often the client's load balancer re-reads the instances:
+// every refresh (etcdreg.WatchPoll for a watching resolver, which answers
+// from memory).
+func balancer(cfg config.Caller, refresh time.Duration) *lbcache.Options {
+	return &lbcache.Options{RefreshInterval: refresh, ExpireInterval: 10 * cfg.DiscoveryRefresh}
 }
 
 // wantedTags are the tags of the echo instances the caller can call: those
@@ -83,14 +86,16 @@ func etcdOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	// An emptied etcd (restarted with its data wiped) does not stop the
 	// calls: the instances known last stay in use while echo registers again
 	// (echo notices its lost lease and registers again within about its
-	// REGISTRY_TTL, which the caller reads too).
-	resolver := etcdreg.NewResolver(rt.Etcd, "", wantedTags(cfg)).WithLogger(rt.Log).KeepLast(etcdreg.KeepLastFor(cfg.RegistryTTL))
+	// REGISTRY_TTL, which the caller reads too). Changes come by etcd's
+	// watch; DISCOVERY_REFRESH is how often the instances are read in full.
+	resolver := etcdreg.NewResolver(rt.Etcd, "", wantedTags(cfg)).WithLogger(rt.Log).
+		KeepLast(etcdreg.KeepLastFor(cfg.RegistryTTL)).Watch(cfg.DiscoveryRefresh)
 	noInstance := fmt.Sprintf("no %s instance with transport %s found in etcd", cfg.EchoService, cfg.Transport)
 	return &outbound{
 		transport: ccfg,
 		opts: []client.Option{
 			client.WithResolver(resolver),
-			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg)),
+			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg, etcdreg.WatchPoll)),
 		},
 		hasInstance: func(ctx context.Context) error {
 			res, err := resolver.Resolve(ctx, cfg.EchoService)
@@ -103,7 +108,7 @@ func etcdOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 			return nil
 		},
 		noInstance: noInstance,
-		close:      func() {},
+		close:      resolver.Close,
 	}, nil
 }
 
@@ -129,7 +134,7 @@ func staticOutbound(cfg config.Caller, _ *app.Runtime) (*outbound, error) {
 		transport: ccfg,
 		opts: []client.Option{
 			client.WithResolver(resolver),
-			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg)),
+			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg, cfg.DiscoveryRefresh)),
 		},
 		hasInstance: func(context.Context) error { return nil },
 		noInstance:  "no instance in ECHO_ADDRESSES",

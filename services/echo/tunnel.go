@@ -57,8 +57,12 @@ func tunnelInbound(ctx context.Context, cfg config.Echo, rt *app.Runtime) (*inbo
 		agent.SetGateways(static)
 		notReady = "no tunnel session to a gateway of TUNNEL_GATEWAYS " + strings.Join(static, ",")
 	} else {
-		gateways := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log)
-		stop = gateways.Follow(ctx, cfg.Tunnel.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateways", agent.SetGateways)
+		gateways := etcdreg.NewResolver(rt.Etcd, "", etcdreg.Tags(transport.Yamux, "", false)).WithLogger(rt.Log).Watch(cfg.DiscoveryRefresh)
+		stopFollow := gateways.Follow(ctx, cfg.Tunnel.Service, cfg.DiscoveryRefresh, rt.Log, "tunnel gateways", agent.SetGateways)
+		stop = func() {
+			stopFollow()
+			gateways.Close()
+		}
 	}
 	return &inbound{
 		opts: sopts,

@@ -218,7 +218,7 @@ func TestCallerCallsEchoOnEveryTransport(t *testing.T) {
 			const calls = 5
 			caller := start(t, "caller", append([]string{"TRANSPORT=" + transport, "ETCD_ENDPOINTS=" + etcd,
 				"ADMIN_ADDR=127.0.0.1:0", fmt.Sprintf("CALL_COUNT=%d", calls), "CALL_INTERVAL=50ms",
-				"DISCOVERY_TIMEOUT=20s", "DISCOVERY_REFRESH=200ms"}, tunnelEnv("")...)...)
+				"DISCOVERY_TIMEOUT=20s"}, tunnelEnv("")...)...)
 			if code := caller.wait(60 * time.Second); code != 0 {
 				t.Fatalf("caller exited %d, want 0", code)
 			}
@@ -263,7 +263,7 @@ func tunnelEnv(agentID string) []string {
 func TestTunnelTwoCallersTwoEchoes(t *testing.T) {
 	t.Parallel()
 	etcd := etcdtest.Start(t)
-	env := []string{"SERVICE_NAME=tun", "ECHO_SERVICE=tun", "DISCOVERY_REFRESH=200ms"}
+	env := []string{"SERVICE_NAME=tun", "ECHO_SERVICE=tun"}
 	var echoes []*echoProc
 	for _, id := range []string{"echo-a", "echo-b"} {
 		echoes = append(echoes, startEcho(t, etcd, "yamux", append(env, tunnelEnv(id)...)...))
@@ -424,7 +424,7 @@ func TestTLSConfiguration(t *testing.T) {
 		}
 	})
 	t.Run("tunnel-mtls", func(t *testing.T) {
-		env := []string{"SERVICE_NAME=mtls", "ECHO_SERVICE=mtls", "DISCOVERY_REFRESH=200ms", "TUNNEL_TLS_CA_FILE=" + caFile}
+		env := []string{"SERVICE_NAME=mtls", "ECHO_SERVICE=mtls", "TUNNEL_TLS_CA_FILE=" + caFile}
 		startEcho(t, etcd, "yamux", append(append(env, tunnelEnv("mtls-agent")...),
 			"TUNNEL_TLS_CERT_FILE="+cliCert, "TUNNEL_TLS_KEY_FILE="+cliKey)...)
 		caller := start(t, "caller", append(append(env, tunnelEnv("")...), "TRANSPORT=yamux", "ETCD_ENDPOINTS="+etcd,
@@ -526,7 +526,7 @@ func TestSIGKILLedEchoCostsNoCall(t *testing.T) {
 		t.Run(transport, func(t *testing.T) {
 			t.Parallel()
 			svc := "kill-" + transport
-			env := append([]string{"SERVICE_NAME=" + svc, "ECHO_SERVICE=" + svc, "DISCOVERY_REFRESH=200ms"}, tunnelEnv("")...)
+			env := append([]string{"SERVICE_NAME=" + svc, "ECHO_SERVICE=" + svc}, tunnelEnv("")...)
 			victim := startEcho(t, etcd, transport, append(env[:len(env):len(env)], "TUNNEL_AGENT_ID="+svc+"-a")...)
 			startEcho(t, etcd, transport, append(env[:len(env):len(env)], "TUNNEL_AGENT_ID="+svc+"-b")...)
 			caller := start(t, "caller", append(env, "TRANSPORT="+transport, "ETCD_ENDPOINTS="+etcd,

@@ -55,7 +55,7 @@ func TestEtcdOutage(t *testing.T) {
 	}
 	defer func() { srv.Close() }()
 	const ttl = 2 * time.Second
-	env := []string{"SERVICE_NAME=outage", "ECHO_SERVICE=outage", "REGISTRY_TTL=" + ttl.String(), "DISCOVERY_REFRESH=200ms"}
+	env := []string{"SERVICE_NAME=outage", "ECHO_SERVICE=outage", "REGISTRY_TTL=" + ttl.String()}
 	a := startEcho(t, addr, "gonet", env...)
 	b := startEcho(t, addr, "gonet", env...)
 	caller := start(t, "caller", append(env, "TRANSPORT=gonet", "ETCD_ENDPOINTS="+addr,
@@ -116,7 +116,7 @@ func TestEtcdUnreachableAtStart(t *testing.T) {
 	echo := start(t, "echo", "TRANSPORT=netpoll", "ETCD_ENDPOINTS="+addr, "LISTEN_ADDR="+echoAddr,
 		"ADVERTISE_ADDR="+echoAddr, "ADMIN_ADDR="+echoAdmin, "SERVICE_NAME=late", "DRAIN_DELAY=1s")
 	caller := start(t, "caller", "TRANSPORT=netpoll", "ETCD_ENDPOINTS="+addr, "ADMIN_ADDR="+callerAdmin,
-		"ECHO_SERVICE=late", "CALL_INTERVAL=100ms", "DISCOVERY_REFRESH=200ms")
+		"ECHO_SERVICE=late", "CALL_INTERVAL=100ms")
 	for _, admin := range []string{echoAdmin, callerAdmin} {
 		testutil.Eventually(t, "alive without etcd", 10*time.Second, func() bool { return httpStatus("http://"+admin+"/healthz") == 200 })
 	}
@@ -160,7 +160,7 @@ func TestRollingRestartUnderLoad(t *testing.T) {
 			t.Parallel()
 			etcd := etcdtest.Start(t)
 			svc := "roll-" + tr
-			env := []string{"SERVICE_NAME=" + svc, "ECHO_SERVICE=" + svc, "DISCOVERY_REFRESH=200ms", "DRAIN_DELAY=1s"}
+			env := []string{"SERVICE_NAME=" + svc, "ECHO_SERVICE=" + svc, "DRAIN_DELAY=1s"}
 			echoEnv := func(id string) []string {
 				if tr == "yamux" {
 					return append(env, tunnelEnv(id)...)

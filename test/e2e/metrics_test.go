@@ -25,7 +25,7 @@ func TestRPCMetricsOnEveryTransport(t *testing.T) {
 			echo := startEcho(t, etcd, transport, append(env, tunnelEnv("metrics-"+transport)...)...)
 			admin := freeAddr(t)
 			start(t, "caller", append(append(env, tunnelEnv("")...), "TRANSPORT="+transport, "ETCD_ENDPOINTS="+etcd,
-				"ADMIN_ADDR="+admin, "CALL_INTERVAL=50ms", "DISCOVERY_REFRESH=200ms")...)
+				"ADMIN_ADDR="+admin, "CALL_INTERVAL=50ms")...)
 			testutil.Eventually(t, "caller up", 20*time.Second, func() bool { return httpStatus("http://"+admin+"/healthz") == 200 })
 			labels := fmt.Sprintf(`callee="m-%s",caller="caller",method="echo",retry="0",status="succeed",transport=%q`, transport, transport)
 			var client, server float64

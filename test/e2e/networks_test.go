@@ -21,7 +21,7 @@ import (
 func TestTunnelBehindOneAddressWithoutEtcd(t *testing.T) {
 	t.Parallel()
 	etcd := etcdtest.Start(t)
-	env := []string{"SERVICE_NAME=edge", "ECHO_SERVICE=edge", "DISCOVERY_REFRESH=200ms"}
+	env := []string{"SERVICE_NAME=edge", "ECHO_SERVICE=edge"}
 	wsAddrs := []string{freeAddr(t), freeAddr(t)}
 	lb := testutil.StartBalancer(t, wsAddrs...)
 	shared := "ws://" + lb.Addr() + "/tunnel"

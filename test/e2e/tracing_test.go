@@ -100,7 +100,7 @@ func TestTracesAcrossCallerAndEchoOnEveryTransport(t *testing.T) {
 			const calls = 3
 			caller := start(t, "caller", append(append(env, tunnelEnv("")...), "TRANSPORT="+transport, "ETCD_ENDPOINTS="+etcd,
 				"ADMIN_ADDR=127.0.0.1:0", fmt.Sprintf("CALL_COUNT=%d", calls), "CALL_INTERVAL=50ms",
-				"DISCOVERY_TIMEOUT=20s", "DISCOVERY_REFRESH=200ms")...)
+				"DISCOVERY_TIMEOUT=20s")...)
 			if code := caller.wait(60 * time.Second); code != 0 {
 				t.Fatalf("caller exited %d, want 0", code)
 			}
