@@ -13,6 +13,9 @@ type agentFigures struct {
 	Agents          int     `json:"agents"`
 	Sessions        int     `json:"sessions_per_agent"`
 	Processes       int     `json:"agent_processes"`
+	Variant         string  `json:"variant,omitempty"` // a storm variant: what differs from the plain rows
+	TLS             bool    `json:"tls"`
+	DownS           float64 `json:"gateway_down_s"` // how long the gateway stayed down before its restart
 	RSSPerAgent     float64 `json:"gateway_rss_bytes_per_agent"`
 	HeapPerAgent    float64 `json:"gateway_heap_bytes_per_agent"`
 	GatewayRSS      int64   `json:"gateway_rss_bytes"`
@@ -49,6 +52,9 @@ type agentsConfig struct {
 	maxPerSource    int
 	settle, idleCPU time.Duration
 	timeout         time.Duration
+	tls             bool          // the tunnel's TLS
+	restartDelay    time.Duration // how long the gateway stays down
+	variant         string        // names a storm variant row
 }
 
 // refusalMsgs are the gateway's log messages of refused or failed handshakes.
@@ -64,6 +70,9 @@ func (c agentsConfig) gatewayArgs(addr string, agents int, call bool) []string {
 	}
 	if c.maxPerSource > 0 {
 		args = append(args, "-max-handshakes-per-source", strconv.Itoa(c.maxPerSource))
+	}
+	if c.tls {
+		args = append(args, "-tls")
 	}
 	return args
 }
@@ -92,7 +101,7 @@ func startGateway(self string, args []string) (*proc, string, error) {
 // memory, then a SIGKILL of the gateway and its restart on the same port
 // with a caller calling every agent in turn.
 func measureAgents(self string, n int, c agentsConfig) (agentFigures, error) {
-	f := agentFigures{Agents: n, Sessions: c.sessions}
+	f := agentFigures{Agents: n, Sessions: c.sessions, Variant: c.variant, TLS: c.tls, DownS: c.restartDelay.Seconds()}
 	addr, err := freeAddr()
 	if err != nil {
 		return f, err
@@ -126,6 +135,9 @@ func measureAgents(self string, n int, c agentsConfig) (agentFigures, error) {
 		}
 		if c.backoffMax > 0 {
 			args = append(args, "-backoff-max", c.backoffMax.String())
+		}
+		if c.tls {
+			args = append(args, "-tls")
 		}
 		a, err := startProc(fmt.Sprintf("agents-%d", first), self, args, nil, nil)
 		if err != nil {
@@ -163,6 +175,7 @@ func measureAgents(self string, n int, c agentsConfig) (agentFigures, error) {
 	// every agent in turn from its first moment.
 	t1 := time.Now()
 	gw.kill()
+	time.Sleep(c.restartDelay)
 	gw, statsURL, err = startGateway(self, c.gatewayArgs(addr, n, true))
 	if err != nil {
 		return f, err

@@ -30,6 +30,7 @@ type connFigures struct {
 // connsConfig is the connections part's settings.
 type connsConfig struct {
 	settle, idleCPU time.Duration
+	sessionCPU      time.Duration // yamux: one keep-alive interval, so that every session pings once
 	timeout         time.Duration
 }
 
@@ -161,7 +162,7 @@ func measureSessions(self string, n int, c connsConfig) (connFigures, error) {
 	f.ServerRSS = agents.rss()
 	f.RSSPerConn = float64(f.ServerRSS-before) / float64(f.Open)
 	f.GatewayRSS = float64(gw.rss()-gwBefore) / float64(f.Open)
-	f.IdleCPU = cpuWindow(agents, c.idleCPU)
+	f.IdleCPU = cpuWindow(agents, c.sessionCPU)
 	fmt.Fprintf(os.Stderr, "conns %-9s %6d: %.1f KiB per session (gateway %.1f KiB), %.2f ms CPU/s idle, all up in %.2fs %s\n",
 		"yamux", n, f.RSSPerConn/1024, f.GatewayRSS/1024, f.IdleCPU, f.OpenS, f.Error)
 	return f, nil

@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"path/filepath"
@@ -24,23 +25,23 @@ import (
 // instanceFigures are what one size of the instances part measured.
 type instanceFigures struct {
 	Instances      int                `json:"instances"`
-	CallerCPU      float64            `json:"caller_cpu_ms_per_s"`     // at CALL_INTERVAL's default (1 call/s)
-	CallerRSS      int64              `json:"caller_rss_bytes"`        // at the end of that window
-	EtcdReqPerSec  float64            `json:"etcd_requests_per_s"`     // the caller's, all methods but LeaseKeepAlive
-	EtcdByMethod   map[string]float64 `json:"etcd_requests_per_s_by"`  // per gRPC method
-	WindowS        float64            `json:"window_s"`                // of the two figures above
-	RegisterMs     []float64          `json:"register_to_call_ms"`     // each trial
-	DeregisterMs   []float64          `json:"deregister_to_call_ms"`   // each trial
-	CallsFailed    int                `json:"calls_failed"`            // by the fast caller, over its trials
-	CallsOK        int                `json:"calls_ok"`                // by the fast caller
-	RegisterSecs   float64            `json:"registering_s"`           // time to register them all
-	DiscoveryLines int                `json:"caller_discovery_lines"`  // caller log lines that are not calls
+	CallerCPU      float64            `json:"caller_cpu_ms_per_s"`      // at CALL_INTERVAL's default (1 call/s)
+	CallerRSS      int64              `json:"caller_rss_bytes"`         // at the end of that window
+	EtcdReqPerSec  float64            `json:"etcd_requests_per_s"`      // the caller's, all methods but LeaseKeepAlive
+	EtcdByMethod   map[string]float64 `json:"etcd_requests_per_s_by"`   // per gRPC method
+	WindowS        float64            `json:"window_s"`                 // of the two figures above
+	RegisterMs     []float64          `json:"register_to_call_ms"`      // each trial
+	DeregisterMs   []float64          `json:"deregister_to_call_ms"`    // each trial
+	CallsFailed    int                `json:"calls_failed"`             // by the fast caller, over its trials
+	CallsOK        int                `json:"calls_ok"`                 // by the fast caller
+	RegisterSecs   float64            `json:"registering_s"`            // time to register them all
+	DiscoveryLines int                `json:"caller_discovery_lines"`   // caller log lines that are not calls
 	Env            string             `json:"caller_discovery_refresh"` // DISCOVERY_REFRESH if set
 }
 
 // instancesConfig is the instances part's settings.
 type instancesConfig struct {
-	bin      string        // folder of the echo and caller binaries
+	bin      string         // folder of the echo and caller binaries
 	kind     transport.Kind // the transport of echo and caller
 	window   time.Duration  // CPU and request-rate window
 	trials   int            // registration and deregistration trials
@@ -304,7 +305,6 @@ func measureInstances(cli *clientv3.Client, endpoint string, n, port int, c inst
 		}
 		f.RegisterMs = append(f.RegisterMs, reg)
 		f.DeregisterMs = append(f.DeregisterMs, dereg)
-		time.Sleep(200 * time.Millisecond)
 	}
 	f.CallsOK, f.CallsFailed = fast.counts()
 	fmt.Fprintf(os.Stderr, "instances %5d: caller %.2f ms CPU/s, %.2f etcd requests/s, register->call %v ms, deregister->call %v ms\n",
@@ -312,9 +312,22 @@ func measureInstances(cli *clientv3.Client, endpoint string, n, port int, c inst
 	return f, nil
 }
 
+// phase returns a random wait within the caller's refresh period
+// (DISCOVERY_REFRESH, 2 s if unset; at most 2 s).
+func phase() time.Duration {
+	period := 2 * time.Second
+	if d, err := time.ParseDuration(os.Getenv("DISCOVERY_REFRESH")); err == nil && d > 0 && d < period {
+		period = d
+	}
+	return rand.N(period)
+}
+
 // probe registers addr, waits for the first call to it, deregisters it and
 // waits until calls stop going there; it returns both delays in ms.
 func probe(cli *clientv3.Client, addr string, weight int, kind transport.Kind, log *callLog) (float64, float64, error) {
+	// At a random moment of the caller's refresh period: a poll would
+	// otherwise meet the same phase of its ticker at every trial.
+	time.Sleep(phase())
 	r, err := register(cli, addr, weight, kind)
 	if err != nil {
 		return 0, 0, err
@@ -342,7 +355,7 @@ func probe(cli *clientv3.Client, addr string, weight int, kind transport.Kind, l
 			return 0, 0, fmt.Errorf("no call reached %s within 15 s of its registration", addr)
 		}
 	}
-	time.Sleep(300 * time.Millisecond)
+	time.Sleep(100*time.Millisecond + phase())
 	t1 := time.Now() // Deregister deletes the key (and revokes the lease) from here
 	if err := r.Deregister(nil); err != nil {
 		return reg, 0, err

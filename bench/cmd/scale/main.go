@@ -80,6 +80,9 @@ func main() {
 	backoffMax := flag.Duration("backoff-max", 0, "agents' BackoffMax (the library's default if 0)")
 	maxHS := flag.Int("max-handshakes", 0, "gateway's MaxHandshakes (the library's default if 0)")
 	maxHSSource := flag.Int("max-handshakes-per-source", 0, "gateway's MaxHandshakesPerSource (the library's default if 0)")
+	withTLS := flag.Bool("tls", false, "the agents part over the tunnel's TLS")
+	restartDelay := flag.Duration("restart-delay", 0, "how long the killed gateway stays down before it starts again")
+	storms := flag.String("storms", "", "storm variants run again at the largest agent count: tls, down (gateway down 5 s before its restart); full run: tls,down")
 	bin := flag.String("bin", "bin", "folder of the echo and caller binaries (make build)")
 	kind := flag.String("kind", "netpoll", "transport of echo and caller in the instances part")
 	trials := flag.Int("trials", 0, "registration/deregistration trials per size (5; quick 2)")
@@ -96,19 +99,24 @@ func main() {
 	r := report{Name: "scale", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339),
 		Command: strings.Join(os.Args, " "), FileLimit: raiseFileLimit()}
 	ac := agentsConfig{sessions: *sessions, perProcess: *perProcess, backoffMin: *backoffMin, backoffMax: *backoffMax,
-		maxHandshakes: *maxHS, maxPerSource: *maxHSSource, settle: 2 * time.Second, idleCPU: 3 * time.Second, timeout: 60 * time.Second}
+		maxHandshakes: *maxHS, maxPerSource: *maxHSSource, tls: *withTLS, restartDelay: *restartDelay, settle: 2 * time.Second, idleCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
 	ic := instancesConfig{bin: *bin, kind: transport.Kind(*kind), window: 10 * time.Second, trials: 5, interval: 10 * time.Millisecond}
-	cc := connsConfig{settle: 1500 * time.Millisecond, idleCPU: 3 * time.Second, timeout: 60 * time.Second}
+	cc := connsConfig{settle: 1500 * time.Millisecond, idleCPU: 3 * time.Second, sessionCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
 	as, is, cs := []int{10, 100, 1000}, []int{10, 100, 1000}, []int{100, 1000, 10000}
+	variants := "tls,down"
 	if *quick {
+		variants = ""
 		r.Name = "scale-quick"
 		as, is, cs = []int{10, 100}, []int{10, 100}, []int{100, 1000}
-		ac.settle, ac.idleCPU = time.Second, time.Second
+		ac.settle, ac.idleCPU = time.Second, 2*time.Second
 		ic.window, ic.trials = 4*time.Second, 2
-		cc.settle, cc.idleCPU = time.Second, time.Second
+		cc.settle, cc.idleCPU, cc.sessionCPU = time.Second, time.Second, 2*time.Second
 	}
 	if *name != "" {
 		r.Name = *name
+	}
+	if flagSet("storms") {
+		variants = *storms
 	}
 	if *trials > 0 {
 		ic.trials = *trials
@@ -122,6 +130,8 @@ func main() {
 		"max_handshakes":            orDefaultInt(*maxHS, tunnel.DefaultMaxHandshakes),
 		"max_handshakes_per_source": orDefaultInt(*maxHSSource, tunnel.DefaultMaxHandshakesPerSource),
 		"instances_transport":       *kind,
+		"tunnel_tls":                strconv.FormatBool(*withTLS),
+		"gateway_down":              restartDelay.String(),
 		"discovery_refresh":         envOr("DISCOVERY_REFRESH", "(caller default)"),
 		"fast_caller_interval":      ic.interval.String(),
 	}
@@ -135,6 +145,27 @@ func main() {
 			if err != nil {
 				r.Errors = append(r.Errors, fmt.Sprintf("agents %d: %v", n, err))
 				fmt.Fprintln(os.Stderr, "scale: agents", n, err)
+			}
+			r.Agents = append(r.Agents, f)
+		}
+		for _, v := range strings.Split(variants, ",") {
+			vc := ac
+			vc.idleCPU = time.Second // the rows above have the idle figures
+			switch strings.TrimSpace(v) {
+			case "":
+				continue
+			case "tls":
+				vc.tls, vc.variant = true, "tunnel TLS"
+			case "down":
+				vc.restartDelay, vc.variant = 5*time.Second, "gateway down 5 s"
+			default:
+				fail(fmt.Errorf("storm variant %q: want tls or down", v))
+			}
+			n := as[len(as)-1]
+			f, err := measureAgents(self, n, vc)
+			if err != nil {
+				r.Errors = append(r.Errors, fmt.Sprintf("agents %d (%s): %v", n, vc.variant, err))
+				fmt.Fprintln(os.Stderr, "scale: agents", n, vc.variant, err)
 			}
 			r.Agents = append(r.Agents, f)
 		}
@@ -182,6 +213,13 @@ func write(r report, dir string) error {
 		return err
 	}
 	return chart(r, filepath.Join(dir, r.Name+".svg"))
+}
+
+// flagSet says whether the flag name was given.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 func sizes(s string, def []int) []int {

@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -43,7 +44,9 @@ func agentID(i int) string { return fmt.Sprintf("agent-%d", i) }
 // agent its own IP (127.10.0.1 up), as a fleet reaches its gateway from
 // many addresses, so that the gateway's per-source handshake limit sees
 // what it sees in production.
-func agentSource(i int) net.IP { return net.IPv4(127, 10+byte(i/(250*250)), byte(i/250%250), byte(i%250+1)) }
+func agentSource(i int) net.IP {
+	return net.IPv4(127, 10+byte(i/(250*250)), byte(i/250%250), byte(i%250+1))
+}
 
 // stdinLines delivers this process's standard input lines, and closes the
 // channel at EOF: the orchestrator went away or asks us to stop.
@@ -94,12 +97,20 @@ func runGateway(args []string) error {
 	every := fs.Duration("every", 2*time.Millisecond, "time between calls")
 	maxHS := fs.Int("max-handshakes", 0, "GatewayConfig.MaxHandshakes (default if 0)")
 	maxHSSource := fs.Int("max-handshakes-per-source", 0, "GatewayConfig.MaxHandshakesPerSource (default if 0)")
+	withTLS := fs.Bool("tls", false, "the tunnel's TLS (a self-signed certificate)")
 	_ = fs.Parse(args)
 	klog.SetLevel(klog.LevelFatal)
 	raiseFileLimit()
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	gw, err := tunnel.Listen(*addr, tunnel.GatewayConfig{Token: token, Logger: log,
-		MaxHandshakes: *maxHS, MaxHandshakesPerSource: *maxHSSource})
+	cfg := tunnel.GatewayConfig{Token: token, Logger: log, MaxHandshakes: *maxHS, MaxHandshakesPerSource: *maxHSSource}
+	if *withTLS {
+		tc, err := tunnel.SelfSignedTLS()
+		if err != nil {
+			return err
+		}
+		cfg.TLSConfig = tc
+	}
+	gw, err := tunnel.Listen(*addr, cfg)
 	if err != nil {
 		return err
 	}
@@ -216,6 +227,7 @@ func runAgents(args []string) error {
 	wait := fs.Bool("wait", false, "dial only after a \"go\" line on standard input")
 	bmin := fs.Duration("backoff-min", 0, "AgentConfig.BackoffMin (default if 0)")
 	bmax := fs.Duration("backoff-max", 0, "AgentConfig.BackoffMax (default if 0)")
+	withTLS := fs.Bool("tls", false, "the tunnel's TLS (the gateway's certificate is self-signed: not verified, the handshake is bound to the TLS session)")
 	_ = fs.Parse(args)
 	klog.SetLevel(klog.LevelFatal)
 	raiseFileLimit()
@@ -224,8 +236,12 @@ func runAgents(args []string) error {
 	var agents []*tunnel.Agent
 	for i := *first; i < *first+*count; i++ {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: agentSource(i)}}
-		a, err := tunnel.NewAgent(tunnel.AgentConfig{ID: agentID(i), Token: token, Sessions: *sessions,
-			BackoffMin: *bmin, BackoffMax: *bmax, Logger: log, Dial: d.DialContext})
+		cfg := tunnel.AgentConfig{ID: agentID(i), Token: token, Sessions: *sessions,
+			BackoffMin: *bmin, BackoffMax: *bmax, Logger: log, Dial: d.DialContext}
+		if *withTLS {
+			cfg.TLSConfig = &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS13} //nolint:gosec // see SelfSignedTLS
+		}
+		a, err := tunnel.NewAgent(cfg)
 		if err != nil {
 			return err
 		}

@@ -8,12 +8,12 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
-	"unsafe"
 )
 
 // proc is a child process: this program in another mode, or a service
@@ -231,14 +231,33 @@ func (p *proc) cpu() time.Duration { return procCPU(p.cmd.Process.Pid) }
 // rss returns p's resident set size in bytes.
 func (p *proc) rss() int64 { return procRSS(p.cmd.Process.Pid) }
 
-// procCPU returns the CPU time of process pid, in nanoseconds through its
-// CPU-time clock (the scheduler's own count: /proc's ticks of 10 ms are too
-// coarse for an idle process), or from /proc if that clock fails.
+// procCPU returns the CPU time of process pid: the sum of its threads'
+// se.sum_exec_runtime (/proc/<pid>/task/*/sched, the scheduler's own count
+// in ns; /proc's ticks of 10 ms are too coarse for an idle process, and
+// another process's CPU-time clock does not advance for Go processes on
+// this kernel), or from /proc/<pid>/stat if those files are missing.
 func procCPU(pid int) time.Duration {
-	clock := (^uintptr(pid) << 3) | 2 // MAKE_PROCESS_CPUCLOCK(pid, CPUCLOCK_SCHED)
-	var ts syscall.Timespec
-	if _, _, e := syscall.Syscall(syscall.SYS_CLOCK_GETTIME, clock, uintptr(unsafe.Pointer(&ts)), 0); e == 0 {
-		return time.Duration(ts.Nano())
+	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/sched", pid))
+	var sum float64
+	found := false
+	for _, t := range tasks {
+		b, err := os.ReadFile(t)
+		if err != nil {
+			continue
+		}
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, "se.sum_exec_runtime") {
+				f := strings.Fields(l)
+				if v, err := strconv.ParseFloat(f[len(f)-1], 64); err == nil {
+					sum += v // ms
+					found = true
+				}
+				break
+			}
+		}
+	}
+	if found {
+		return time.Duration(sum * float64(time.Millisecond))
 	}
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {

@@ -60,13 +60,17 @@ func agentsTable(b *strings.Builder, fs []agentFigures) {
 	b.WriteString("## Agents on one gateway\n\n")
 	b.WriteString("Each agent has its own identity, sessions and loopback source address (127.10.x.y, so that the gateway's per-source handshake limit sees a fleet, not one host); " +
 		"several agents share a process and one Kitex echo server. Cold start: the gateway is up, every agent process starts at once. " +
-		"Restart: the gateway process gets SIGKILL and starts again on the same port, calling every agent in turn from its first moment (one call every 2 ms); " +
+		"Restart: the gateway process gets SIGKILL and starts again on the same port (at once, or after 5 s down in the variant so named), calling every agent in turn from its first moment (one call every 2 ms); " +
 		"times count from the kill. Refused: handshakes the gateway refused or that failed (its counter); log lines: its refusal lines (sampled).\n\n")
-	b.WriteString("| agents | sessions each | gateway RSS per agent | gateway heap per agent | gateway idle CPU (ms/s) | cold: all agents (s) | cold: all sessions (s) | cold: refused (log lines) | restart: all agents (s) | restart: all sessions (s) | restart: refused (log lines) | calls failed before a full round | full round (s) | agents gave up | agents' failed attempts (warn lines) |\n")
-	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString("| agents | variant | sessions each | gateway RSS per agent | gateway heap per agent | gateway idle CPU (ms/s) | cold: all agents (s) | cold: all sessions (s) | cold: refused (log lines) | restart: all agents (s) | restart: all sessions (s) | restart: refused (log lines) | calls failed before a full round | full round (s) | agents gave up | agents' failed attempts (warn lines) |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, f := range fs {
-		fmt.Fprintf(b, "| %d | %d | %.1f KiB | %.1f KiB | %.2f | %s | %s | %d (%d) | %s | %s | %d (%d) | %d of %d | %s | %d | %d (%d) |\n",
-			f.Agents, f.Sessions, f.RSSPerAgent/1024, f.HeapPerAgent/1024, f.IdleCPU,
+		v := f.Variant
+		if v == "" {
+			v = "plain"
+		}
+		fmt.Fprintf(b, "| %d | %s | %d | %.1f KiB | %.1f KiB | %.2f | %s | %s | %d (%d) | %s | %s | %d (%d) | %d of %d | %s | %d | %d (%d) |\n",
+			f.Agents, v, f.Sessions, f.RSSPerAgent/1024, f.HeapPerAgent/1024, f.IdleCPU,
 			secs(f.Cold.AllAgentsS), secs(f.Cold.AllSessionsS), f.Cold.Refused, f.Cold.RefusalLines,
 			secs(f.Restart.AllAgentsS), secs(f.Restart.AllSessionsS), f.Restart.Refused, f.Restart.RefusalLines,
 			f.Restart.CallsFailed, f.Restart.CallsFailed+f.Restart.CallsOK, secs(f.Restart.FullRoundS), f.AgentsGaveUp,
@@ -82,8 +86,12 @@ func agentsTable(b *strings.Builder, fs []agentFigures) {
 		if back < 0 || back > stormGoal || f.Restart.TimedOut {
 			verdict = "not met"
 		}
-		fmt.Fprintf(b, "Reconnect storm, %d agents: every session back %s s after the kill (goal %.0f s: %s); %d handshakes refused, %d refusal log lines; %d agents gave up; %d calls failed before the first full round of calls.\n\n",
-			f.Agents, secs(back), stormGoal, verdict, f.Restart.Refused, f.Restart.RefusalLines, f.AgentsGaveUp, f.Restart.CallsFailed)
+		v := ""
+		if f.Variant != "" {
+			v = " (" + f.Variant + ")"
+		}
+		fmt.Fprintf(b, "Reconnect storm, %d agents%s: every session back %s s after the kill, %s s after the new gateway listened (goal %.0f s: %s); %d handshakes refused, %d refusal log lines; %d agents gave up; %d calls failed before the first full round of calls.\n\n",
+			f.Agents, v, secs(back), secs(back-f.Restart.GatewayUpS), stormGoal, verdict, f.Restart.Refused, f.Restart.RefusalLines, f.AgentsGaveUp, f.Restart.CallsFailed)
 	}
 }
 
