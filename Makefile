@@ -161,6 +161,10 @@ bench: ## Full benchmark, separate processes: every transport vs raw TCP and a r
 bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; about 90 s); writes bench/results/quick.{md,json} and charts.
 	go run ./bench/cmd/bench -quick
 
+.PHONY: bench-scale
+bench-scale: build ## How cost grows (about 7 min; SCALE_FLAGS=-quick about 2): 10-1,000 tunnel agents on one gateway and its restart storm, 10-1,000 instances in etcd with a real caller, 100-10,000 idle connections per transport; writes bench/results/scale.{md,json,svg}.
+	go run ./bench/cmd/scale -bin $(BIN) $(SCALE_FLAGS)
+
 .PHONY: gen
 gen: ## Regenerate kitex_gen/ from idl/ with the pinned Kitex generator.
 	go tool kitex -module $(MODULE) idl/echo.thrift
