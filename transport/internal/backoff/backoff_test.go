@@ -5,16 +5,40 @@ import (
 	"time"
 )
 
-func TestNextDoublesWithinBoundsAndResets(t *testing.T) {
+func TestNextGrowsWithinBoundsAndResets(t *testing.T) {
 	b := New(100*time.Millisecond, time.Second)
-	for i, cur := range []time.Duration{100, 200, 400, 800, 1000, 1000} {
-		cur *= time.Millisecond
+	// 100 ms, then Growth (1.5x) per attempt up to the maximum: 150 ms,
+	// 225 ms, 337.5 ms, 506.25 ms, 759.375 ms, 1 s, 1 s.
+	cur := 100 * time.Millisecond
+	for i := range 8 {
 		if d := b.Next(); d < cur/2 || d > cur {
 			t.Fatalf("step %d: delay %v outside [%v, %v]", i, d, cur/2, cur)
 		}
+		cur = min(time.Duration(float64(cur)*Growth), time.Second)
 	}
 	b.Reset()
 	if d := b.Next(); d < 50*time.Millisecond || d > 100*time.Millisecond {
 		t.Fatalf("after Reset: delay %v, want the minimum's range", d)
+	}
+}
+
+func TestMaxBelowMinIsMin(t *testing.T) {
+	b := New(200*time.Millisecond, time.Millisecond)
+	for range 5 {
+		if d := b.Next(); d < 100*time.Millisecond || d > 200*time.Millisecond {
+			t.Fatalf("delay %v, want within [100ms, 200ms] (max below min means min)", d)
+		}
+	}
+}
+
+// TestRetriesSpreadOut checks the jitter: peers that fail together do not
+// retry together.
+func TestRetriesSpreadOut(t *testing.T) {
+	seen := map[time.Duration]bool{}
+	for range 100 {
+		seen[New(time.Second, time.Second).Next()] = true
+	}
+	if len(seen) < 90 {
+		t.Fatalf("100 peers drew only %d distinct delays", len(seen))
 	}
 }
