@@ -77,9 +77,10 @@ const maxControl = 125
 // bytes…); the connection is closed with status 1002.
 var ErrProtocol = errors.New("websocket: protocol error")
 
-// leanFrames reads and writes RFC 6455 frames itself, after the handshake
-// that golang.org/x/net/websocket did: no allocation per message, masking 8
-// bytes at a time, one write per message. The wire is the same.
+// leanFrames reads and writes RFC 6455 frames itself: no allocation per
+// message, masking 8 bytes at a time, one write per message, and no read
+// buffer held between messages (readbuf.go). The wire is the same as
+// golang.org/x/net/websocket's.
 type leanFrames struct {
 	conn net.Conn
 	side side // a client masks what it sends; a server requires masked input

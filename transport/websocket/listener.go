@@ -133,6 +133,7 @@ type Listener struct {
 	served   chan struct{}
 	serveErr error
 	refusals *ratelog.Logger
+	front    *front // reads plain connections' requests first; nil with TLS
 }
 
 var _ net.Listener = (*Listener)(nil)
@@ -185,6 +186,10 @@ func NewListener(ln net.Listener, cfg ListenerConfig) *Listener {
 		timeout: cfg.HandshakeTimeout, onRefuse: l.refused}
 	if cfg.TLSConfig != nil {
 		serveLn = tls.NewListener(serveLn, cfg.TLSConfig)
+	} else if !cfg.xnetFraming {
+		l.front = newFront(l, serveLn)
+		serveLn = &restListener{f: l.front, closed: make(chan struct{})}
+		go l.front.acceptLoop()
 	}
 	go func() {
 		defer close(l.served)
@@ -222,6 +227,9 @@ func (l *Listener) Close() error {
 		close(l.done)
 		_ = l.srv.Close()
 		<-l.served
+		if l.front != nil {
+			l.front.close()
+		}
 		l.refusals.Close()
 	})
 	return nil
@@ -303,35 +311,49 @@ func (l *Listener) upgrade(w http.ResponseWriter, r *http.Request, accept []byte
 		l.refusals.Warn("hijack", "websocket: hijack failed", slog.String("peer", r.RemoteAddr), slog.Any("error", err))
 		return
 	}
-	var resp [256]byte
-	b := append(resp[:0], "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
+	// A client may send frames right behind its upgrade request: they wait
+	// in the HTTP server's reader, which is let go (and, for a connection
+	// the front passed on, in what the front read and the reader did not).
+	var pending []byte
+	if n := buf.Reader.Buffered(); n > 0 {
+		p, _ := buf.Reader.Peek(n)
+		pending = append(pending, p...)
+	}
+	if rc, ok := conn.(*replayConn); ok {
+		pending = append(pending, rc.pending...)
+		conn = rc.Conn
+	}
+	if sc, ok := conn.(*slotConn); ok {
+		conn = sc.Conn // its slot was released at the hijack; drop the wrapper and its timer
+	}
+	remote := conn.RemoteAddr()
+	if remote == nil {
+		remote = tcpAddr(r.RemoteAddr)
+	}
+	l.handOff(conn, accept, protocol, pending, remote)
+}
+
+// handOff answers an upgrade request with 101 on conn (in one write) and
+// hands the connection, with the lean framing, to Accept. pending holds the
+// bytes that came behind the request.
+func (l *Listener) handOff(conn net.Conn, accept []byte, protocol string, pending []byte, remote net.Addr) {
+	rb := readBufs.Get().(*[readBufSize]byte) // not a per-connection allocation
+	b := append(rb[:0], "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: "...)
 	b = append(b, accept...)
 	if protocol != "" {
 		b = append(b, "\r\nSec-WebSocket-Protocol: "...)
 		b = append(b, protocol...)
 	}
 	b = append(b, "\r\n\r\n"...)
-	if _, err := conn.Write(b); err != nil {
+	_, err := conn.Write(b)
+	readBufs.Put(rb)
+	if err != nil {
 		_ = conn.Close()
 		return
 	}
-	// A client may send frames right behind its upgrade request: they wait
-	// in the HTTP server's reader, which is let go.
-	var pending []byte
-	if n := buf.Reader.Buffered(); n > 0 {
-		p, _ := buf.Reader.Peek(n)
-		pending = append(pending, p...)
-	}
-	if sc, ok := conn.(*slotConn); ok {
-		conn = sc.Conn // its slot was released at the hijack; drop the wrapper and its timer
-	}
 	lean := newLeanFrames(conn, pending, serverSide)
 	lean.pongWrite = l.cfg.PongWriteTimeout
-	local, remote := conn.LocalAddr(), conn.RemoteAddr()
-	if remote == nil {
-		remote = tcpAddr(r.RemoteAddr)
-	}
-	c := newConn(lean, local, remote)
+	c := newConn(lean, conn.LocalAddr(), remote)
 	c.stream = l.cfg.Stream
 	select {
 	case l.conns <- c:
@@ -617,6 +639,9 @@ func releaseUpgraded(c net.Conn, state http.ConnState) {
 	}
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
+	}
+	if rc, ok := c.(*replayConn); ok {
+		c = rc.Conn
 	}
 	if sc, ok := c.(*slotConn); ok {
 		sc.leave()
