@@ -197,6 +197,7 @@ type agentSession struct {
 	slot          int
 	since         time.Time
 	sess          *yamux.Session
+	conn          *batchConn   // under sess
 	open          atomic.Int64 // streams accepted and not yet closed
 }
 
@@ -662,9 +663,13 @@ func (a *Agent) connect(ctx context.Context, t *target) (*agentSession, error) {
 		err = ctx.Err()
 	}
 	var sess *yamux.Session
+	var bc *batchConn
 	if err == nil {
 		_ = c.SetDeadline(time.Time{})
-		sess, err = yamux.Server(newBatchConn(c, a.ymx.ConnectionWriteTimeout), a.ymx)
+		bc = newBatchConn(c, a.ymx.ConnectionWriteTimeout)
+		if sess, err = yamux.Server(bc, a.ymx); err != nil {
+			_ = bc.Close()
+		}
 	}
 	if err != nil {
 		_ = c.Close()
@@ -674,7 +679,7 @@ func (a *Agent) connect(ctx context.Context, t *target) (*agentSession, error) {
 		return nil, err
 	}
 	a.mu.Lock()
-	s.sess, s.since = sess, time.Now()
+	s.sess, s.conn, s.since = sess, bc, time.Now()
 	a.mu.Unlock()
 	return s, nil
 }
@@ -715,7 +720,7 @@ func (a *Agent) serve(ctx context.Context, t *target, s *agentSession, log *slog
 				slog.Int("max_streams", a.cfg.MaxStreams))
 			continue
 		}
-		c := &countedStream{Stream: st, open: &s.open}
+		c := &countedStream{Stream: st, open: &s.open, writers: &s.conn.writers}
 		select {
 		case a.streams <- c:
 			a.accepted.Add(1)
@@ -772,14 +777,126 @@ func (a *Agent) watchPeers(t *target, s *agentSession) *yamux.Stream {
 
 // countedStream is a stream that counts itself out of its session's open
 // streams when it is closed (the agent's accepted ones, the gateway's
-// opened ones).
+// opened ones), and counts its writes in progress into its session's
+// (writers), so that the session's batchConn batches frames only when
+// several streams write at once.
+//
+// It also gathers a Kitex message that is written in pieces into one
+// stream write, so one yamux frame: Kitex's gonet transport writes a
+// message as a list of buffers, one Write each (with TTHeader and a
+// payload of 4 KiB or more, the header in one and the Thrift payload in
+// another), and each Write is a frame that yamux hands to its send loop
+// and the peer's receive loop hands to the reader: a round of goroutine
+// hand-offs per piece. A write that starts a message of Kitex's framings
+// (TTHeader or Framed strict binary Thrift: a 4-byte length, then the
+// TTHeader magic or the binary version) without holding all of it is
+// kept, with the writes after it, until the message is complete. Anything
+// else is written at once; what is kept is written before a write that
+// does not continue it, and before a Read or Close, so that a peer that
+// is answered never waits for it.
 type countedStream struct {
 	*yamux.Stream
-	open *atomic.Int64
-	once sync.Once
+	open    *atomic.Int64
+	writers *atomic.Int64
+	once    sync.Once
+
+	wmu     sync.Mutex  // held by Write, and by Read while it writes what was gathered
+	pend    *[]byte     // the message gathered so far, from gatherPool; under wmu
+	left    int         // bytes of it still to come; under wmu
+	pending atomic.Bool // pend != nil, for Read
 }
 
+// maxGather bounds the messages a countedStream gathers.
+const maxGather = 1 << 20
+
+// gatherPool holds the buffers messages are gathered in.
+var gatherPool = sync.Pool{New: func() any { return new([]byte) }}
+
+// Write writes p to the stream, or gathers it (see countedStream).
+func (c *countedStream) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	if c.pend != nil {
+		if len(p) <= c.left {
+			*c.pend = append(*c.pend, p...)
+			c.left -= len(p)
+			if c.left > 0 {
+				return len(p), nil
+			}
+			if err := c.flushLocked(); err != nil {
+				return 0, err
+			}
+			return len(p), nil
+		}
+		if err := c.flushLocked(); err != nil { // not a continuation after all
+			return 0, err
+		}
+	}
+	if n, ok := messageStart(p); ok && len(p) < n {
+		c.pend = gatherPool.Get().(*[]byte)
+		*c.pend = append((*c.pend)[:0], p...)
+		c.left = n - len(p)
+		c.pending.Store(true)
+		return len(p), nil
+	}
+	return c.write(p)
+}
+
+// messageStart reports whether p starts a Kitex message (TTHeader, or
+// Framed strict binary Thrift) of at most maxGather bytes, and its size.
+func messageStart(p []byte) (int, bool) {
+	if len(p) < 6 {
+		return 0, false
+	}
+	n := int(binary.BigEndian.Uint32(p)) + 4
+	magic := binary.BigEndian.Uint16(p[4:])
+	return n, n <= maxGather && (magic == 0x1000 || magic == 0x8001)
+}
+
+// flushLocked writes what was gathered. Called with wmu held.
+func (c *countedStream) flushLocked() error {
+	if c.pend == nil {
+		return nil
+	}
+	_, err := c.write(*c.pend)
+	if cap(*c.pend) <= 64<<10 {
+		gatherPool.Put(c.pend)
+	}
+	c.pend, c.left = nil, 0
+	c.pending.Store(false)
+	return err
+}
+
+// flush writes what was gathered, if anything.
+func (c *countedStream) flush() error {
+	if !c.pending.Load() {
+		return nil
+	}
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.flushLocked()
+}
+
+// write writes p to the stream, counted among the session's writers.
+func (c *countedStream) write(p []byte) (int, error) {
+	c.writers.Add(1)
+	n, err := c.Stream.Write(p)
+	c.writers.Add(-1)
+	return n, err
+}
+
+// Read writes what was gathered first (a message shorter than it said it
+// was), then reads.
+func (c *countedStream) Read(p []byte) (int, error) {
+	if err := c.flush(); err != nil {
+		return 0, err
+	}
+	return c.Stream.Read(p)
+}
+
+// Close writes what was gathered, then closes the stream.
 func (c *countedStream) Close() error {
+	_ = c.flush()
 	c.once.Do(func() { c.open.Add(-1) })
 	return c.Stream.Close()
 }

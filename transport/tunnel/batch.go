@@ -1,35 +1,78 @@
 package tunnel
 
 import (
+	"encoding/binary"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
 // maxBatch bounds the bytes a batchConn holds before writers wait.
 const maxBatch = 256 << 10
 
+// directWrite is the body size from which a frame is written by the
+// session's send loop itself, without being copied into the queue.
+const directWrite = 4 << 10
+
+// keepBuffer is the capacity up to which a batchConn keeps its buffers
+// between writes whatever they held; a larger one is kept only while the
+// batches fill at least 1/shrinkRatio of it, so that a session that had a
+// burst gives its memory back at its next small write.
+const (
+	keepBuffer  = 64 << 10
+	shrinkRatio = 8
+	shrinkAfter = time.Second
+)
+
+// yamux's frame header (see hashicorp/yamux's spec.md): version, type,
+// flags, stream, length. A data frame's body follows its header.
+const (
+	frameHeaderSize = 12
+	frameTypeData   = 0
+)
+
 // batchConn sits under a yamux session and turns the session's many small
 // writes (yamux writes each frame's header and body separately) into as few
-// syscalls as possible: Write only queues, and one flusher goroutine writes
-// everything queued since its last write at once. The queue is bounded
-// (maxBatch): writers wait while it is full, which is yamux's backpressure.
-// Because the real write happens here, out of reach of yamux's
-// ConnectionWriteTimeout, batchConn enforces its own write deadline and
-// fails every later Write once a write has failed.
+// syscalls as possible.
+//
+// When the session is quiet (at most one stream writing, nothing queued,
+// no write in progress) a frame goes out at once from the writer's
+// goroutine, header and body in one syscall (writev on TCP, no copy): no
+// hand-off, which is what a lone caller waits for. Otherwise Write only
+// queues, and one flusher goroutine writes everything queued since its
+// last write at once. The queue is bounded (maxBatch): writers wait while
+// it is full, which is yamux's backpressure. Because the real write happens
+// here, out of reach of yamux's ConnectionWriteTimeout, batchConn enforces
+// its own write deadline and fails every later Write once a write has
+// failed.
 type batchConn struct {
 	net.Conn
 	writeTimeout time.Duration
+	tcp          *net.TCPConn // Conn, if it is TCP: frames go out with writev
+	// writers counts the stream writes in progress on the session (see
+	// countedStream.Write): with more than one, frames are batched.
+	writers atomic.Int64
 
 	mu      sync.Mutex
-	room    *sync.Cond // signalled when the queue empties or fails
+	room    *sync.Cond // signalled when a write ends or fails
 	queue   []byte
 	spare   []byte
+	held    [frameHeaderSize]byte // a data frame's header, waiting for its body
+	heldN   int
+	writing bool // a write to Conn is in progress (the flusher's or a direct one)
 	err     error
 	kick    chan struct{}
 	done    chan struct{}
 	flushed chan struct{}
 	once    sync.Once
+
+	// Used by the direct writer only, which is alone while writing is set.
+	vec     [3][]byte
+	bufs    net.Buffers
+	scratch []byte
+
+	lastBig time.Time // the flusher's last batch of at least 1/shrinkRatio of its buffer
 }
 
 func newBatchConn(c net.Conn, writeTimeout time.Duration) *batchConn {
@@ -40,15 +83,47 @@ func newBatchConn(c net.Conn, writeTimeout time.Duration) *batchConn {
 		done:         make(chan struct{}),
 		flushed:      make(chan struct{}),
 	}
+	b.tcp, _ = c.(*net.TCPConn)
 	b.room = sync.NewCond(&b.mu)
 	go b.flushLoop()
 	return b
 }
 
-// Write queues p; it blocks only while the queue is full.
+// isDataHeader reports whether p is the header of a yamux data frame with
+// a body, which yamux writes next.
+func isDataHeader(p []byte) bool {
+	return len(p) == frameHeaderSize && p[0] == 0 && p[1] == frameTypeData && binary.BigEndian.Uint32(p[8:]) > 0
+}
+
+// Write writes p: at once if the session is quiet or p is a large body
+// (see batchConn), else into the queue. It blocks only while the queue is
+// full, or, for a large body, while the flusher writes.
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
-	for b.err == nil && len(b.queue) > 0 && len(b.queue)+len(p) > maxBatch {
+	if b.err != nil {
+		err := b.err
+		b.mu.Unlock()
+		return 0, err
+	}
+	if b.heldN == 0 && isDataHeader(p) {
+		// Keep it for its body, which yamux writes next, to write both at once.
+		b.heldN = copy(b.held[:], p)
+		b.mu.Unlock()
+		return len(p), nil
+	}
+	quiet := !b.writing && len(b.queue) == 0 && b.writers.Load() <= 1
+	if quiet || len(p) >= directWrite {
+		for b.err == nil && b.writing {
+			b.room.Wait()
+		}
+		if b.err != nil {
+			err := b.err
+			b.mu.Unlock()
+			return 0, err
+		}
+		return b.writeDirect(p)
+	}
+	for b.err == nil && len(b.queue) > 0 && len(b.queue)+b.heldN+len(p) > maxBatch {
 		b.room.Wait()
 	}
 	if b.err != nil {
@@ -56,13 +131,90 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		b.mu.Unlock()
 		return 0, err
 	}
+	b.queue = append(b.queue, b.held[:b.heldN]...)
 	b.queue = append(b.queue, p...)
+	b.heldN = 0
 	b.mu.Unlock()
 	select {
 	case b.kick <- struct{}{}:
 	default: // a flush is already due
 	}
 	return len(p), nil
+}
+
+// writeDirect writes what is queued, the held header and p to Conn from
+// the caller's goroutine: on TCP in one writev, without copying p. It is
+// called with mu held and no write in progress, and releases mu.
+func (b *batchConn) writeDirect(p []byte) (int, error) {
+	b.writing = true
+	var out []byte
+	if len(b.queue) > 0 {
+		out = b.queue
+		b.queue, b.spare = b.spare[:0], nil
+	}
+	head := b.held[:b.heldN]
+	b.heldN = 0
+	b.mu.Unlock() // held is not touched again while writing is set
+	_ = b.Conn.SetWriteDeadline(time.Now().Add(b.writeTimeout))
+	var err error
+	switch {
+	case len(out) == 0 && len(head) == 0:
+		_, err = b.Conn.Write(p)
+	case b.tcp != nil:
+		b.vec = [3][]byte{out, head, p}
+		b.bufs = b.vec[:]
+		_, err = b.bufs.WriteTo(b.tcp)
+		b.vec = [3][]byte{}
+	default: // TLS or WebSocket: as few writes (records, messages) as possible
+		b.scratch = append(append(b.scratch[:0], out...), head...)
+		if len(p) < directWrite {
+			b.scratch = append(b.scratch, p...)
+			_, err = b.Conn.Write(b.scratch)
+		} else if _, err = b.Conn.Write(b.scratch); err == nil {
+			_, err = b.Conn.Write(p)
+		}
+		if cap(b.scratch) > keepBuffer {
+			b.scratch = nil
+		}
+	}
+	b.mu.Lock()
+	b.writing = false
+	if out != nil {
+		b.recycle(out)
+	}
+	if err != nil && b.err == nil {
+		b.err = err
+	}
+	queued := len(b.queue) > 0
+	b.room.Broadcast()
+	b.mu.Unlock()
+	if err != nil {
+		_ = b.Conn.Close()
+		return 0, err
+	}
+	if queued { // written meanwhile by another goroutine
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
+	return len(p), nil
+}
+
+// recycle keeps out, just written, as the spare buffer unless it is large
+// and has not been filled for a while. Called with mu held.
+func (b *batchConn) recycle(out []byte) {
+	if c := cap(out); c <= keepBuffer {
+		b.spare = out[:0]
+	} else if c <= 2*maxBatch {
+		now := time.Now()
+		if len(out) >= c/shrinkRatio {
+			b.lastBig = now
+		}
+		if now.Sub(b.lastBig) < shrinkAfter {
+			b.spare = out[:0]
+		}
+	}
 }
 
 func (b *batchConn) flushLoop() {
@@ -74,7 +226,8 @@ func (b *batchConn) flushLoop() {
 			return
 		}
 		b.mu.Lock()
-		if len(b.queue) == 0 {
+		if b.writing || len(b.queue) == 0 {
+			// A direct write is in progress; it kicks again when it ends.
 			b.mu.Unlock()
 			continue
 		}
@@ -82,21 +235,28 @@ func (b *batchConn) flushLoop() {
 		// spare is never the array being written, so nothing is overwritten.
 		out := b.queue
 		b.queue, b.spare = b.spare[:0], nil
+		b.writing = true
 		b.mu.Unlock()
 		_ = b.Conn.SetWriteDeadline(time.Now().Add(b.writeTimeout))
 		_, err := b.Conn.Write(out)
 		b.mu.Lock()
-		if cap(out) <= maxBatch {
-			b.spare = out[:0]
-		}
+		b.writing = false
+		b.recycle(out)
 		if err != nil && b.err == nil {
 			b.err = err
 		}
+		more := len(b.queue) > 0
 		b.room.Broadcast()
 		b.mu.Unlock()
 		if err != nil {
 			_ = b.Conn.Close()
 			return
+		}
+		if more {
+			select {
+			case b.kick <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
