@@ -53,6 +53,7 @@ type agentsConfig struct {
 	settle, idleCPU time.Duration
 	timeout         time.Duration
 	tls             bool          // the tunnel's TLS
+	oneSource       bool          // every agent from 127.0.0.1
 	restartDelay    time.Duration // how long the gateway stays down
 	variant         string        // names a storm variant row
 }
@@ -138,6 +139,9 @@ func measureAgents(self string, n int, c agentsConfig) (agentFigures, error) {
 		}
 		if c.tls {
 			args = append(args, "-tls")
+		}
+		if c.oneSource {
+			args = append(args, "-one-source")
 		}
 		a, err := startProc(fmt.Sprintf("agents-%d", first), self, args, nil, nil)
 		if err != nil {

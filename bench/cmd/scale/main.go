@@ -37,6 +37,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
@@ -82,7 +83,7 @@ func main() {
 	maxHSSource := flag.Int("max-handshakes-per-source", 0, "gateway's MaxHandshakesPerSource (the library's default if 0)")
 	withTLS := flag.Bool("tls", false, "the agents part over the tunnel's TLS")
 	restartDelay := flag.Duration("restart-delay", 0, "how long the killed gateway stays down before it starts again")
-	storms := flag.String("storms", "", "storm variants run again at the largest agent count: tls, down (gateway down 5 s before its restart); full run: tls,down")
+	storms := flag.String("storms", "", "storm variants run again at the largest agent count: tls, down (gateway down 5 s before its restart), onesource (every agent from 127.0.0.1, as behind one NAT); full run: tls,down,onesource")
 	bin := flag.String("bin", "bin", "folder of the echo and caller binaries (make build)")
 	kind := flag.String("kind", "netpoll", "transport of echo and caller in the instances part")
 	trials := flag.Int("trials", 0, "registration/deregistration trials per size (5; quick 2)")
@@ -100,10 +101,13 @@ func main() {
 		Command: strings.Join(os.Args, " "), FileLimit: raiseFileLimit()}
 	ac := agentsConfig{sessions: *sessions, perProcess: *perProcess, backoffMin: *backoffMin, backoffMax: *backoffMax,
 		maxHandshakes: *maxHS, maxPerSource: *maxHSSource, tls: *withTLS, restartDelay: *restartDelay, settle: 2 * time.Second, idleCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
-	ic := instancesConfig{bin: *bin, kind: transport.Kind(*kind), window: 10 * time.Second, trials: 5, interval: 10 * time.Millisecond}
+	// The caller's etcd requests are read over a whole period of its full
+	// reads (DISCOVERY_REFRESH's default), from 10 s to 30 s.
+	ic := instancesConfig{bin: *bin, kind: transport.Kind(*kind), window: min(max(10*time.Second, config.DefaultDiscoveryRefresh), 30*time.Second),
+		trials: 5, interval: 10 * time.Millisecond}
 	cc := connsConfig{settle: 1500 * time.Millisecond, idleCPU: 3 * time.Second, sessionCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
 	as, is, cs := []int{10, 100, 1000}, []int{10, 100, 1000}, []int{100, 1000, 10000}
-	variants := "tls,down"
+	variants := "tls,down,onesource"
 	if *quick {
 		variants = ""
 		r.Name = "scale-quick"
@@ -158,8 +162,10 @@ func main() {
 				vc.tls, vc.variant = true, "tunnel TLS"
 			case "down":
 				vc.restartDelay, vc.variant = 5*time.Second, "gateway down 5 s"
+			case "onesource":
+				vc.oneSource, vc.variant = true, "one source address"
 			default:
-				fail(fmt.Errorf("storm variant %q: want tls or down", v))
+				fail(fmt.Errorf("storm variant %q: want tls, down or onesource", v))
 			}
 			n := as[len(as)-1]
 			f, err := measureAgents(self, n, vc)

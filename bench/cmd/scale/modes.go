@@ -228,6 +228,7 @@ func runAgents(args []string) error {
 	bmin := fs.Duration("backoff-min", 0, "AgentConfig.BackoffMin (default if 0)")
 	bmax := fs.Duration("backoff-max", 0, "AgentConfig.BackoffMax (default if 0)")
 	withTLS := fs.Bool("tls", false, "the tunnel's TLS (the gateway's certificate is self-signed: not verified, the handshake is bound to the TLS session)")
+	oneSource := fs.Bool("one-source", false, "every agent dials from 127.0.0.1 (a fleet behind one NAT address)")
 	_ = fs.Parse(args)
 	klog.SetLevel(klog.LevelFatal)
 	raiseFileLimit()
@@ -236,6 +237,9 @@ func runAgents(args []string) error {
 	var agents []*tunnel.Agent
 	for i := *first; i < *first+*count; i++ {
 		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: agentSource(i)}}
+		if *oneSource {
+			d.LocalAddr = nil
+		}
 		cfg := tunnel.AgentConfig{ID: agentID(i), Token: token, Sessions: *sessions,
 			BackoffMin: *bmin, BackoffMax: *bmax, Logger: log, Dial: d.DialContext}
 		if *withTLS {

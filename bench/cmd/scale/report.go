@@ -30,6 +30,7 @@ func markdown(r report) string {
 		fmt.Fprintf(&b, " %s %s%s", k, r.Settings[k], sep)
 	}
 	b.WriteString("\n\n")
+	summary(&b, r)
 	if len(r.Agents) > 0 {
 		agentsTable(&b, r.Agents)
 	}
@@ -137,6 +138,55 @@ func connsTable(b *strings.Builder, fs []connFigures) {
 		}
 		fmt.Fprintf(b, "| %s | %d | %d | %.1f KiB | %.2f | %.2f | %s | %s |\n",
 			f.Kind, f.Conns, f.Open, f.RSSPerConn/1024, f.IdleCPU, f.OpenS, gw, f.Error)
+	}
+	b.WriteString("\n")
+}
+
+// summary says, per part, the cost per unit at the smallest and largest
+// size and how it grows.
+func summary(b *strings.Builder, r report) {
+	b.WriteString("## How cost grows\n\n")
+	b.WriteString("Per unit at the smallest and the largest size; flat means within 30 %, so that the total grows linearly with the size.\n\n")
+	var plain []agentFigures
+	for _, f := range r.Agents {
+		if f.Variant == "" {
+			plain = append(plain, f)
+		}
+	}
+	if len(plain) > 1 {
+		a, z := plain[0], plain[len(plain)-1]
+		fmt.Fprintf(b, "- Gateway memory per agent (%d sessions each): %.0f KiB RSS, %.0f KiB heap at %d agents; %.0f KiB RSS, %.0f KiB heap at %d (%s). Idle gateway CPU: %.2f ms/s at %d agents, %.2f at %d (keep-alives: %.1f µs/s per agent).\n",
+			a.Sessions, a.RSSPerAgent/1024, a.HeapPerAgent/1024, a.Agents, z.RSSPerAgent/1024, z.HeapPerAgent/1024, z.Agents,
+			growth(a.RSSPerAgent, z.RSSPerAgent), a.IdleCPU, a.Agents, z.IdleCPU, z.Agents, 1000*z.IdleCPU/float64(z.Agents))
+		fmt.Fprintf(b, "- Reconnect after a gateway restart: every session back in %s s with %d agents, %s s with %d (from the kill).\n",
+			secs(a.Restart.AllSessionsS), a.Agents, secs(z.Restart.AllSessionsS), z.Agents)
+	}
+	if n := len(r.Instances); n > 1 {
+		a, z := r.Instances[0], r.Instances[n-1]
+		fmt.Fprintf(b, "- Caller with %d instances: %.2f ms CPU/s, %.2f etcd requests/s; with %d: %.2f ms CPU/s (%s), %.2f requests/s. Registration seen by a call in %s ms (median) with %d, %s ms with %d.\n",
+			a.Instances, a.CallerCPU, a.EtcdReqPerSec, z.Instances, z.CallerCPU, growth(a.CallerCPU, z.CallerCPU), z.EtcdReqPerSec,
+			medMax(a.RegisterMs), a.Instances, medMax(z.RegisterMs), z.Instances)
+	}
+	byKind := map[string][]connFigures{}
+	var kinds []string
+	for _, f := range r.Conns {
+		if f.Open == 0 {
+			continue
+		}
+		if byKind[f.Kind] == nil {
+			kinds = append(kinds, f.Kind)
+		}
+		byKind[f.Kind] = append(byKind[f.Kind], f)
+	}
+	for _, k := range kinds {
+		fs := byKind[k]
+		a, z := fs[0], fs[len(fs)-1]
+		what := "connection"
+		if k == "yamux" {
+			what = "session (agent side)"
+		}
+		fmt.Fprintf(b, "- %s: %.1f KiB per idle %s at %d, %.1f KiB at %d (%s); idle CPU %.2f ms/s at %d.\n",
+			k, a.RSSPerConn/1024, what, a.Open, z.RSSPerConn/1024, z.Open, growth(a.RSSPerConn, z.RSSPerConn), z.IdleCPU, z.Open)
 	}
 	b.WriteString("\n")
 }
