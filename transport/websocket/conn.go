@@ -12,8 +12,8 @@ import (
 // plausible length prefix, go out as they are written.
 const maxCoalesce = 64 << 20
 
-// keepPending is the largest gather buffer kept between messages; a larger
-// one is dropped after use so that an idle connection holds little memory.
+// keepPending is the largest write or gather buffer given back to writeBufs
+// after a message; a larger one is dropped after use.
 const keepPending = 64 << 10
 
 // Conn is a WebSocket connection seen as a byte stream: binary messages in,
@@ -35,7 +35,8 @@ type Conn struct {
 	remote net.Addr
 
 	wmu     sync.Mutex
-	pending []byte
+	pending []byte  // a frame being gathered, in a buffer borrowed from writeBufs as box
+	box     *[]byte // pending's buffer while it is borrowed
 	need    int
 
 	closeOnce sync.Once
@@ -98,7 +99,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 			}
 			return len(p), nil
 		}
-		c.pending = append(c.pending, p...)
+		c.box = writeBufs.Get().(*[]byte)
+		c.pending = append((*c.box)[:0], p...)
 		c.need = need
 		return len(p), nil
 	}
@@ -107,11 +109,8 @@ func (c *Conn) Write(p []byte) (int, error) {
 		return len(p), nil
 	}
 	err := c.f.WriteMessage(c.pending)
-	if cap(c.pending) > keepPending {
-		c.pending = nil
-	} else {
-		c.pending = c.pending[:0]
-	}
+	putWriteBuf(c.box, c.pending)
+	c.pending, c.box = nil, nil
 	if err != nil {
 		return 0, err
 	}

@@ -110,7 +110,6 @@ type leanFrames struct {
 	lastRead atomic.Int64  // when a frame last arrived (Unix nanoseconds)
 
 	wmu       sync.Mutex
-	wbuf      []byte
 	rng       *mrand.ChaCha8 // masking keys (a client's), under wmu
 	closeSent atomic.Bool
 }
@@ -312,7 +311,8 @@ func (f *leanFrames) messageDone() bool { return f.remain == 0 && f.fin }
 func (f *leanFrames) write(op byte, p []byte) error {
 	f.wmu.Lock()
 	defer f.wmu.Unlock()
-	b := append(f.wbuf[:0], 0x80|op, 0)
+	bp := writeBufs.Get().(*[]byte)
+	b := append((*bp)[:0], 0x80|op, 0)
 	switch n := len(p); {
 	case n <= 125:
 		b[1] = byte(n)
@@ -335,11 +335,22 @@ func (f *leanFrames) write(op byte, p []byte) error {
 		b = append(b, p...)
 	}
 	_, err := f.conn.Write(b)
-	if cap(b) > keepPending {
-		b = nil
-	}
-	f.wbuf = b[:0]
+	putWriteBuf(bp, b)
 	return err
+}
+
+// writeBufs holds the write buffers of the lean framing and of Conn's
+// gathering: borrowed for one message, so that an idle connection holds
+// none.
+var writeBufs = sync.Pool{New: func() any { return new([]byte) }}
+
+// putWriteBuf gives b, borrowed as bp, back to writeBufs, unless it grew
+// over keepPending.
+func putWriteBuf(bp *[]byte, b []byte) {
+	if cap(b) <= keepPending {
+		*bp = b[:0]
+		writeBufs.Put(bp)
+	}
 }
 
 func (f *leanFrames) Close() error {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net"
+	"os"
 	"testing"
 	"time"
 )
@@ -149,5 +150,62 @@ func TestLeanFramesRefuseProtocolErrors(t *testing.T) {
 				t.Fatalf("server sent %x, %v; want a close frame with 1002", out, err)
 			}
 		})
+	}
+}
+
+// Between messages the lean framing holds no read buffer, whether a read
+// waits for the next frame or not, and frames cut anywhere (two in one
+// segment, one across several, a payload larger than the buffer) read
+// whole; a read deadline still ends a wait for bytes that do not come.
+func TestLeanFramesHoldNoBufferBetweenMessages(t *testing.T) {
+	f, c := serverPair(t)
+	if f.rc == nil {
+		t.Skip("no raw connection on this platform")
+	}
+	key := [4]byte{1, 2, 3, 4}
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1000) // 16000 bytes, over readBufSize
+	var in []byte
+	in = append(in, frame(true, opBinary, []byte("first"), key)...)
+	in = append(in, frame(true, opBinary, []byte("second"), key)...)
+	in = append(in, frame(true, opBinary, big, key)...)
+	go func() {
+		for len(in) > 0 { // in small pieces
+			n := min(len(in), 1000)
+			_, _ = c.Write(in[:n])
+			in = in[n:]
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	want := append([]byte("firstsecond"), big...)
+	got := make([]byte, len(want))
+	for n := 0; n < len(got); {
+		m, err := f.Read(got[n:])
+		if err != nil {
+			t.Fatalf("after %d bytes: %v", n, err)
+		}
+		n += m
+		if f.buf != nil && f.r == f.w {
+			t.Fatalf("after %d bytes a drained buffer is still held", n)
+		}
+	}
+	if !bytes.Equal(got, want) {
+		t.Fatal("read other bytes than were sent")
+	}
+	if f.buf != nil || f.buffered() != 0 {
+		t.Fatalf("after the last message: buffer %v, %d bytes buffered", f.buf != nil, f.buffered())
+	}
+	_ = f.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	if _, err := f.Read(got); !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("read past the deadline: %v, want a deadline error", err)
+	} else if ne, ok := err.(net.Error); !ok || !ne.Timeout() {
+		t.Fatalf("%v (%T) is no net.Error timeout", err, err)
+	}
+	if f.buf != nil {
+		t.Fatal("a read that timed out kept its buffer")
+	}
+	_ = c.Close()
+	_ = f.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := f.Read(got); err != io.EOF {
+		t.Fatalf("read after the peer closed: %v, want io.EOF", err)
 	}
 }
