@@ -27,6 +27,9 @@ func chart(r report, path string) error {
 	if len(r.Agents) > 0 {
 		rss, heap := series{name: "gateway RSS per agent"}, series{name: "gateway heap per agent"}
 		for _, f := range r.Agents {
+			if f.Variant != "" {
+				continue // the storm variants repeat the largest size
+			}
 			rss.xy = append(rss.xy, plotter.XY{X: float64(f.Agents), Y: f.RSSPerAgent / 1024})
 			heap.xy = append(heap.xy, plotter.XY{X: float64(f.Agents), Y: f.HeapPerAgent / 1024})
 		}
@@ -117,6 +120,14 @@ func panel(title, x, y string, ss ...series) (*plot.Plot, error) {
 		p.Add(l, pts)
 		p.Legend.Add(s.name, l, pts)
 	}
+	// Room above the lines for the legend.
+	top := 0.0
+	for _, s := range ss {
+		for _, xy := range s.xy {
+			top = max(top, xy.Y)
+		}
+	}
+	p.Y.Max = 1.45 * top
 	p.Add(plotter.NewGrid())
 	return p, nil
 }

@@ -89,7 +89,22 @@ func main() {
 	trials := flag.Int("trials", 0, "registration/deregistration trials per size (5; quick 2)")
 	out := flag.String("out", "bench/results", "folder for the results")
 	name := flag.String("name", "", "results' base name (scale; quick: scale-quick)")
+	render := flag.String("render", "", "measure nothing: write the Markdown table and the chart again from this JSON result, next to it")
 	flag.Parse()
+	if *render != "" {
+		var r report
+		b, err := os.ReadFile(*render)
+		if err == nil {
+			err = json.Unmarshal(b, &r)
+		}
+		if err == nil {
+			err = write(r, filepath.Dir(*render))
+		}
+		if err != nil {
+			fail(fmt.Errorf("%s: %w", *render, err))
+		}
+		return
+	}
 
 	stopOnSignal()
 	start := time.Now()
