@@ -2,6 +2,7 @@ package websocket
 
 import (
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -100,6 +101,7 @@ type leanFrames struct {
 	pending []byte          // bytes that came with the handshake, read before conn
 	rerr    error           // an error that came with the last bytes read, for the next fill
 	rc      syscall.RawConn // conn's, when it is plain TCP: a read waits for bytes with no buffer held; nil otherwise
+	first   *[16]byte       // with TLS: where a read waits while no buffer is held (crypto/tls has the rest of the record already)
 	onRead  func(fd uintptr) bool
 	rn      int   // onRead's result
 	rsysErr error // onRead's error
@@ -131,6 +133,8 @@ func newLeanFrames(conn net.Conn, pending []byte, s side) *leanFrames {
 	f.rc = rawConnOf(conn)
 	if f.rc != nil {
 		f.onRead = f.readReady
+	} else if _, ok := conn.(*tls.Conn); ok {
+		f.first = new([16]byte)
 	}
 	f.lastRead.Store(time.Now().UnixNano())
 	if s == clientSide {

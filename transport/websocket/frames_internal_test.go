@@ -2,6 +2,8 @@ package websocket
 
 import (
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"io"
 	"math/rand/v2"
@@ -9,6 +11,8 @@ import (
 	"os"
 	"testing"
 	"time"
+
+	"github.com/anyconn/kitex-anyconn/internal/testutil"
 )
 
 // maskBytes must equal the byte-at-a-time definition (RFC 6455, 5.3) for
@@ -158,10 +162,27 @@ func TestLeanFramesRefuseProtocolErrors(t *testing.T) {
 // segment, one across several, a payload larger than the buffer) read
 // whole; a read deadline still ends a wait for bytes that do not come.
 func TestLeanFramesHoldNoBufferBetweenMessages(t *testing.T) {
-	f, c := serverPair(t)
-	if f.rc == nil {
-		t.Skip("no raw connection on this platform")
-	}
+	t.Run("tcp", func(t *testing.T) {
+		f, c := serverPair(t)
+		if f.rc == nil {
+			t.Skip("no raw connection on this platform")
+		}
+		holdNoBuffer(t, f, c)
+	})
+	t.Run("tls", func(t *testing.T) {
+		ca := testutil.NewCA(t)
+		f, c := serverPair(t)
+		srv := tls.Server(f.conn, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "echo", x509.ExtKeyUsageServerAuth)}})
+		cli := tls.Client(c, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1"})
+		go func() { _ = cli.Handshake() }()
+		if err := srv.Handshake(); err != nil {
+			t.Fatal(err)
+		}
+		holdNoBuffer(t, newLeanFrames(srv, nil, serverSide), cli)
+	})
+}
+
+func holdNoBuffer(t *testing.T, f *leanFrames, c net.Conn) {
 	key := [4]byte{1, 2, 3, 4}
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1000) // 16000 bytes, over readBufSize
 	var in []byte

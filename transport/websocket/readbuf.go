@@ -12,7 +12,9 @@ const readBufSize = 4096
 // when bytes arrive and gives it back once it has read them all, so that a
 // connection that waits for its next message holds no buffer: on plain TCP
 // the wait happens before the buffer is borrowed (readwait_unix.go), with
-// the same system calls as an ordinary read.
+// the same system calls as an ordinary read; on TLS the wait reads the
+// first bytes into 16 bytes of the connection's own. Other connections
+// hold a buffer while they wait.
 var readBufs = sync.Pool{New: func() any { return new([readBufSize]byte) }}
 
 // buffered returns how many received bytes have not been read yet.
@@ -62,9 +64,18 @@ func (f *leanFrames) fill() error {
 	for range 100 { // as bufio: a reader that keeps returning nothing is broken
 		var n int
 		var err error
-		if f.rc != nil {
+		switch {
+		case f.rc != nil:
 			n, err = f.readWait()
-		} else {
+		case f.buf == nil && f.first != nil:
+			// TLS: wait with no buffer held. A read returns at most what
+			// one record holds, and the next fills take the rest of the
+			// record from crypto/tls's own buffer, with no system call.
+			if n, err = f.conn.Read(f.first[:]); n > 0 {
+				f.borrow()
+				copy(f.buf[:], f.first[:n])
+			}
+		default:
 			f.borrow()
 			n, err = f.conn.Read(f.buf[f.w:])
 		}
