@@ -26,6 +26,7 @@ type agentFigures struct {
 	AgentFailures   uint64  `json:"agent_failed_attempts"`
 	AgentWarnLines  int     `json:"agent_warn_lines"`
 	GatewayLogLines int     `json:"gateway_log_lines_restart"` // besides one per session connected or lost
+	ConnectLines    int     `json:"gateway_connected_lines_restart"`
 }
 
 // storm is one start of the gateway with every agent (re)connecting.
@@ -189,6 +190,7 @@ func measureAgents(self string, n int, c agentsConfig) (agentFigures, error) {
 	st.GatewayUpS = up
 	st.RefusalLines = gw.lines(refusalMsgs...)
 	f.Restart = st
+	f.ConnectLines = gw.lines("agent connected")
 	for m, k := range gw.messages() {
 		if !strings.Contains(m, "agent connected") && !strings.Contains(m, "agent disconnected") && !strings.Contains(m, "plaintext tunnel") {
 			f.GatewayLogLines += k

@@ -91,8 +91,8 @@ func agentsTable(b *strings.Builder, fs []agentFigures) {
 		if f.Variant != "" {
 			v = " (" + f.Variant + ")"
 		}
-		fmt.Fprintf(b, "Reconnect storm, %d agents%s: every session back %s s after the kill, %s s after the new gateway listened (goal %.0f s: %s); %d handshakes refused, %d refusal log lines; %d agents gave up; %d calls failed before the first full round of calls.\n\n",
-			f.Agents, v, secs(back), secs(back-f.Restart.GatewayUpS), stormGoal, verdict, f.Restart.Refused, f.Restart.RefusalLines, f.AgentsGaveUp, f.Restart.CallsFailed)
+		fmt.Fprintf(b, "Reconnect storm, %d agents%s: every session back %s s after the kill, %s s after the new gateway listened (goal %.0f s: %s); %d handshakes refused, %d refusal log lines (%d gateway log lines in all, besides its %d info lines, one per session connected); %d agents gave up; %d calls failed before the first full round of calls.\n\n",
+			f.Agents, v, secs(back), secs(back-f.Restart.GatewayUpS), stormGoal, verdict, f.Restart.Refused, f.Restart.RefusalLines, f.GatewayLogLines, f.ConnectLines, f.AgentsGaveUp, f.Restart.CallsFailed)
 	}
 }
 
