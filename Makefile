@@ -162,7 +162,7 @@ bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; about 90 s);
 	go run ./bench/cmd/bench -quick
 
 .PHONY: bench-scale
-bench-scale: build ## How cost grows (about 7 min; SCALE_FLAGS=-quick about 2): 10-1,000 tunnel agents on one gateway and its restart storm, 10-1,000 instances in etcd with a real caller, 100-10,000 idle connections per transport; writes bench/results/scale.{md,json,svg}.
+bench-scale: build ## How cost grows, separate processes (about 6 min): 10-1,000 tunnel agents on one gateway and their reconnect storm, 10-1,000 instances in etcd with a real caller, 100-10,000 idle connections per transport; writes bench/results/scale.{md,json,svg} (SCALE_FLAGS=-quick: about 2 min, scale-quick.*).
 	go run ./bench/cmd/scale -bin $(BIN) $(SCALE_FLAGS)
 
 .PHONY: gen
