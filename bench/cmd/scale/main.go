@@ -113,7 +113,7 @@ func main() {
 		fail(err)
 	}
 	r := report{Name: "scale", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339),
-		Command: strings.Join(os.Args, " "), FileLimit: raiseFileLimit()}
+		Command: strings.Join(append([]string{"go run ./bench/cmd/scale"}, os.Args[1:]...), " "), FileLimit: raiseFileLimit()}
 	ac := agentsConfig{sessions: *sessions, perProcess: *perProcess, backoffMin: *backoffMin, backoffMax: *backoffMax,
 		maxHandshakes: *maxHS, maxPerSource: *maxHSSource, tls: *withTLS, restartDelay: *restartDelay, settle: 2 * time.Second, idleCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
 	// The caller's etcd requests are read over a whole period of its full
