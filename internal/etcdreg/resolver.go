@@ -341,8 +341,8 @@ func (r *Resolver) matches(tags map[string]string) bool {
 }
 
 // Diff computes the change between two results. A watching Resolver hands
-// out the same result until something changes, and the balancer asks every
-// WatchPoll: the same instances are no change, without comparing them.
+// out the same result until something changes: the same instances are no
+// change, without comparing them.
 func (r *Resolver) Diff(cacheKey string, prev, next discovery.Result) (discovery.Change, bool) {
 	if len(prev.Instances) == len(next.Instances) && (len(prev.Instances) == 0 || &prev.Instances[0] == &next.Instances[0]) {
 		return discovery.Change{}, false

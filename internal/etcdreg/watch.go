@@ -6,23 +6,62 @@ import (
 	"fmt"
 	"maps"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cloudwego/kitex/pkg/discovery"
+	"github.com/cloudwego/kitex/pkg/loadbalance"
+	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 	"google.golang.org/grpc/connectivity"
 )
 
-// WatchPoll is how often a Kitex client's balancer should re-read a
-// watching Resolver (lbcache.Options.RefreshInterval). The read is from
-// memory and an unchanged answer costs no comparison (Diff), so a change
-// etcd reports reaches the calls within about this much more.
-const WatchPoll = 50 * time.Millisecond
+// Balance returns the balancer options with which Kitex clients of r use
+// lb (client.WithLoadBalancer(lb, Balance(...))), and, if r watches, makes
+// their balancer take each change of service's instances as r sees it:
+// Kitex's balancer re-reads a resolver only on its own timer (every
+// RefreshInterval), and reading a watching r more often would cost CPU for
+// nothing between changes. The clients then share one balancer cache
+// (opts.Cacheable), refreshed at each change until r is closed; its own
+// timer is left at an hour, since r's full reads (Watch's resync) come as
+// changes too.
+func (r *Resolver) Balance(service string, lb loadbalance.Loadbalancer, expire time.Duration) *lbcache.Options {
+	opts := lbcache.Options{RefreshInterval: time.Hour, ExpireInterval: expire, Cacheable: true}
+	if r.w == nil {
+		return &opts
+	}
+	factory := lbcache.NewBalancerFactory(r, lb, opts) // the clients' own, shared
+	target := rpcinfo.NewEndpointInfo(service, "", nil, nil)
+	r.w.wg.Add(1)
+	go func() {
+		defer r.w.wg.Done()
+		for {
+			changed := r.changes(service)
+			if changed == nil {
+				return // closed
+			}
+			select {
+			case <-r.w.ctx.Done():
+				return
+			case <-changed:
+			}
+			// Get makes the balancer if no client has yet (or it expired).
+			if bl, err := factory.Get(r.w.ctx, target); err == nil {
+				bl.Refresh()
+			}
+		}
+	}()
+	return &opts
+}
 
 // readTimeout bounds one full read of a service's instances.
 const readTimeout = 3 * time.Second
+
+// watchers numbers the watching Resolvers of the process.
+var watchers atomic.Int64
 
 // watching is what a watching Resolver keeps: one feed per service.
 type watching struct {
@@ -58,6 +97,9 @@ type feed struct {
 // left behind by an etcd restarted without its data, misses nothing for
 // longer than that. Close stops it. It returns r.
 func (r *Resolver) Watch(resync time.Duration) *Resolver {
+	// Its own name: Kitex shares balancer caches between resolvers of one
+	// name, and this one's answers are its own state, not etcd's.
+	r.name = fmt.Sprintf("%s#watch-%d", r.buildName(), watchers.Add(1))
 	ctx, cancel := context.WithCancel(context.Background())
 	r.w = &watching{resync: resync, ctx: ctx, cancel: cancel, feeds: map[string]*feed{}}
 	r.w.wg.Add(1)

@@ -8,6 +8,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloudwego/kitex/pkg/loadbalance"
+	"github.com/cloudwego/kitex/pkg/loadbalance/lbcache"
+	"github.com/cloudwego/kitex/pkg/rpcinfo"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -160,4 +163,51 @@ func TestWatchRecoversFromAnEtcdRestartedEmpty(t *testing.T) {
 	put(t, etcdtest.Client(t, second), "10.0.0.2:1")
 	took := f.waitFor(t, "the new etcd's registration", at, "10.0.0.2:1")
 	t.Logf("report: after etcd restarted empty, its registration was known %v after the put began", took.Round(time.Millisecond))
+}
+
+// Kitex's balancer, whose own timer re-reads a resolver only every hour
+// here, takes a watching Resolver's change at once: Balance refreshes the
+// balancer cache the clients share.
+func TestBalanceRefreshesKitexBalancerAtEachChange(t *testing.T) {
+	cli := etcdtest.Client(t, etcdtest.Start(t))
+	put(t, cli, "10.0.0.1:1")
+	r := etcdreg.NewResolver(cli, "", map[string]string{etcdreg.TagTransport: "gonet"}).Watch(noResync)
+	t.Cleanup(r.Close)
+	lb := loadbalance.NewWeightedRoundRobinBalancer()
+	opts := r.Balance("echo", lb, time.Hour)
+	if opts.RefreshInterval < time.Hour || !opts.Cacheable {
+		t.Fatalf("options %+v: the balancer's own timer should not matter, and its cache must be shared", *opts)
+	}
+	// What client.WithLoadBalancer(lb, opts) makes a Kitex client use.
+	bl, err := lbcache.NewBalancerFactory(r, lb, *opts).Get(context.Background(), rpcinfo.NewEndpointInfo("echo", "", nil, nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	instances := func() []string {
+		res, _ := bl.GetResult()
+		var addrs []string
+		for _, in := range res.Instances {
+			addrs = append(addrs, in.Address().String())
+		}
+		slices.Sort(addrs)
+		return addrs
+	}
+	if got := instances(); !slices.Equal(got, []string{"10.0.0.1:1"}) {
+		t.Fatalf("balancer starts with %v", got)
+	}
+	put(t, cli, "10.0.0.2:1")
+	testutil.Eventually(t, "the balancer has the new instance", 10*time.Second, func() bool {
+		return slices.Equal(instances(), []string{"10.0.0.1:1", "10.0.0.2:1"})
+	})
+	del(t, cli, "10.0.0.1:1")
+	testutil.Eventually(t, "the balancer lets the deleted instance go", 10*time.Second, func() bool {
+		return slices.Equal(instances(), []string{"10.0.0.2:1"})
+	})
+	// The picker follows too: every pick is the remaining instance.
+	picker := bl.GetPicker()
+	for range 3 {
+		if in := picker.Next(context.Background(), nil); in == nil || in.Address().String() != "10.0.0.2:1" {
+			t.Fatalf("picked %v after the deletion", in)
+		}
+	}
 }

@@ -85,7 +85,7 @@ func tunnelOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 		transport: transport.ClientConfig{Kind: transport.Yamux, Dialer: gw.Dialer(), MaxMessageBytes: cfg.MaxMessageBytes, Protocol: cfg.CallProtocol},
 		opts: []client.Option{
 			client.WithResolver(gw.Resolver()),
-			client.WithLoadBalancer(gw.Balancer(), balancer(cfg, cfg.DiscoveryRefresh)),
+			client.WithLoadBalancer(gw.Balancer(), balancer(cfg)),
 		},
 		hasInstance: func(context.Context) error {
 			if len(gw.Agents()) == 0 {

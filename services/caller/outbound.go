@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"time"
 
 	"github.com/cloudwego/kitex/client"
 	"github.com/cloudwego/kitex/pkg/discovery"
@@ -64,11 +63,10 @@ func clientConfig(cfg config.Caller) (transport.ClientConfig, error) {
 	return ccfg, nil
 }
 
-// balancer is how often the client's load balancer re-reads the instances:
-// every refresh (etcdreg.WatchPoll for a watching resolver, which answers
-// from memory).
-func balancer(cfg config.Caller, refresh time.Duration) *lbcache.Options {
-	return &lbcache.Options{RefreshInterval: refresh, ExpireInterval: 10 * cfg.DiscoveryRefresh}
+// balancer is how often the client's load balancer re-reads the instances
+// of a resolver that does not change by itself.
+func balancer(cfg config.Caller) *lbcache.Options {
+	return &lbcache.Options{RefreshInterval: cfg.DiscoveryRefresh, ExpireInterval: 10 * cfg.DiscoveryRefresh}
 }
 
 // wantedTags are the tags of the echo instances the caller can call: those
@@ -90,12 +88,13 @@ func etcdOutbound(cfg config.Caller, rt *app.Runtime) (*outbound, error) {
 	// watch; DISCOVERY_REFRESH is how often the instances are read in full.
 	resolver := etcdreg.NewResolver(rt.Etcd, "", wantedTags(cfg)).WithLogger(rt.Log).
 		KeepLast(etcdreg.KeepLastFor(cfg.RegistryTTL)).Watch(cfg.DiscoveryRefresh)
+	lb := loadbalance.NewWeightedRoundRobinBalancer()
 	noInstance := fmt.Sprintf("no %s instance with transport %s found in etcd", cfg.EchoService, cfg.Transport)
 	return &outbound{
 		transport: ccfg,
 		opts: []client.Option{
 			client.WithResolver(resolver),
-			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg, etcdreg.WatchPoll)),
+			client.WithLoadBalancer(lb, resolver.Balance(cfg.EchoService, lb, 10*cfg.DiscoveryRefresh)),
 		},
 		hasInstance: func(ctx context.Context) error {
 			res, err := resolver.Resolve(ctx, cfg.EchoService)
@@ -134,7 +133,7 @@ func staticOutbound(cfg config.Caller, _ *app.Runtime) (*outbound, error) {
 		transport: ccfg,
 		opts: []client.Option{
 			client.WithResolver(resolver),
-			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg, cfg.DiscoveryRefresh)),
+			client.WithLoadBalancer(loadbalance.NewWeightedRoundRobinBalancer(), balancer(cfg)),
 		},
 		hasInstance: func(context.Context) error { return nil },
 		noInstance:  "no instance in ECHO_ADDRESSES",
