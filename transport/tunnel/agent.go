@@ -197,7 +197,6 @@ type agentSession struct {
 	slot          int
 	since         time.Time
 	sess          *yamux.Session
-	conn          *batchConn   // under sess
 	open          atomic.Int64 // streams accepted and not yet closed
 }
 
@@ -663,10 +662,9 @@ func (a *Agent) connect(ctx context.Context, t *target) (*agentSession, error) {
 		err = ctx.Err()
 	}
 	var sess *yamux.Session
-	var bc *batchConn
 	if err == nil {
 		_ = c.SetDeadline(time.Time{})
-		bc = newBatchConn(c, a.ymx.ConnectionWriteTimeout)
+		bc := newBatchConn(c, a.ymx.ConnectionWriteTimeout)
 		if sess, err = yamux.Server(bc, a.ymx); err != nil {
 			_ = bc.Close()
 		}
@@ -679,7 +677,7 @@ func (a *Agent) connect(ctx context.Context, t *target) (*agentSession, error) {
 		return nil, err
 	}
 	a.mu.Lock()
-	s.sess, s.conn, s.since = sess, bc, time.Now()
+	s.sess, s.since = sess, time.Now()
 	a.mu.Unlock()
 	return s, nil
 }
@@ -720,7 +718,7 @@ func (a *Agent) serve(ctx context.Context, t *target, s *agentSession, log *slog
 				slog.Int("max_streams", a.cfg.MaxStreams))
 			continue
 		}
-		c := &countedStream{Stream: st, open: &s.open, writers: &s.conn.writers}
+		c := &countedStream{Stream: st, open: &s.open}
 		select {
 		case a.streams <- c:
 			a.accepted.Add(1)
@@ -777,9 +775,7 @@ func (a *Agent) watchPeers(t *target, s *agentSession) *yamux.Stream {
 
 // countedStream is a stream that counts itself out of its session's open
 // streams when it is closed (the agent's accepted ones, the gateway's
-// opened ones), and counts its writes in progress into its session's
-// (writers), so that the session's batchConn batches frames only when
-// several streams write at once.
+// opened ones).
 //
 // It also gathers a Kitex message that is written in pieces into one
 // stream write, so one yamux frame: Kitex's gonet transport writes a
@@ -796,9 +792,8 @@ func (a *Agent) watchPeers(t *target, s *agentSession) *yamux.Stream {
 // is answered never waits for it.
 type countedStream struct {
 	*yamux.Stream
-	open    *atomic.Int64
-	writers *atomic.Int64
-	once    sync.Once
+	open *atomic.Int64
+	once sync.Once
 
 	wmu     sync.Mutex  // held by Write, and by Read while it writes what was gathered
 	pend    *[]byte     // the message gathered so far, from gatherPool; under wmu
@@ -876,13 +871,8 @@ func (c *countedStream) flush() error {
 	return c.flushLocked()
 }
 
-// write writes p to the stream, counted among the session's writers.
-func (c *countedStream) write(p []byte) (int, error) {
-	c.writers.Add(1)
-	n, err := c.Stream.Write(p)
-	c.writers.Add(-1)
-	return n, err
-}
+// write writes p to the stream.
+func (c *countedStream) write(p []byte) (int, error) { return c.Stream.Write(p) }
 
 // Read writes what was gathered first (a message shorter than it said it
 // was), then reads.

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
@@ -34,25 +33,21 @@ const (
 
 // batchConn sits under a yamux session and turns the session's many small
 // writes (yamux writes each frame's header and body separately) into as few
-// syscalls as possible.
-//
-// When the session is quiet (at most one stream writing, nothing queued,
-// no write in progress) a frame goes out at once from the writer's
-// goroutine, header and body in one syscall (writev on TCP, no copy): no
-// hand-off, which is what a lone caller waits for. Otherwise Write only
-// queues, and one flusher goroutine writes everything queued since its
-// last write at once. The queue is bounded (maxBatch): writers wait while
-// it is full, which is yamux's backpressure. Because the real write happens
+// syscalls as possible: Write only queues (a data frame's header is held
+// until its body comes, so that both are queued together), and one flusher
+// goroutine writes everything queued since its last write at once. A body
+// of directWrite bytes or more is not copied into the queue: yamux's send
+// loop writes it itself, after what is queued and its header, in one
+// writev on TCP. The queue is bounded (maxBatch): writers wait while it is
+// full, which is yamux's backpressure. Because the real write happens
 // here, out of reach of yamux's ConnectionWriteTimeout, batchConn enforces
 // its own write deadline and fails every later Write once a write has
-// failed.
+// failed. Its two buffers are kept from one write to the next (the large
+// ones only while they are filled), so a busy session allocates nothing.
 type batchConn struct {
 	net.Conn
 	writeTimeout time.Duration
 	tcp          *net.TCPConn // Conn, if it is TCP: frames go out with writev
-	// writers counts the stream writes in progress on the session (see
-	// countedStream.Write): with more than one, frames are batched.
-	writers atomic.Int64
 
 	mu      sync.Mutex
 	room    *sync.Cond // signalled when a write ends or fails
@@ -95,9 +90,9 @@ func isDataHeader(p []byte) bool {
 	return len(p) == frameHeaderSize && p[0] == 0 && p[1] == frameTypeData && binary.BigEndian.Uint32(p[8:]) > 0
 }
 
-// Write writes p: at once if the session is quiet or p is a large body
-// (see batchConn), else into the queue. It blocks only while the queue is
-// full, or, for a large body, while the flusher writes.
+// Write queues p, or writes it at once if it is a large body (see
+// batchConn). It blocks only while the queue is full, or, for a large
+// body, while the flusher writes.
 func (b *batchConn) Write(p []byte) (int, error) {
 	b.mu.Lock()
 	if b.err != nil {
@@ -111,8 +106,7 @@ func (b *batchConn) Write(p []byte) (int, error) {
 		b.mu.Unlock()
 		return len(p), nil
 	}
-	quiet := !b.writing && len(b.queue) == 0 && b.writers.Load() <= 1
-	if quiet || len(p) >= directWrite {
+	if len(p) >= directWrite {
 		for b.err == nil && b.writing {
 			b.room.Wait()
 		}

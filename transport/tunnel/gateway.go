@@ -383,7 +383,7 @@ func (g *Gateway) serveConn(c net.Conn, release func()) {
 		_ = bc.Close()
 		return
 	}
-	s := slotSession{slot: a.slot, sess: sess, conn: bc, instance: a.instance, key: a.key, peer: peer, since: time.Now(), bound: a.bound, open: new(atomic.Int64)}
+	s := slotSession{slot: a.slot, sess: sess, instance: a.instance, key: a.key, peer: peer, since: time.Now(), bound: a.bound, open: new(atomic.Int64)}
 	if !g.add(a.id, s, a.bound) {
 		_ = sess.Close()
 		return
@@ -638,7 +638,6 @@ func (g *Gateway) identityBusy(id string, inst [instanceLen]byte) (string, bool)
 type slotSession struct {
 	slot     int
 	sess     *yamux.Session
-	conn     *batchConn // under sess
 	instance [instanceLen]byte
 	key      [sha256.Size]byte
 	peer     string
@@ -866,7 +865,7 @@ func (g *Gateway) Open(ctx context.Context, id string) (net.Conn, error) {
 	}
 	g.streams.Add(1)
 	chosen.open.Add(1)
-	return &sessionStream{countedStream: &countedStream{Stream: st, open: chosen.open, writers: &chosen.conn.writers}, sess: sess, gw: g}, nil
+	return &sessionStream{countedStream: &countedStream{Stream: st, open: chosen.open}, sess: sess, gw: g}, nil
 }
 
 // sessionStream is a stream that knows whether its session still lives, so
