@@ -189,17 +189,36 @@ type echoProc struct {
 }
 
 func startEcho(t *testing.T, etcd, transport string, env ...string) *echoProc {
-	addr, admin := freeAddr(t), freeAddr(t)
-	p := start(t, "echo", append([]string{
-		"TRANSPORT=" + transport, "ETCD_ENDPOINTS=" + etcd, "LISTEN_ADDR=" + addr,
-		"ADVERTISE_ADDR=" + addr, "ADMIN_ADDR=" + admin, "DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=2s",
-	}, env...)...)
+	t.Helper()
 	probe := "/readyz"
 	if transport == "yamux" {
 		probe = "/healthz" // ready only once a caller's gateway is connected
 	}
-	testutil.Eventually(t, "echo up", 20*time.Second, func() bool { return httpStatus("http://"+admin+probe) == 200 })
-	return &echoProc{proc: p, addr: addr, admin: admin}
+	// A free port can be taken by another test package between its pick
+	// and echo's bind: then echo exits at once, and starts again on others.
+	for attempt := 1; ; attempt++ {
+		addr, admin := freeAddr(t), freeAddr(t)
+		p := start(t, "echo", append([]string{
+			"TRANSPORT=" + transport, "ETCD_ENDPOINTS=" + etcd, "LISTEN_ADDR=" + addr,
+			"ADVERTISE_ADDR=" + addr, "ADMIN_ADDR=" + admin, "DRAIN_DELAY=1s", "SHUTDOWN_TIMEOUT=2s",
+		}, env...)...)
+		exited := false
+		testutil.Eventually(t, "echo up", 20*time.Second, func() bool {
+			select {
+			case <-p.done:
+				exited = true
+				return true
+			default:
+			}
+			return httpStatus("http://"+admin+probe) == 200
+		})
+		if !exited {
+			return &echoProc{proc: p, addr: addr, admin: admin}
+		}
+		if attempt == 3 || !strings.Contains(p.stdout.String(), "address already in use") {
+			t.Fatalf("echo exited at start:\n%s%s", p.stdout.String(), p.stderr.String())
+		}
+	}
 }
 
 // Every transport: the caller finds its echo through etcd, ignoring the
