@@ -469,7 +469,7 @@ func (c Common) Validate() error {
 		return err
 	}
 	if c.MaxHandshakes < 1 {
-		return &Error{"MAX_HANDSHAKES", strconv.Itoa(c.MaxHandshakes), "must be a positive number of connections, such as 128"}
+		return &Error{"MAX_HANDSHAKES", strconv.Itoa(c.MaxHandshakes), "must be a positive number of connections, such as 1024"}
 	}
 	if c.MaxHandshakesPerSource < 1 || c.MaxHandshakesPerSource > c.MaxHandshakes {
 		return &Error{"MAX_HANDSHAKES_PER_SOURCE", strconv.Itoa(c.MaxHandshakesPerSource),

@@ -276,7 +276,7 @@ func TestEveryTransport(t *testing.T) {
 				want(t, "LOG_FORMAT", e["LOG_FORMAT"], "json")
 				want(t, "MAX_MESSAGE_BYTES", e["MAX_MESSAGE_BYTES"], "4194304")
 				want(t, "HANDSHAKE_TIMEOUT", e["HANDSHAKE_TIMEOUT"], "10s")
-				want(t, "MAX_HANDSHAKES", e["MAX_HANDSHAKES"], "128")
+				want(t, "MAX_HANDSHAKES", e["MAX_HANDSHAKES"], "1024")
 				want(t, "MAX_HANDSHAKES_PER_SOURCE", e["MAX_HANDSHAKES_PER_SOURCE"], "32")
 				want(t, "REGISTRY_TTL (echo's, on both)", e["REGISTRY_TTL"], "10s")
 			}
@@ -700,7 +700,7 @@ func TestRejected(t *testing.T) {
 		{[]string{"transport=yamux", "tunnel.tls.mutual=true"}, "tunnel.tls.existingSecret"},
 		{[]string{"transport=yamux", "tunnel.tls.mutual=true", "tunnel.tls.existingSecret=gw"}, "tunnel.tls.clientSecret"},
 		{[]string{"transport=yamux", "tunnel.tls.enabled=false", "tunnel.tls.mutual=true"}, "tunnel.tls.enabled"},
-		{[]string{"limits.maxHandshakesPerSource=200"}, "limits.maxHandshakesPerSource=200 must not exceed limits.maxHandshakes=128"},
+		{[]string{"limits.maxHandshakesPerSource=2000"}, "limits.maxHandshakesPerSource=2000 must not exceed limits.maxHandshakes=1024"},
 		{[]string{"etcd.enabled=false", "externalEtcd.endpoints={a:2379}", "externalEtcd.auth.username=u"}, "externalEtcd.auth.existingSecret"},
 		// Exposing echo, and callers with echoAddresses.
 		{[]string{"transport=websocket", "echo.ingress.enabled=true", "echo.ingress.pathType=ImplementationSpecific"}, "/echo/ingress/pathType"},

@@ -34,7 +34,7 @@ import (
 const (
 	DefaultHandshakeTimeout  = 10 * time.Second
 	DefaultKeepAliveInterval = 10 * time.Second
-	DefaultMaxHandshakes     = 128
+	DefaultMaxHandshakes     = 1024 // 1,000 agents back at once without a refusal (make bench-scale)
 	// DefaultMaxHandshakesPerSource is GatewayConfig.MaxHandshakesPerSource's default.
 	DefaultMaxHandshakesPerSource = 32
 	DefaultReloadInterval         = 10 * time.Second

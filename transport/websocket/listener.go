@@ -34,8 +34,11 @@ const DefaultPath = "/kitex"
 // upgrade request.
 const DefaultHandshakeTimeout = 10 * time.Second
 
-// DefaultMaxHandshakes bounds the connections not yet upgraded at once.
-const DefaultMaxHandshakes = 128
+// DefaultMaxHandshakes bounds the connections not yet upgraded at once:
+// enough for a fleet of a thousand clients coming back at once (a lower
+// bound multiplies the time they take, see make bench-scale), a few tens
+// of MiB at most while every slot is held.
+const DefaultMaxHandshakes = 1024
 
 // DefaultMaxHandshakesPerSource bounds the connections not yet upgraded at
 // once from one source IP address.
