@@ -66,6 +66,9 @@ var certs *benchTLS
 // profileDir, if set, receives CPU profiles of every run.
 var profileDir string
 
+// warmup is how long each run calls before it measures (shorter with -quick).
+var warmup = 300 * time.Millisecond
+
 // sample is one measured run of one transport at one payload and concurrency.
 type sample struct {
 	Kind        string  `json:"kind"`
@@ -146,7 +149,7 @@ func allRatios(all []sample, payloads, concs []int) []ratios {
 }
 
 func main() {
-	quick := flag.Bool("quick", false, "1 KiB only, concurrency 1 and 16; 3 rounds of 1 s unless -rounds or -duration say otherwise")
+	quick := flag.Bool("quick", false, "1 KiB only, concurrency 1 and 16; 3 rounds of 1 s (200 ms of warm-up) unless -rounds or -duration say otherwise")
 	rounds := flag.Int("rounds", 5, "rounds, interleaved across transports")
 	dur := flag.Duration("duration", 3*time.Second, "measuring time per run")
 	only := flag.String("kinds", "", "comma-separated transports to measure (all if empty), e.g. gonet,yamux-4")
@@ -193,6 +196,7 @@ func main() {
 			*dur = time.Second
 		}
 		idleCPUWindow = time.Second
+		warmup = 200 * time.Millisecond // with the -tls kinds, the quick run stays within about 2 minutes
 	}
 	if *payloadList != "" {
 		r.Payloads = ints(*payloadList)
@@ -620,7 +624,7 @@ func load(kind string, size, conc int, dur time.Duration, srv *server, newCall f
 		closers = append(closers, closeFn)
 	}
 	// Warm up: connections, pools, the runtime.
-	run(calls, msg, 300*time.Millisecond)
+	run(calls, msg, warmup)
 
 	var ms0, ms1 runtime.MemStats
 	runtime.ReadMemStats(&ms0)
