@@ -158,7 +158,7 @@ bench: ## Full benchmark, separate processes: every transport vs raw TCP and a r
 	go run ./bench/cmd/bench
 
 .PHONY: bench-quick
-bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; about 90 s); writes bench/results/quick.{md,json} and charts.
+bench-quick: ## Short benchmark (1 KiB, 1 and 16 callers, 3 rounds; about 2 min); writes bench/results/quick.{md,json} and charts.
 	go run ./bench/cmd/bench -quick
 
 .PHONY: bench-scale
