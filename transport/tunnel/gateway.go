@@ -145,7 +145,7 @@ type Gateway struct {
 
 	mu       sync.RWMutex
 	sessions map[string][]slotSession // by identity, never empty
-	ids      []string                 // sorted identities, for the balancer
+	ids      []string                 // sorted identities, for the balancer; replaced, never changed in place
 	closed   bool
 
 	leaving sync.Map // *yamux.Session → struct{}: the agent said it is leaving
@@ -674,8 +674,8 @@ func (g *Gateway) add(id string, s slotSession, bound bool) bool {
 		}
 	}
 	if !known {
-		g.ids = append(g.ids, id)
-		sort.Strings(g.ids)
+		j, _ := slices.BinarySearch(g.ids, id)
+		g.ids = slices.Insert(slices.Clip(g.ids), j, id) // a new array: pickers hold the old one
 	}
 	g.sessions[id] = append(kept, s)
 	return true
@@ -697,7 +697,7 @@ func (g *Gateway) remove(id string, sess *yamux.Session) bool {
 	}
 	delete(g.sessions, id)
 	j := sort.SearchStrings(g.ids, id)
-	g.ids = append(g.ids[:j], g.ids[j+1:]...)
+	g.ids = slices.Concat(g.ids[:j], g.ids[j+1:]) // a new array: pickers hold the old one
 	return true
 }
 
@@ -749,6 +749,14 @@ func (g *Gateway) Agents() []string {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	return append([]string(nil), g.ids...)
+}
+
+// agentIDs returns the identities of the agents connected now, sorted,
+// without a copy: the slice is never changed, only replaced.
+func (g *Gateway) agentIDs() []string {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return g.ids
 }
 
 // AgentInfo describes a connected agent, for an inventory.
@@ -931,7 +939,7 @@ func (g *Gateway) Balancer() loadbalance.Loadbalancer { return gatewayBalancer{g
 type gatewayBalancer struct{ g *Gateway }
 
 func (b gatewayBalancer) GetPicker(discovery.Result) loadbalance.Picker {
-	ids := b.g.Agents()
+	ids := b.g.agentIDs() // per call: no copy of every agent's name
 	return &picker{ids: ids, start: int(b.g.rr.Add(1) % uint64(max(1, len(ids))))}
 }
 
