@@ -87,7 +87,7 @@ type AgentConfig struct {
 	// logged. DefaultMaxStreams if zero.
 	MaxStreams int
 	// BackoffMin and BackoffMax bound the delay between reconnection
-	// attempts, which doubles from min to max with jitter;
+	// attempts, which grows 1.5 times per attempt from min to max, with jitter;
 	// DefaultBackoffMin and DefaultBackoffMax if zero.
 	BackoffMin, BackoffMax time.Duration
 	// Dial opens the TCP connection to a gateway at a host:port address;
