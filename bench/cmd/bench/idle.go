@@ -4,11 +4,10 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/anyconn/kitex-anyconn/bench/internal/sysinfo"
 	"github.com/anyconn/kitex-anyconn/transport"
 	"github.com/anyconn/kitex-anyconn/transport/tunnel"
 	"github.com/anyconn/kitex-anyconn/transport/websocket"
@@ -114,17 +113,4 @@ func idleSessionCosts(bin string) (idleFigures, error) {
 }
 
 // rss returns the server's resident set size in bytes.
-func (s *server) rss() int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", s.cmd.Process.Pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
-}
+func (s *server) rss() int64 { return sysinfo.RSS(s.cmd.Process.Pid) }

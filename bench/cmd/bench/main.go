@@ -32,6 +32,7 @@ import (
 	"github.com/cloudwego/kitex/pkg/klog"
 	"go.uber.org/zap"
 
+	"github.com/anyconn/kitex-anyconn/bench/internal/sysinfo"
 	"github.com/anyconn/kitex-anyconn/internal/obs"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api"
 	"github.com/anyconn/kitex-anyconn/kitex_gen/api/echo"
@@ -245,7 +246,7 @@ func main() {
 		}
 		r.Idle[k] = f
 	}
-	r.Machine, r.Date, r.IdleCPUSec = machine(), time.Now().UTC().Format(time.RFC3339), idleCPUWindow.Seconds()
+	r.Machine, r.Date, r.IdleCPUSec = sysinfo.Machine(), time.Now().UTC().Format(time.RFC3339), idleCPUWindow.Seconds()
 	if err := write(r, *out, true); err != nil {
 		fail(err)
 	}
@@ -295,19 +296,6 @@ func ints(list string) []int {
 func fail(err error) {
 	fmt.Fprintln(os.Stderr, "bench:", err)
 	os.Exit(1)
-}
-
-func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%s, %d cores, %s %s/%s", model, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }
 
 func buildServer() (string, error) {

@@ -31,12 +31,12 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
+	"github.com/anyconn/kitex-anyconn/bench/internal/sysinfo"
 	"github.com/anyconn/kitex-anyconn/internal/config"
 	"github.com/anyconn/kitex-anyconn/internal/etcdembed"
 	"github.com/anyconn/kitex-anyconn/transport"
@@ -112,7 +112,7 @@ func main() {
 	if err != nil {
 		fail(err)
 	}
-	r := report{Name: "scale", Machine: machine(), Date: time.Now().UTC().Format(time.RFC3339),
+	r := report{Name: "scale", Machine: sysinfo.Machine(), Date: time.Now().UTC().Format(time.RFC3339),
 		Command: strings.Join(append([]string{"go run ./bench/cmd/scale"}, os.Args[1:]...), " "), FileLimit: raiseFileLimit()}
 	ac := agentsConfig{sessions: *sessions, perProcess: *perProcess, backoffMin: *backoffMin, backoffMax: *backoffMax,
 		maxHandshakes: *maxHS, maxPerSource: *maxHSSource, tls: *withTLS, restartDelay: *restartDelay, settle: 2 * time.Second, idleCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
@@ -297,17 +297,4 @@ func fail(err error) {
 	killAll()
 	fmt.Fprintln(os.Stderr, "scale:", err)
 	os.Exit(1)
-}
-
-func machine() string {
-	model := "unknown CPU"
-	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			if strings.HasPrefix(l, "model name") {
-				model = strings.TrimSpace(strings.SplitN(l, ":", 2)[1])
-				break
-			}
-		}
-	}
-	return fmt.Sprintf("%s, %d cores, %s %s/%s", model, runtime.NumCPU(), runtime.Version(), runtime.GOOS, runtime.GOARCH)
 }

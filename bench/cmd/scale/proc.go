@@ -14,6 +14,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/anyconn/kitex-anyconn/bench/internal/sysinfo"
 )
 
 // proc is a child process: this program in another mode, or a service
@@ -229,7 +231,7 @@ func killAll() {
 func (p *proc) cpu() time.Duration { return procCPU(p.cmd.Process.Pid) }
 
 // rss returns p's resident set size in bytes.
-func (p *proc) rss() int64 { return procRSS(p.cmd.Process.Pid) }
+func (p *proc) rss() int64 { return sysinfo.RSS(p.cmd.Process.Pid) }
 
 // procCPU returns the CPU time of process pid: the sum of its threads'
 // se.sum_exec_runtime (/proc/<pid>/task/*/sched, the scheduler's own count
@@ -268,21 +270,6 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond // USER_HZ is 100 on Linux
-}
-
-func procRSS(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if strings.HasPrefix(l, "VmRSS:") {
-			f := strings.Fields(l)
-			kb, _ := strconv.ParseInt(f[1], 10, 64)
-			return kb * 1024
-		}
-	}
-	return 0
 }
 
 // getJSON reads url's JSON answer into v.
