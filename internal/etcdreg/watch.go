@@ -35,9 +35,9 @@ func (r *Resolver) Balance(service string, lb loadbalance.Loadbalancer, expire t
 	}
 	factory := lbcache.NewBalancerFactory(r, lb, opts) // the clients' own, shared
 	target := rpcinfo.NewEndpointInfo(service, "", nil, nil)
-	r.w.wg.Add(1)
-	go func() {
-		defer r.w.wg.Done()
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	r.w.goLocked(func() {
 		for {
 			changed := r.changes(service)
 			if changed == nil {
@@ -53,7 +53,7 @@ func (r *Resolver) Balance(service string, lb loadbalance.Loadbalancer, expire t
 				bl.Refresh()
 			}
 		}
-	}()
+	})
 	return &opts
 }
 
@@ -102,11 +102,9 @@ func (r *Resolver) Watch(resync time.Duration) *Resolver {
 	r.name = fmt.Sprintf("%s#watch-%d", r.buildName(), watchers.Add(1))
 	ctx, cancel := context.WithCancel(context.Background())
 	r.w = &watching{resync: resync, ctx: ctx, cancel: cancel, feeds: map[string]*feed{}}
-	r.w.wg.Add(1)
-	go func() {
-		defer r.w.wg.Done()
-		r.w.pokeOnReconnect(r.cli)
-	}()
+	r.w.mu.Lock()
+	defer r.w.mu.Unlock()
+	r.w.goLocked(func() { r.w.pokeOnReconnect(r.cli) })
 	return r
 }
 
@@ -114,9 +112,25 @@ func (r *Resolver) Watch(resync time.Duration) *Resolver {
 // than once, and on a Resolver that does not watch.
 func (r *Resolver) Close() {
 	if r.w != nil {
+		r.w.mu.Lock() // no goroutine starts once Wait may run
 		r.w.cancel()
+		r.w.mu.Unlock()
 		r.w.wg.Wait()
 	}
+}
+
+// goLocked runs fn in a goroutine that Close waits for, unless r is
+// closed. Called with w.mu held.
+func (w *watching) goLocked(fn func()) bool {
+	if w.ctx.Err() != nil {
+		return false
+	}
+	w.wg.Add(1)
+	go func() {
+		defer w.wg.Done()
+		fn()
+	}()
+	return true
 }
 
 // changes returns a channel closed at the next change of service's
@@ -140,14 +154,12 @@ func (w *watching) feed(r *Resolver, service string) *feed {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	f := w.feeds[service]
-	if f == nil && w.ctx.Err() == nil {
-		f = &feed{ready: make(chan struct{}), poke: make(chan struct{}, 1), changed: make(chan struct{})}
-		w.feeds[service] = f
-		w.wg.Add(1)
-		go func() {
-			defer w.wg.Done()
-			r.run(w.ctx, service, f)
-		}()
+	if f == nil {
+		nf := &feed{ready: make(chan struct{}), poke: make(chan struct{}, 1), changed: make(chan struct{})}
+		if w.goLocked(func() { r.run(w.ctx, service, nf) }) {
+			f = nf
+			w.feeds[service] = f
+		}
 	}
 	return f
 }
