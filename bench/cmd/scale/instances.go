@@ -312,8 +312,9 @@ func measureInstances(cli *clientv3.Client, endpoint string, n, port int, c inst
 	return f, nil
 }
 
-// phase returns a random wait within the caller's refresh period
-// (DISCOVERY_REFRESH, 2 s if unset; at most 2 s).
+// phase returns a random wait of up to 2 s (DISCOVERY_REFRESH if shorter):
+// the period at which callers polled etcd before they watched it, so that a
+// polling caller is met at any phase of its ticker.
 func phase() time.Duration {
 	period := 2 * time.Second
 	if d, err := time.ParseDuration(os.Getenv("DISCOVERY_REFRESH")); err == nil && d > 0 && d < period {
