@@ -789,16 +789,18 @@ func (a *Agent) watchPeers(t *target, s *agentSession) *yamux.Stream {
 // kept, with the writes after it, until the message is complete. Anything
 // else is written at once; what is kept is written before a write that
 // does not continue it, and before a Read or Close, so that a peer that
-// is answered never waits for it.
+// is answered never waits for it. A message complete and being written
+// (which may wait for the peer's window) holds up neither: Close ends that
+// write, as it ends any, and a Read waits for the peer only.
 type countedStream struct {
 	*yamux.Stream
 	open *atomic.Int64
 	once sync.Once
 
-	wmu     sync.Mutex  // held by Write, and by Read while it writes what was gathered
+	wmu     sync.Mutex  // held by Write, and by Read or Close while they write what was gathered
 	pend    *[]byte     // the message gathered so far, from gatherPool; under wmu
 	left    int         // bytes of it still to come; under wmu
-	pending atomic.Bool // pend != nil, for Read
+	pending atomic.Bool // pend != nil, for Read and Close
 }
 
 // maxGather bounds the messages a countedStream gathers: a frame saved is
@@ -849,24 +851,29 @@ func messageStart(p []byte) (int, bool) {
 	return n, n <= maxGather && (magic == 0x1000 || magic == 0x8001)
 }
 
-// flushLocked writes what was gathered. Called with wmu held.
+// flushLocked writes what was gathered. Called with wmu held; pending is
+// false before the write starts, so that a Read or Close does not wait
+// for it.
 func (c *countedStream) flushLocked() error {
 	if c.pend == nil {
 		return nil
 	}
-	_, err := c.write(*c.pend)
-	gatherPool.Put(c.pend)
+	pend := c.pend
 	c.pend, c.left = nil, 0
 	c.pending.Store(false)
+	_, err := c.write(*pend)
+	gatherPool.Put(pend)
 	return err
 }
 
-// flush writes what was gathered, if anything.
+// flush writes what was gathered, if anything, unless a Write is under way
+// (it holds wmu only to add to the message, or while it writes the message
+// it completed, which may wait for the peer's window: a Read or Close must
+// not wait for that).
 func (c *countedStream) flush() error {
-	if !c.pending.Load() {
+	if !c.pending.Load() || !c.wmu.TryLock() {
 		return nil
 	}
-	c.wmu.Lock()
 	defer c.wmu.Unlock()
 	return c.flushLocked()
 }

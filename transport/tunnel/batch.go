@@ -44,6 +44,10 @@ const (
 // its own write deadline and fails every later Write once a write has
 // failed. Its two buffers are kept from one write to the next (the large
 // ones only while they are filled), so a busy session allocates nothing.
+//
+// It has one writer: yamux's send loop writes every frame, a header and
+// then its body, from one goroutine (hashicorp/yamux v0.1.2, session.go).
+// Write is not for concurrent use.
 type batchConn struct {
 	net.Conn
 	writeTimeout time.Duration
@@ -179,18 +183,11 @@ func (b *batchConn) writeDirect(p []byte) (int, error) {
 	if err != nil && b.err == nil {
 		b.err = err
 	}
-	queued := len(b.queue) > 0
 	b.room.Broadcast()
 	b.mu.Unlock()
 	if err != nil {
 		_ = b.Conn.Close()
 		return 0, err
-	}
-	if queued { // written meanwhile by another goroutine
-		select {
-		case b.kick <- struct{}{}:
-		default:
-		}
 	}
 	return len(p), nil
 }

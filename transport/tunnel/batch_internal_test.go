@@ -336,3 +336,61 @@ func TestCountedStreamWritesWhatItGathered(t *testing.T) {
 		t.Fatalf("got %d bytes before the close, want the %d gathered", len(got[0]), len(short))
 	}
 }
+
+// A gathered message whose write waits for the peer's window holds up
+// neither a Read nor a Close of its stream: Close ends the write, as it
+// does any blocked write, and a Read waits for the peer, not for it (two
+// peers whose writers both waited for the other's reader would never
+// move).
+func TestCountedStreamWaitingWriteHoldsUpNoReadOrClose(t *testing.T) {
+	// A peer that reads nothing and grants no window: 256 KiB, yamux's
+	// initial window, fill it.
+	cs, _ := gatherPeer(t)
+	if _, err := cs.Write(make([]byte, 256<<10)); err != nil {
+		t.Fatal(err)
+	}
+	msg := kitexMessage(0x1000, 1000)
+	wrote := make(chan error, 1)
+	go func() {
+		if _, err := cs.Write(msg[:100]); err != nil {
+			wrote <- err
+			return
+		}
+		_, err := cs.Write(msg[100:]) // completes the message: its write waits for window
+		wrote <- err
+	}()
+	time.Sleep(100 * time.Millisecond)
+	select {
+	case err := <-wrote:
+		t.Fatalf("the write did not wait for the window: %v", err)
+	default:
+	}
+
+	_ = cs.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+	read := make(chan error, 1)
+	go func() { _, err := cs.Read(make([]byte, 10)); read <- err }()
+	select {
+	case err := <-read:
+		if err == nil {
+			t.Fatal("read something the peer never wrote")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Read waited for the stream's blocked write, not for its deadline")
+	}
+
+	closed := make(chan error, 1)
+	go func() { closed <- cs.Close() }()
+	select {
+	case <-closed:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close waited for the stream's blocked write")
+	}
+	select {
+	case err := <-wrote:
+		if err == nil {
+			t.Fatal("the blocked write succeeded on a closed stream")
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Close did not end the blocked write")
+	}
+}
