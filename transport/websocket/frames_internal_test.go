@@ -170,15 +170,8 @@ func TestLeanFramesHoldNoBufferBetweenMessages(t *testing.T) {
 		holdNoBuffer(t, f, c)
 	})
 	t.Run("tls", func(t *testing.T) {
-		ca := testutil.NewCA(t)
-		f, c := serverPair(t)
-		srv := tls.Server(f.conn, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "echo", x509.ExtKeyUsageServerAuth)}})
-		cli := tls.Client(c, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1"})
-		go func() { _ = cli.Handshake() }()
-		if err := srv.Handshake(); err != nil {
-			t.Fatal(err)
-		}
-		holdNoBuffer(t, newLeanFrames(srv, nil, serverSide), cli)
+		f, c := tlsServerPair(t)
+		holdNoBuffer(t, f, c)
 	})
 }
 
@@ -229,4 +222,55 @@ func holdNoBuffer(t *testing.T, f *leanFrames, c net.Conn) {
 	if _, err := f.Read(got); err != io.EOF {
 		t.Fatalf("read after the peer closed: %v, want io.EOF", err)
 	}
+}
+
+// Within a message, a reader that takes it in small pieces (as Kitex's
+// buffered reader does, into what is left of its buffer) gets a read
+// buffer's worth of the connection per fill: the small wait read that
+// keeps a TLS connection from holding a buffer is for a frame's start
+// only.
+func TestLeanFramesSmallReadsWithinAMessage(t *testing.T) {
+	small := func(t *testing.T, f *leanFrames, c net.Conn) {
+		big := bytes.Repeat([]byte("0123456789abcdef"), 1000) // 16000 bytes
+		go func() { _, _ = c.Write(frame(true, opBinary, big, [4]byte{1, 2, 3, 4})) }()
+		var got []byte
+		p := make([]byte, 1024)
+		reads := 0
+		for len(got) < len(big) {
+			n, err := f.Read(p)
+			if err != nil {
+				t.Fatalf("after %d bytes: %v", len(got), err)
+			}
+			reads++
+			got = append(got, p[:n]...)
+		}
+		if !bytes.Equal(got, big) {
+			t.Fatal("read other bytes than were sent")
+		}
+		if limit := 2*len(big)/len(p) + 4; reads > limit {
+			t.Fatalf("%d reads of %d bytes for a message of %d, want at most %d", reads, len(p), len(big), limit)
+		}
+	}
+	t.Run("tcp", func(t *testing.T) {
+		f, c := serverPair(t)
+		small(t, f, c)
+	})
+	t.Run("tls", func(t *testing.T) {
+		f, c := tlsServerPair(t)
+		small(t, f, c)
+	})
+}
+
+// tlsServerPair is serverPair over TLS: the server's lean framing on a
+// tls.Conn, and the client's tls.Conn.
+func tlsServerPair(t *testing.T) (*leanFrames, net.Conn) {
+	ca := testutil.NewCA(t)
+	f, c := serverPair(t)
+	srv := tls.Server(f.conn, &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, "echo", x509.ExtKeyUsageServerAuth)}})
+	cli := tls.Client(c, &tls.Config{RootCAs: ca.Pool, ServerName: "127.0.0.1"})
+	go func() { _ = cli.Handshake() }()
+	if err := srv.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	return newLeanFrames(srv, nil, serverSide), cli
 }

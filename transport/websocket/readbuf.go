@@ -12,9 +12,9 @@ const readBufSize = 4096
 // when bytes arrive and gives it back once it has read them all, so that a
 // connection that waits for its next message holds no buffer: on plain TCP
 // the wait happens before the buffer is borrowed (readwait_unix.go), with
-// the same system calls as an ordinary read; on TLS the wait reads the
-// first bytes into 16 bytes of the connection's own. Other connections
-// hold a buffer while they wait.
+// the same system calls as an ordinary read; on TLS the wait for a frame
+// reads its first bytes into 16 bytes of the connection's own. Other
+// connections hold a buffer while they wait.
 var readBufs = sync.Pool{New: func() any { return new([readBufSize]byte) }}
 
 // buffered returns how many received bytes have not been read yet.
@@ -67,10 +67,13 @@ func (f *leanFrames) fill() error {
 		switch {
 		case f.rc != nil:
 			n, err = f.readWait()
-		case f.buf == nil && f.first != nil:
-			// TLS: wait with no buffer held. A read returns at most what
-			// one record holds, and the next fills take the rest of the
-			// record from crypto/tls's own buffer, with no system call.
+		case f.buf == nil && f.first != nil && f.remain == 0:
+			// TLS, at a frame's start: wait with no buffer held. A read
+			// returns at most what one record holds, and the next fills
+			// take the rest of the record from crypto/tls's own buffer,
+			// with no system call. Within a frame, a buffer is borrowed
+			// and filled (a reader taking the payload in small pieces
+			// would otherwise get 16 bytes a read).
 			if n, err = f.conn.Read(f.first[:]); n > 0 {
 				f.borrow()
 				copy(f.buf[:], f.first[:n])
