@@ -266,6 +266,9 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", http.MethodGet)
 		l.reject(w, r, http.StatusMethodNotAllowed, fmt.Errorf("websocket: method %s is not GET", r.Method))
 		return
+	case !r.ProtoAtLeast(1, 1): // RFC 6455, 4.2.1
+		l.reject(w, r, http.StatusBadRequest, fmt.Errorf("websocket: an upgrade needs HTTP/1.1 at least, not %s", r.Proto))
+		return
 	case !headerHasToken(r.Header, "Connection", "upgrade") || !headerHasToken(r.Header, "Upgrade", "websocket"):
 		w.Header().Set("Upgrade", "websocket")
 		l.reject(w, r, http.StatusUpgradeRequired, errors.New("websocket: not a WebSocket upgrade request"))
@@ -277,6 +280,9 @@ func (l *Listener) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	var accept [28]byte
 	switch {
+	case len(r.Header.Values("Sec-Websocket-Key")) > 1 || len(r.Header.Values("Sec-Websocket-Version")) > 1: // RFC 6455, 11.3.1 and 11.3.5
+		l.reject(w, r, http.StatusBadRequest, errors.New("websocket: Sec-WebSocket-Key or Sec-WebSocket-Version given more than once"))
+		return
 	case r.Header.Get("Sec-Websocket-Version") != "13":
 		w.Header().Set("Sec-WebSocket-Version", "13")
 		l.reject(w, r, http.StatusBadRequest, fmt.Errorf("websocket: version %q is not 13", r.Header.Get("Sec-Websocket-Version")))
