@@ -33,10 +33,10 @@ func New(min, max time.Duration) *Backoff {
 
 // Next returns the delay to wait now, between half and all of the current
 // delay (so that peers retrying together spread out), and grows the
-// current delay by Growth up to the maximum.
+// current delay by Growth (at least a nanosecond) up to the maximum.
 func (b *Backoff) Next() time.Duration {
 	d := b.cur
-	b.cur = min(b.cur+b.cur/2, b.max)
+	b.cur = min(max(b.cur+b.cur/2, b.cur+1), b.max)
 	return d/2 + time.Duration(rand.Int64N(int64(d)/2+1))
 }
 

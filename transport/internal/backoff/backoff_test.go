@@ -42,3 +42,18 @@ func TestRetriesSpreadOut(t *testing.T) {
 		t.Fatalf("100 peers drew only %d distinct delays", len(seen))
 	}
 }
+
+// A minimum of a nanosecond or two (a mistaken setting) still grows to the
+// maximum: 1.5 times 1 ns rounds down to 1 ns, which would retry at once
+// forever.
+func TestTinyMinimumStillGrows(t *testing.T) {
+	for _, low := range []time.Duration{0, 1, 2} {
+		b := New(low, time.Millisecond)
+		for range 100 {
+			b.Next()
+		}
+		if b.cur != time.Millisecond {
+			t.Fatalf("from %v: after 100 attempts the delay is %v, want the maximum, 1ms", low, b.cur)
+		}
+	}
+}
