@@ -700,15 +700,27 @@ func table(all []sample, payloads, concs []int) string {
 					}
 				}
 				m, spread := median(ss)
-				g := ratio(all, k, "gonet", size, c, qps)
+				// A ratio to a transport the run did not measure (-kinds) is left empty.
+				spreadCell := func(x [3]float64) string {
+					if math.IsNaN(x[0]) {
+						return ""
+					}
+					return fmt.Sprintf("%.2f [%.2f-%.2f]", x[0], x[1], x[2])
+				}
+				cell := func(x [3]float64) string {
+					if math.IsNaN(x[0]) {
+						return ""
+					}
+					return fmt.Sprintf("%.2f", x[0])
+				}
 				plain := ""
 				if p, ok := plainOf[k]; ok {
-					x := ratio(all, k, p, size, c, qps)
-					plain = fmt.Sprintf("%.2f [%.2f-%.2f]", x[0], x[1], x[2])
+					plain = spreadCell(ratio(all, k, p, size, c, qps))
 				}
-				fmt.Fprintf(&b, "| %s | %d | %s | %.0f [%.0f-%.0f] | %.2f [%.2f-%.2f] | %.2f | %s | %.0f | %.0f | %.0f | %.2f | %.1f | %.1f | %.1f | %d |\n",
+				fmt.Fprintf(&b, "| %s | %d | %s | %.0f [%.0f-%.0f] | %s | %s | %s | %.0f | %.0f | %.0f | %s | %.1f | %.1f | %.1f | %d |\n",
 					bytesName(size), c, k, m.QPS, spread[0], spread[1],
-					g[0], g[1], g[2], ratio(all, k, "raw", size, c, qps)[0], plain, m.P50us, m.P99us, m.P999us, ratio(all, k, "gonet", size, c, p99)[0],
+					spreadCell(ratio(all, k, "gonet", size, c, qps)), cell(ratio(all, k, "raw", size, c, qps)), plain,
+					m.P50us, m.P99us, m.P999us, cell(ratio(all, k, "gonet", size, c, p99)),
 					m.ClientCPUus, m.ServerCPUus, m.AllocsCall, m.Errors)
 			}
 		}
