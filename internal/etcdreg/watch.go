@@ -29,25 +29,25 @@ import (
 // timer is left at an hour, since r's full reads (Watch's resync) come as
 // changes too.
 func (r *Resolver) Balance(service string, lb loadbalance.Loadbalancer, expire time.Duration) *lbcache.Options {
-	opts := lbcache.Options{RefreshInterval: time.Hour, ExpireInterval: expire, Cacheable: true}
-	if r.w == nil {
-		return &opts
+	if r.w == nil { // Kitex's own refresh (every 5 s), nothing pushed
+		return &lbcache.Options{ExpireInterval: expire}
 	}
+	opts := lbcache.Options{RefreshInterval: time.Hour, ExpireInterval: expire, Cacheable: true}
 	factory := lbcache.NewBalancerFactory(r, lb, opts) // the clients' own, shared
 	target := rpcinfo.NewEndpointInfo(service, "", nil, nil)
 	r.w.mu.Lock()
 	defer r.w.mu.Unlock()
 	r.w.goLocked(func() {
-		for {
-			changed := r.changes(service)
-			if changed == nil {
-				return // closed
-			}
+		changed := r.changes(service)
+		for changed != nil { // nil once closed
 			select {
 			case <-r.w.ctx.Done():
 				return
 			case <-changed:
 			}
+			// The next change's signal before this refresh reads: a change
+			// during the refresh then makes another.
+			changed = r.changes(service)
 			// Get makes the balancer if no client has yet (or it expired).
 			if bl, err := factory.Get(r.w.ctx, target); err == nil {
 				bl.Refresh()
@@ -148,8 +148,8 @@ func (r *Resolver) changes(service string) <-chan struct{} {
 	return f.changed
 }
 
-// feed returns the service's feed, started at the first call (nil once r
-// is closed).
+// feed returns the service's feed, started at the first call (nil for a
+// service first asked for once r is closed).
 func (w *watching) feed(r *Resolver, service string) *feed {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -171,9 +171,15 @@ func (w *watching) resolve(ctx context.Context, r *Resolver, service string) (di
 		return discovery.Result{}, errors.New("resolver closed")
 	}
 	select {
-	case <-f.ready:
-	case <-ctx.Done():
-		return discovery.Result{}, ctx.Err()
+	case <-f.ready: // a closed r still answers with what it knew
+	default:
+		select {
+		case <-f.ready:
+		case <-ctx.Done():
+			return discovery.Result{}, ctx.Err()
+		case <-w.ctx.Done(): // closed before the first read ended
+			return discovery.Result{}, errors.New("resolver closed")
+		}
 	}
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -187,8 +193,10 @@ func (w *watching) pokeOnReconnect(cli *clientv3.Client) {
 	conn := cli.ActiveConnection()
 	state := conn.GetState()
 	for conn.WaitForStateChange(w.ctx, state) {
+		// Ready now, after any other state (Ready to Ready: it was lost
+		// and found again between two looks).
 		next := conn.GetState()
-		if next == connectivity.Ready && state != connectivity.Ready {
+		if next == connectivity.Ready {
 			w.mu.Lock()
 			for _, f := range w.feeds {
 				select {

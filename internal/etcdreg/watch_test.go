@@ -3,6 +3,7 @@ package etcdreg_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"slices"
 	"sync"
 	"testing"
@@ -209,5 +210,41 @@ func TestBalanceRefreshesKitexBalancerAtEachChange(t *testing.T) {
 		if in := picker.Next(context.Background(), nil); in == nil || in.Address().String() != "10.0.0.2:1" {
 			t.Fatalf("picked %v after the deletion", in)
 		}
+	}
+}
+
+// A Resolve waiting for the first read of etcd ends when the Resolver is
+// closed (Kitex's balancer resolves without a deadline), and a closed
+// Resolver that never read answers at once.
+func TestCloseEndsAResolveWaitingForItsFirstRead(t *testing.T) {
+	// An etcd that never answers: a listener that accepts and says nothing.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{ln.Addr().String()}, Logger: zap.NewNop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	r := etcdreg.NewResolver(cli, "", nil).Watch(noResync)
+	done := make(chan error, 1)
+	go func() {
+		_, err := r.Resolve(context.Background(), "echo")
+		done <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // Resolve waits for the first read
+	r.Close()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("Resolve of a closed Resolver succeeded")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Resolve still waits for a first read that Close ended")
+	}
+	if _, err := r.Resolve(context.Background(), "echo"); err == nil {
+		t.Fatal("a closed Resolver answered")
 	}
 }
