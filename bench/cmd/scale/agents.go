@@ -112,7 +112,11 @@ func measureAgents(self string, n int, c agentsConfig) (agentFigures, error) {
 	if err != nil {
 		return f, err
 	}
-	defer func() { gw.kill() }()
+	defer func() {
+		if gw != nil { // nil if the restart below failed
+			gw.kill()
+		}
+	}()
 	time.Sleep(c.settle / 2)
 	var base gatewayStats
 	if err := getJSON(statsURL+"?gc=1", &base); err != nil {

@@ -117,8 +117,13 @@ func main() {
 	ac := agentsConfig{sessions: *sessions, perProcess: *perProcess, backoffMin: *backoffMin, backoffMax: *backoffMax,
 		maxHandshakes: *maxHS, maxPerSource: *maxHSSource, tls: *withTLS, restartDelay: *restartDelay, settle: 2 * time.Second, idleCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
 	// The caller's etcd requests are read over a whole period of its full
-	// reads (DISCOVERY_REFRESH's default), from 10 s to 30 s.
-	ic := instancesConfig{bin: *bin, kind: transport.Kind(*kind), window: min(max(10*time.Second, config.DefaultDiscoveryRefresh), 30*time.Second),
+	// reads (DISCOVERY_REFRESH, which the caller inherits, or its default),
+	// from 10 s to 30 s.
+	refresh := config.DefaultDiscoveryRefresh
+	if d, err := time.ParseDuration(os.Getenv("DISCOVERY_REFRESH")); err == nil && d > 0 {
+		refresh = d
+	}
+	ic := instancesConfig{bin: *bin, kind: transport.Kind(*kind), window: min(max(10*time.Second, refresh), 30*time.Second),
 		trials: 5, interval: 10 * time.Millisecond}
 	cc := connsConfig{settle: 1500 * time.Millisecond, idleCPU: 3 * time.Second, sessionCPU: tunnel.DefaultKeepAliveInterval, timeout: 60 * time.Second}
 	as, is, cs := []int{10, 100, 1000}, []int{10, 100, 1000}, []int{100, 1000, 10000}
