@@ -208,7 +208,7 @@ func (r *Resolver) result(service string, entries map[string]entry) discovery.Re
 // value alone is too large is ignored: the valid entries are still found,
 // and no more than one page is held at a time.
 func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.KeyValue)) (rev int64, err error) {
-	resp, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned))
+	resp, err := r.get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned))
 	if !tooLarge(err) {
 		if err != nil {
 			return 0, err
@@ -218,7 +218,7 @@ func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.Ke
 		}
 		return resp.Header.Revision, nil
 	}
-	keys, err := r.cli.Get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned), clientv3.WithKeysOnly())
+	keys, err := r.get(ctx, prefix, clientv3.WithPrefix(), clientv3.WithLimit(maxScanned), clientv3.WithKeysOnly())
 	if err != nil {
 		return 0, err
 	}
@@ -232,7 +232,7 @@ func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.Ke
 		if i+pageKeys < len(keys.Kvs) {
 			end = string(keys.Kvs[i+pageKeys].Key)
 		}
-		resp, err := r.cli.Get(ctx, string(page[0].Key), clientv3.WithRange(end), clientv3.WithLimit(pageKeys), clientv3.WithRev(rev))
+		resp, err := r.get(ctx, string(page[0].Key), clientv3.WithRange(end), clientv3.WithLimit(pageKeys), clientv3.WithRev(rev))
 		if err == nil {
 			for _, kv := range resp.Kvs {
 				each(kv)
@@ -243,7 +243,7 @@ func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.Ke
 			return 0, err
 		}
 		for _, k := range page {
-			resp, err := r.cli.Get(ctx, string(k.Key), clientv3.WithRev(rev))
+			resp, err := r.get(ctx, string(k.Key), clientv3.WithRev(rev))
 			switch {
 			case tooLarge(err):
 				r.ignore(string(k.Key), fmt.Sprintf("value of more than %d bytes", MaxRecvBytes))
@@ -255,6 +255,14 @@ func (r *Resolver) scan(ctx context.Context, prefix string, each func(*mvccpb.Ke
 		}
 	}
 	return rev, nil
+}
+
+// get is one read of etcd within readTimeout: a full read of a large
+// service takes several (scan's pages), each with its own time.
+func (r *Resolver) get(ctx context.Context, key string, opts ...clientv3.OpOption) (*clientv3.GetResponse, error) {
+	ctx, cancel := context.WithTimeout(ctx, readTimeout)
+	defer cancel()
+	return r.cli.Get(ctx, key, opts...)
 }
 
 // pageKeys is how many values scan reads at once when one read is too
@@ -392,9 +400,7 @@ func (r *Resolver) follow(ctx context.Context, service string, refresh time.Dura
 	var last []string
 	for {
 		changed := r.changes(service) // before reading: a change during the read is not missed
-		rctx, cancel := context.WithTimeout(ctx, readTimeout)
-		res, err := r.Resolve(rctx, service)
-		cancel()
+		res, err := r.Resolve(ctx, service) // each read of etcd within readTimeout
 		if err == nil {
 			addrs := make([]string, 0, len(res.Instances))
 			for _, in := range res.Instances {

@@ -57,7 +57,7 @@ func (r *Resolver) Balance(service string, lb loadbalance.Loadbalancer, expire t
 	return &opts
 }
 
-// readTimeout bounds one full read of a service's instances.
+// readTimeout bounds one read of etcd (see Resolver.get).
 const readTimeout = 3 * time.Second
 
 // watchers numbers the watching Resolvers of the process.
@@ -226,9 +226,7 @@ func (r *Resolver) run(ctx context.Context, service string, f *feed) {
 		case <-f.poke:
 		default:
 		}
-		rctx, cancel := context.WithTimeout(ctx, readTimeout)
-		entries, rev, err := r.readEntries(rctx, service)
-		cancel()
+		entries, rev, err := r.readEntries(ctx, service) // each read within readTimeout
 		if ctx.Err() != nil {
 			return
 		}
