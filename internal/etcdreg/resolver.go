@@ -399,8 +399,10 @@ func (r *Resolver) follow(ctx context.Context, service string, refresh time.Dura
 	defer tick.Stop()
 	var last []string
 	for {
-		changed := r.changes(service) // before reading: a change during the read is not missed
-		res, err := r.Resolve(ctx, service) // each read of etcd within readTimeout
+		// The change signal before reading: a change during the read is
+		// not missed. Each read of etcd is within readTimeout.
+		changed := r.changes(service)
+		res, err := r.Resolve(ctx, service)
 		if err == nil {
 			addrs := make([]string, 0, len(res.Instances))
 			for _, in := range res.Instances {
